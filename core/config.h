@@ -1,0 +1,97 @@
+#pragma once
+// Config: the one TOML file, parsed and validated at start-up (control thread). Immutable once
+// loaded; shards get a const reference that outlives them.
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ringlb::core {
+
+using Duration = std::chrono::nanoseconds;
+
+/// A parsed socket address (IPv4 or IPv6 literal plus port) and the text it came from.
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  std::string text;  // as written, e.g. "127.0.0.1:8080" or "[::1]:8080"
+};
+
+enum class IoBackend { kAuto, kIoUring, kEpoll };
+enum class LbPolicy { kRoundRobin, kP2c };
+
+struct ProxyConfig {
+  unsigned workers = 0;  // 0 = "auto": CPUs this process may use (affinity, cgroup quota)
+  IoBackend io_backend = IoBackend::kAuto;
+  Duration drain_timeout = std::chrono::seconds(20);
+  // Per shard: downstream connections beyond this are accepted and closed at once.
+  uint32_t max_connections = 10000;
+  // Advertised to clients as SETTINGS_MAX_CONCURRENT_STREAMS.
+  uint32_t max_concurrent_streams = 1024;
+  // Bytes buffered per stream per direction; also the HTTP/2 stream window ringlb advertises,
+  // so a peer can never make ringlb hold more than this for one stream.
+  uint32_t stream_buffer = 256 * 1024;
+  // HTTP/2 connection-level receive window advertised on each connection.
+  uint32_t connection_window = 8 * 1024 * 1024;
+  // Advertised as SETTINGS_MAX_HEADER_LIST_SIZE and enforced on receive.
+  uint32_t max_header_list_size = 64 * 1024;
+  // Idle downstream connections (no open stream) are closed after this; 0 = never.
+  Duration idle_timeout = std::chrono::minutes(10);
+};
+
+struct RouteConfig {
+  std::string prefix;    // matched against :path
+  std::string cluster;   // name of a [[cluster]]
+  Duration timeout{0};   // 0 = none; otherwise caps the call's deadline
+};
+
+struct ListenerConfig {
+  SocketAddress address;
+  std::string cluster;   // default cluster when no route matches; empty = none (UNIMPLEMENTED)
+  std::vector<RouteConfig> routes;
+};
+
+struct EndpointConfig {
+  SocketAddress address;
+  uint32_t weight = 1;   // 1..10000
+};
+
+struct ClusterConfig {
+  std::string name;
+  LbPolicy lb = LbPolicy::kRoundRobin;
+  std::vector<EndpointConfig> endpoints;
+  Duration connect_timeout = std::chrono::seconds(1);
+};
+
+struct Config {
+  std::string source;  // file path, or "<embedded>"
+  ProxyConfig proxy;
+  std::vector<ListenerConfig> listeners;
+  std::vector<ClusterConfig> clusters;
+
+  const ClusterConfig* find_cluster(std::string_view name) const;
+};
+
+/// Thrown by load_config/parse_config. what() is "FILE:LINE:COLUMN: KEY: problem".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Parses TOML text. `source_name` is used in error messages.
+Config parse_config(std::string_view toml_text, std::string_view source_name);
+/// Reads and parses a file. A missing or unreadable file is a ConfigError naming it.
+Config load_config(const std::string& path);
+
+/// "250ms", "1.5s", "2m", "1h", "0s", "100us": the duration units accepted in config.
+std::optional<Duration> parse_duration(std::string_view text);
+/// "127.0.0.1:80", "[::1]:80", "0.0.0.0:0". No host names.
+std::optional<SocketAddress> parse_socket_address(std::string_view text);
+
+}  // namespace ringlb::core
