@@ -93,5 +93,8 @@ Config load_config(const std::string& path);
 std::optional<Duration> parse_duration(std::string_view text);
 /// "127.0.0.1:80", "[::1]:80", "0.0.0.0:0". No host names.
 std::optional<SocketAddress> parse_socket_address(std::string_view text);
+/// "65536", "256KiB", "8MiB", "1GiB", "64k", "16M", "512B": whole numbers, 1024-based units
+/// (B, KiB, MiB, GiB, and the shorthands k/K, M, G). Decimal KB/MB are rejected as ambiguous.
+std::optional<uint64_t> parse_size(std::string_view text);
 
 }  // namespace ringlb::core

@@ -1,0 +1,81 @@
+#pragma once
+// H2Connection: what downstream and upstream HTTP/2 connections share: the socket, its recv and
+// send ops, the nghttp2 session and the output queue. Owner: one shard.
+//
+// Output: nghttp2 frames are pulled into `out_` in the shard's flush phase (once per loop turn)
+// and go out as one gathered send; while a send is in flight new frames queue behind it. We stop
+// pulling at a high-water mark, so a slow peer leaves data in the per-stream buffers, where
+// HTTP/2 flow control bounds it, instead of in `out_`.
+#include <nghttp2/nghttp2.h>
+
+#include <cstdint>
+
+#include "core/buffer.h"
+#include "core/list.h"
+#include "core/reactor.h"
+
+namespace ringlb::core {
+
+class Shard;
+
+class H2Connection : public IoHandler {
+ public:
+  enum class State : uint8_t { kConnecting, kOpen, kClosing, kClosed };
+
+  explicit H2Connection(Shard& shard);
+  virtual ~H2Connection();
+  H2Connection(const H2Connection&) = delete;
+  H2Connection& operator=(const H2Connection&) = delete;
+
+  /// Pulls frames from nghttp2 and starts a send if none is in flight. Shard flush phase only.
+  void flush();
+  /// Asks for a flush in this loop turn's flush phase.
+  void mark_dirty();
+  /// Tears the connection down now: streams are told, ops cancelled; the shard frees the object
+  /// once every op has completed. Safe to call more than once and from inside callbacks.
+  void close(const char* why);
+
+  bool open() const { return state_ == State::kOpen; }
+  bool closing() const { return state_ == State::kClosing || state_ == State::kClosed; }
+  nghttp2_session* session() const { return session_; }
+  Shard& shard() const { return shard_; }
+
+  ListLink dirty_link;  // in the shard's dirty list
+  ListLink conn_link;   // in the shard's downstream list or an endpoint pool
+  bool dirty = false;
+
+ protected:
+  void on_complete(Op& op, const Completion& c) override;
+  /// The socket is connected (or was accepted): start reading and writing.
+  void start_io();
+  /// Called once when the connection starts closing: detach every stream.
+  virtual void on_close(const char* why) = 0;
+  /// Connect completion (upstream only).
+  virtual void on_connected(int res) { (void)res; }
+  /// After input was processed: a chance to act on state nghttp2 changed (GOAWAY and so on).
+  virtual void after_input() {}
+  /// Every op has completed; the fd is closed. The shard reclaims the object.
+  virtual void on_released() = 0;
+
+  Shard& shard_;
+  int fd_ = -1;
+  nghttp2_session* session_ = nullptr;
+  State state_ = State::kConnecting;
+  Op recv_op_;
+  Op send_op_;
+  Op connect_op_;
+
+ private:
+  enum : uint8_t { kRecv = 1, kSend = 2, kConnect = 3 };
+  void on_recv(const Completion& c);
+  void on_sent(const Completion& c);
+  void maybe_release();
+
+  static constexpr int kMaxIov = 64;
+  static constexpr size_t kHighWater = 256 * 1024;
+  ChunkQueue out_;
+  iovec iov_[kMaxIov];
+  bool released_ = false;
+};
+
+}  // namespace ringlb::core

@@ -1,0 +1,34 @@
+#pragma once
+// Router: maps a call's :path to a cluster, per listener. Built at start-up; immutable; read by
+// shards. Prefix routes are tried in config order, then the listener's default cluster.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/config.h"
+
+namespace ringlb::core {
+
+struct RouteMatch {
+  int cluster = -1;         // index into Config::clusters; -1 = no route
+  int64_t timeout_ns = 0;   // route timeout, 0 = none
+};
+
+class Router {
+ public:
+  Router(const ListenerConfig& listener, const Config& config);
+  RouteMatch match(std::string_view path) const;
+  const std::string& listener_name() const { return name_; }
+
+ private:
+  struct Entry {
+    std::string prefix;
+    RouteMatch target;
+  };
+  std::vector<Entry> routes_;
+  RouteMatch default_;
+  std::string name_;
+};
+
+}  // namespace ringlb::core

@@ -1,0 +1,13 @@
+#pragma once
+// The control thread's side of running: listeners, shards, signals, drain. Start-up and
+// shutdown only; never on the data path.
+#include "core/config.h"
+
+namespace ringlb::core {
+
+/// Binds every listener, starts the shards and serves until SIGTERM/SIGINT; then drains and
+/// returns 0. A second signal exits at once. Returns non-zero (after logging why) if start-up
+/// fails: nothing is left bound in that case.
+int run_server(const Config& config);
+
+}  // namespace ringlb::core

@@ -1,0 +1,224 @@
+#include "core/shard.h"
+
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/downstream.h"
+#include "core/log.h"
+
+namespace ringlb::core {
+namespace {
+enum : uint8_t { kWakeTag = 0, kAcceptTagBase = 1 };
+enum : uint8_t { kDrainDeadline = 1, kAcceptRetry = 2 };
+constexpr int64_t kAcceptRetryNs = 100'000'000;  // after EMFILE and the like
+constexpr int kFlushRounds = 4;
+}  // namespace
+
+Shard::Shard(const Config& config, ShardSetup setup) : config_(config), setup_(std::move(setup)) {
+  for (const ListenerConfig& l : config_.listeners) routers_.emplace_back(l, config_);
+  clusters_.resize(config_.clusters.size());
+  for (size_t i = 0; i < clusters_.size(); ++i) {
+    ClusterState& c = clusters_[i];
+    c.config = &config_.clusters[i];
+    c.index = i;
+    c.set = setup_.endpoint_sets[i];
+    lb::Policy policy =
+        c.config->lb == LbPolicy::kP2c ? lb::Policy::kP2c : lb::Policy::kRoundRobin;
+    c.picker = lb::make_picker(policy, *c.set, 0x9e3779b97f4a7c15ULL * (setup_.index + 1) + i);
+    c.outstanding.assign(c.set->size(), 0);
+    c.pools = std::vector<EndpointPool>(c.set->size());
+  }
+  accept_ops_.resize(setup_.listen_fds.size());
+  drain_deadline_.handler = accept_retry_.handler = this;
+  drain_deadline_.tag = kDrainDeadline;
+  accept_retry_.tag = kAcceptRetry;
+}
+
+Shard::~Shard() {
+  for (H2Connection* c : graveyard_) delete c;
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void Shard::run(std::atomic<int>& ready) {
+  char name[16];
+  snprintf(name, sizeof name, "ringlb-shard-%u", setup_.index);
+  pthread_setname_np(pthread_self(), name);
+  reactor_ = make_reactor(setup_.backend, error_);
+  if (reactor_) {
+    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wake_fd_ < 0) error_ = std::string("eventfd: ") + strerror(errno);
+  }
+  if (!reactor_ || wake_fd_ < 0) {
+    finished_ = true;
+    ready.store(-1);
+    ready.notify_all();
+    return;
+  }
+  wake_op_.handler = this;
+  wake_op_.tag = kWakeTag;
+  reactor_->poll_in(wake_fd_, wake_op_);
+  for (size_t i = 0; i < accept_ops_.size(); ++i) {
+    accept_ops_[i].handler = this;
+    accept_ops_[i].tag = static_cast<uint8_t>(kAcceptTagBase + i);
+    reactor_->accept(setup_.listen_fds[i], accept_ops_[i]);
+  }
+  now_ns_ = mono_now_ns();
+  ready.store(1);
+  ready.notify_all();
+  loop();
+  LOG_INFO("shard %u stopped: %llu connections, %llu calls", setup_.index,
+           static_cast<unsigned long long>(connections_), static_cast<unsigned long long>(calls_));
+  finished_ = true;
+}
+
+void Shard::loop() {
+  while (!stop_) {
+    now_ns_ = mono_now_ns();
+    timers_.run(now_ns_);
+    flush_dirty();
+    for (H2Connection* c : graveyard_) delete c;
+    graveyard_.clear();
+    int64_t timeout = dirty_.empty() ? timers_.next_timeout(mono_now_ns()) : 0;
+    reactor_->run_once(timeout);
+  }
+  // Drained (or timed out): every client connection is gone. Close upstreams and let their
+  // cancelled ops complete before the reactor goes away.
+  close_upstreams();
+  for (int i = 0; i < 1000; ++i) {
+    bool busy = false;
+    for (ClusterState& c : clusters_) {
+      for (EndpointPool& p : c.pools) busy |= !p.conns.empty();
+    }
+    flush_dirty();
+    for (H2Connection* c : graveyard_) delete c;
+    bool pending = !graveyard_.empty();
+    graveyard_.clear();
+    if (!busy && !pending && i > 0) break;
+    reactor_->run_once(1'000'000);
+  }
+  for (size_t i = 0; i < setup_.listen_fds.size(); ++i) {
+    if (setup_.listen_fds[i] >= 0 && !accept_ops_[i].active) {
+      reactor_->close(setup_.listen_fds[i]);
+      setup_.listen_fds[i] = -1;
+    }
+  }
+}
+
+void Shard::close_upstreams() {
+  for (ClusterState& c : clusters_) {
+    for (EndpointPool& p : c.pools) {
+      while (!p.conns.empty()) p.conns.front()->close("shutting down");
+    }
+  }
+}
+
+void Shard::flush_dirty() {
+  // Flushing one connection can make another dirty (a WINDOW_UPDATE to send, say); a few rounds
+  // settle that, anything left goes out next turn.
+  for (int round = 0; round < kFlushRounds && !dirty_.empty(); ++round) {
+    while (H2Connection* c = dirty_.front()) {
+      dirty_.remove(c);
+      c->flush();
+    }
+  }
+}
+
+void Shard::retire(H2Connection* c) { graveyard_.push_back(c); }
+
+void Shard::downstream_closed(DownstreamConn* c) {
+  downstreams_.remove(c);
+  if (draining_ && downstreams_.empty()) stop_ = true;
+}
+
+ProxyStream* Shard::alloc_stream() {
+  if (free_streams_.empty()) {
+    stream_store_.push_back(std::make_unique<ProxyStream>(*this));
+    return stream_store_.back().get();
+  }
+  ProxyStream* s = free_streams_.back();
+  free_streams_.pop_back();
+  return s;
+}
+
+void Shard::free_stream(ProxyStream* s) { free_streams_.push_back(s); }
+
+void Shard::post_drain() {
+  drain_requested_.store(true);
+  uint64_t one = 1;
+  ssize_t r = ::write(wake_fd_, &one, sizeof one);
+  (void)r;
+}
+
+void Shard::on_complete(Op& op, const Completion& c) {
+  if (op.tag == kWakeTag) {
+    uint64_t v;
+    ssize_t r = ::read(wake_fd_, &v, sizeof v);
+    (void)r;
+    if (drain_requested_.load() && !draining_) begin_drain();
+    if (!c.more && !stop_) reactor_->poll_in(wake_fd_, wake_op_);
+    return;
+  }
+  on_accept(op.tag - kAcceptTagBase, c);
+}
+
+void Shard::on_accept(size_t listener, const Completion& c) {
+  if (c.res >= 0) {
+    if (draining_ || downstreams_.size() >= config_.proxy.max_connections) {
+      ::close(c.res);  // draining, or over the per-shard cap: refuse politely by closing
+      return;
+    }
+    auto* conn = new DownstreamConn(*this, c.res, listener);
+    downstreams_.push_back(conn);
+    ++connections_;
+    if (!conn->init()) conn->close("session setup failed");
+  } else if (c.res != -ECANCELED && !draining_) {
+    LOG_WARN("shard %u: accept on %s: %s", setup_.index,
+             config_.listeners[listener].address.text.c_str(), strerror(-c.res));
+  }
+  if (c.more) return;
+  int& fd = setup_.listen_fds[listener];
+  if (draining_) {
+    if (fd >= 0) reactor_->close(fd);
+    fd = -1;
+  } else if (!accept_retry_.armed()) {
+    timers_.arm(accept_retry_, now_ns_ + kAcceptRetryNs);  // the multishot ended (EMFILE...)
+  }
+}
+
+void Shard::begin_drain() {
+  draining_ = true;
+  LOG_INFO("shard %u: draining %zu connections", setup_.index, downstreams_.size());
+  for (size_t i = 0; i < accept_ops_.size(); ++i) {
+    if (accept_ops_[i].active) {
+      reactor_->cancel(accept_ops_[i]);
+    } else if (setup_.listen_fds[i] >= 0) {
+      reactor_->close(setup_.listen_fds[i]);
+      setup_.listen_fds[i] = -1;
+    }
+  }
+  timers_.cancel(accept_retry_);
+  downstreams_.for_each([](H2Connection* c) { static_cast<DownstreamConn*>(c)->start_drain(); });
+  timers_.arm(drain_deadline_, mono_now_ns() + config_.proxy.drain_timeout.count());
+  if (downstreams_.empty()) stop_ = true;
+}
+
+void Shard::on_timer(Timer& t) {
+  if (t.tag == kAcceptRetry) {
+    for (size_t i = 0; i < accept_ops_.size(); ++i) {
+      if (!accept_ops_[i].active && setup_.listen_fds[i] >= 0) {
+        reactor_->accept(setup_.listen_fds[i], accept_ops_[i]);
+      }
+    }
+    return;
+  }
+  LOG_WARN("shard %u: drain_timeout reached; closing %zu connections", setup_.index,
+           downstreams_.size());
+  while (H2Connection* c = downstreams_.front()) c->close("drain timeout");
+  stop_ = true;
+}
+
+}  // namespace ringlb::core

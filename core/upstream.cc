@@ -1,0 +1,231 @@
+#include "core/upstream.h"
+
+#include <cstring>
+
+#include "core/log.h"
+#include "core/net.h"
+#include "core/shard.h"
+
+namespace ringlb::core {
+namespace {
+
+// Until the peer's SETTINGS arrive we assume what gRPC servers commonly advertise.
+constexpr uint32_t kAssumedPeerMaxStreams = 100;
+
+UpstreamConn* conn_of(void* user) { return static_cast<UpstreamConn*>(user); }
+
+// Pooled streams outlive their calls, and nghttp2 can hand back the user data of a request it
+// never sent (cancelled while connecting), so a pointer is trusted only if the stream still
+// names this session and id.
+ProxyStream* stream_of(nghttp2_session* s, int32_t id) {
+  auto* st = static_cast<ProxyStream*>(nghttp2_session_get_stream_user_data(s, id));
+  if (st == nullptr || st->us == nullptr || st->us->session() != s || st->us_id != id) {
+    return nullptr;
+  }
+  return st;
+}
+
+struct Callbacks {
+  nghttp2_session_callbacks* cb = nullptr;
+  nghttp2_option* opt = nullptr;
+};
+
+}  // namespace
+
+UpstreamConn* ClusterState::connection_for(Shard& shard, int i, std::string& error) {
+  EndpointPool& pool = pools[static_cast<size_t>(i)];
+  UpstreamConn* found = nullptr;
+  pool.conns.for_each([&found](H2Connection* h) {
+    auto* c = static_cast<UpstreamConn*>(h);
+    if (found == nullptr && c->accepting() && c->has_room()) found = c;
+  });
+  if (found != nullptr) return found;
+  auto* c = new UpstreamConn(shard, *this, i);
+  if (!c->start(error)) {
+    delete c;
+    return nullptr;
+  }
+  pool.conns.push_back(c);
+  return c;
+}
+
+UpstreamConn::UpstreamConn(Shard& shard, ClusterState& cluster, int endpoint)
+    : H2Connection(shard), cluster_(cluster), endpoint_(endpoint) {
+  connect_timer_.handler = this;
+}
+
+UpstreamConn::~UpstreamConn() = default;
+
+const std::string& UpstreamConn::name() const {
+  return cluster_.set->endpoints[static_cast<size_t>(endpoint_)].name;
+}
+
+bool UpstreamConn::start(std::string& error) {
+  static const Callbacks cbs = [] {
+    Callbacks c;
+    nghttp2_session_callbacks_new(&c.cb);
+    nghttp2_session_callbacks_set_on_header_callback(c.cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(c.cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c.cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(c.cb, on_stream_close);
+    nghttp2_option_new(&c.opt);
+    nghttp2_option_set_no_auto_window_update(c.opt, 1);
+    nghttp2_option_set_peer_max_concurrent_streams(c.opt, kAssumedPeerMaxStreams);
+    nghttp2_option_set_max_continuations(c.opt, 8);
+    return c;
+  }();
+  const lb::Endpoint& ep = cluster_.set->endpoints[static_cast<size_t>(endpoint_)];
+  std::memcpy(&addr_, &ep.addr, ep.addr_len);
+  addr_len_ = ep.addr_len;
+  int fd = make_client_socket(addr_.ss_family);
+  if (fd < 0) {
+    error = strerror(-fd);
+    return false;
+  }
+  fd_ = fd;
+  if (nghttp2_session_client_new2(&session_, cbs.cb, this, cbs.opt) != 0) {
+    error = "nghttp2 session setup failed";
+    shard_.reactor().close(fd_);
+    fd_ = -1;
+    return false;
+  }
+  const ProxyConfig& pc = shard_.config().proxy;
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, pc.stream_buffer},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, pc.max_header_list_size},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
+                                        static_cast<int32_t>(pc.connection_window));
+  state_ = State::kConnecting;
+  shard_.reactor().connect(fd_, reinterpret_cast<const sockaddr*>(&addr_), addr_len_,
+                           connect_op_);
+  shard_.timers().arm(connect_timer_, mono_now_ns() + cluster_.config->connect_timeout.count());
+  return true;
+}
+
+bool UpstreamConn::has_room() const {
+  uint32_t max = kAssumedPeerMaxStreams;
+  if (session_ != nullptr && ever_connected_) {
+    max = nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
+  }
+  return streams.size() < max;
+}
+
+bool UpstreamConn::submit(ProxyStream* s, bool end_stream, std::string& error) {
+  nghttp2_data_provider prd;
+  prd.source.ptr = s;
+  prd.read_callback = &ProxyStream::read_request_body;
+  int32_t id = nghttp2_submit_request(session_, nullptr, s->req_headers.nva(),
+                                      s->req_headers.count(), end_stream ? nullptr : &prd, s);
+  if (id < 0) {
+    error = nghttp2_strerror(id);
+    return false;
+  }
+  s->us_id = id;
+  streams.push_back(s);
+  mark_dirty();  // no-op while connecting; start_io() flushes everything queued
+  return true;
+}
+
+void UpstreamConn::stream_done(ProxyStream* s) { streams.remove(s); }
+
+void UpstreamConn::on_connected(int res) {
+  shard_.timers().cancel(connect_timer_);
+  if (res < 0) {
+    std::string why = std::string("connect failed: ") + strerror(-res);
+    close(why.c_str());
+    return;
+  }
+  ever_connected_ = true;
+  start_io();
+}
+
+void UpstreamConn::on_timer(Timer&) {
+  if (state_ != State::kConnecting) return;
+  std::string why = "connect timed out after " +
+                    std::to_string(cluster_.config->connect_timeout.count() / 1000000) + " ms";
+  close(why.c_str());
+}
+
+void UpstreamConn::after_input() {}
+
+void UpstreamConn::on_close(const char* why) {
+  LOG_DEBUG("shard %u: upstream %s closed: %s", shard_.index(), name().c_str(), why);
+  shard_.timers().cancel(connect_timer_);
+  goaway_ = true;
+  cluster_.pools[static_cast<size_t>(endpoint_)].conns.remove(this);
+  fail_streams(why);
+}
+
+void UpstreamConn::fail_streams(const char* why) {
+  const bool never = !ever_connected_;
+  streams.for_each([&](ProxyStream* s) {
+    nghttp2_session_set_stream_user_data(session_, s->us_id, nullptr);
+    s->on_upstream_closed(NGHTTP2_INTERNAL_ERROR, true, never, why);
+  });
+}
+
+void UpstreamConn::on_released() { shard_.retire(this); }
+
+int UpstreamConn::on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
+                            size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
+                            void*) {
+  if (f->hd.type != NGHTTP2_HEADERS) return 0;
+  ProxyStream* st = stream_of(s, f->hd.stream_id);
+  if (st == nullptr) return 0;
+  bool trailer = f->headers.cat == NGHTTP2_HCAT_HEADERS;
+  if (!st->add_response_header({reinterpret_cast<const char*>(name), namelen},
+                               {reinterpret_cast<const char*>(value), valuelen}, flags, trailer)) {
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // resets this stream only
+  }
+  return 0;
+}
+
+int UpstreamConn::on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* user) {
+  const bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  switch (f->hd.type) {
+    case NGHTTP2_HEADERS: {
+      ProxyStream* st = stream_of(s, f->hd.stream_id);
+      if (st == nullptr) return 0;
+      bool trailer = f->headers.cat == NGHTTP2_HCAT_HEADERS;
+      st->on_response_headers(end, trailer);
+      break;
+    }
+    case NGHTTP2_DATA: {
+      ProxyStream* st = stream_of(s, f->hd.stream_id);
+      if (st != nullptr && end) st->on_response_end();
+      break;
+    }
+    case NGHTTP2_GOAWAY:
+      // No new streams here; nghttp2 closes the unprocessed ones with REFUSED_STREAM, which
+      // ProxyStream re-sends elsewhere when nothing of them was sent.
+      conn_of(user)->goaway_ = true;
+      break;
+    default: break;
+  }
+  return 0;
+}
+
+int UpstreamConn::on_data_chunk(nghttp2_session* s, uint8_t, int32_t id, const uint8_t* data,
+                                size_t len, void*) {
+  ProxyStream* st = stream_of(s, id);
+  if (st == nullptr) {
+    nghttp2_session_consume(s, id, len);
+    return 0;
+  }
+  st->on_response_data(data, len);
+  return 0;
+}
+
+int UpstreamConn::on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code, void*) {
+  ProxyStream* st = stream_of(s, id);
+  if (st != nullptr) {
+    nghttp2_session_set_stream_user_data(s, id, nullptr);
+    st->on_upstream_closed(error_code, false, false, "stream closed");
+  }
+  return 0;
+}
+
+}  // namespace ringlb::core

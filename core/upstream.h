@@ -1,0 +1,88 @@
+#pragma once
+// UpstreamConn: one HTTP/2 connection from a shard to an endpoint (nghttp2 client session), and
+// ClusterState: a shard's view of one cluster (snapshot, picker, per-endpoint pools and
+// outstanding-call counts). Owner: one shard.
+#include <netinet/in.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/connection.h"
+#include "core/list.h"
+#include "core/proxy_stream.h"
+#include "core/timer.h"
+#include "lb/endpoint.h"
+#include "lb/picker.h"
+
+namespace ringlb::core {
+
+class UpstreamConn;
+
+/// A shard's connections to one endpoint. Connections are opened on demand and reused; another
+/// is opened when every open one is at the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+struct EndpointPool {
+  IntrusiveList<H2Connection, &H2Connection::conn_link> conns;
+};
+
+struct ClusterState {
+  const ClusterConfig* config = nullptr;
+  size_t index = 0;
+  lb::EndpointSetPtr set;
+  std::unique_ptr<lb::Picker> picker;
+  std::vector<uint32_t> outstanding;  // calls in flight per endpoint, this shard only
+  std::vector<EndpointPool> pools;    // per endpoint, index-aligned with set->endpoints
+
+  /// A connection that can take one more stream to endpoint `i`, opening one if needed.
+  /// nullptr (and `error`) if no socket could be made.
+  UpstreamConn* connection_for(Shard& shard, int i, std::string& error);
+};
+
+class UpstreamConn final : public H2Connection, public TimerHandler {
+ public:
+  UpstreamConn(Shard& shard, ClusterState& cluster, int endpoint);
+  ~UpstreamConn() override;
+  /// Creates the socket and session and starts connecting. False (and `error`) on failure.
+  bool start(std::string& error);
+  /// Submits the call's request; returns false (and `error`) if nghttp2 refused it.
+  bool submit(ProxyStream* s, bool end_stream, std::string& error);
+
+  /// Takes new streams: connecting or open, no GOAWAY from the peer.
+  bool accepting() const { return !closing() && !goaway_; }
+  bool has_room() const;
+  bool connected() const { return state_ == State::kOpen; }
+  int endpoint() const { return endpoint_; }
+  ClusterState& cluster() const { return cluster_; }
+  const std::string& name() const;
+
+  IntrusiveList<ProxyStream, &ProxyStream::us_link> streams;
+  void stream_done(ProxyStream* s);
+  void on_timer(Timer& t) override;
+
+ private:
+  void on_connected(int res) override;
+  void after_input() override;
+  void on_close(const char* why) override;
+  void on_released() override;
+  void fail_streams(const char* why);
+
+  static int on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
+                       size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
+                       void* user);
+  static int on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* user);
+  static int on_data_chunk(nghttp2_session* s, uint8_t flags, int32_t id, const uint8_t* data,
+                           size_t len, void* user);
+  static int on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code, void* user);
+
+  ClusterState& cluster_;
+  int endpoint_;
+  sockaddr_storage addr_{};
+  socklen_t addr_len_ = 0;
+  Timer connect_timer_;
+  bool goaway_ = false;
+  bool ever_connected_ = false;
+  std::string close_reason_;
+};
+
+}  // namespace ringlb::core
