@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what is missing, builds, runs
+# the doctest unit tests and the integration tests (real binary, real gRPC peers, both reactor
+# backends), then the integration suite once more against an ASan/UBSan build.
+# Usage: bash tests/run.sh            (RINGLB_SKIP_ASAN=1 to leave out the sanitizer pass)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+bash packaging/setup-debian.sh || { echo "setup failed"; exit 1; }
+
+build() {  # dir, extra meson args...
+  local dir=$1; shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" "$@" >/dev/null || { echo "meson setup $dir failed"; return 1; }
+  fi
+  ninja -C "$dir" >/dev/null || ninja -C "$dir"
+}
+
+build build || exit 1
+
+passed=0; failed=0
+count() {  # name, status, passed, failed
+  echo "== $1: $3 passed, $4 failed (exit $2)"
+  passed=$((passed + $3)); failed=$((failed + $4))
+  # A runner that exits non-zero without counting a failure (a crash, a collection error) fails.
+  if [ "$2" -ne 0 ] && [ "$4" -eq 0 ]; then failed=$((failed + 1)); fi
+}
+
+echo "== unit tests (doctest)"
+out=$(./build/tests/unit_tests --no-intro=true 2>&1); st=$?
+echo "$out" | tail -n 4
+line=$(echo "$out" | grep 'test cases:' | tail -n 1)
+up=$(echo "$line" | sed -E 's/.*\| *([0-9]+) passed.*/\1/'); uf=$(echo "$line" | sed -E 's/.*\| *([0-9]+) failed.*/\1/')
+count "unit" "$st" "${up:-0}" "${uf:-0}"
+
+pytest_run() {  # name, then env assignments are inherited
+  local name=$1; shift
+  local log; log=$(mktemp)
+  /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider "$@" 2>&1 | tee "$log" | tail -n 25
+  local st=${PIPESTATUS[0]}
+  local summary; summary=$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$log" | tail -n 1)
+  local p f
+  p=$(echo "$summary" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
+  f=$(echo "$summary" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s += $1} END {print s + 0}')
+  rm -f "$log"
+  count "$name" "$st" "${p:-0}" "${f:-0}"
+}
+
+echo "== integration tests (release build, io_uring and epoll)"
+RINGLB_BIN="$root/build/ringlb" pytest_run "integration"
+
+if [ "${RINGLB_SKIP_ASAN:-0}" != 1 ]; then
+  echo "== integration tests against an ASan/UBSan build"
+  build build-asan -Db_sanitize=address,undefined -Dbuildtype=debugoptimized -Dbench=false -Dtests=false || exit 1
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    RINGLB_BIN="$root/build-asan/ringlb" pytest_run "integration-asan"
+fi
+
+echo
+echo "ringlb tests: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
