@@ -25,4 +25,8 @@ class Picker {
 /// makes different choices (and tests are repeatable).
 std::unique_ptr<Picker> make_picker(Policy policy, const EndpointSet& set, uint64_t seed);
 
+/// splitmix64 finaliser: turns a shard index or small counter into a well-spread 64-bit seed,
+/// so seeds 0, 1, 2 ... give unrelated start offsets and RNG streams. Not for the hot path.
+uint64_t mix_seed(uint64_t seed);
+
 }  // namespace ringlb::lb
