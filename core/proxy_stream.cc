@@ -52,8 +52,8 @@ void ProxyStream::start(DownstreamConn* d, int32_t id) {
   us = nullptr;
   us_id = 0;
   cluster_ = nullptr;
-  endpoint_ = -1;
-  last_failed_endpoint_ = -1;
+  endpoint_ = nullptr;
+  last_failed_endpoint_ = nullptr;
   attempts_ = 0;
   req_headers.clear();
   resp_headers_.clear();
@@ -103,32 +103,35 @@ void ProxyStream::on_request_headers(bool end_stream) {
 
 void ProxyStream::dispatch() {
   ++attempts_;
-  const lb::EndpointSet& set = *cluster_->set;
-  int i = cluster_->picker->pick(cluster_->outstanding);
-  if (i >= 0 && i == last_failed_endpoint_ && set.size() > 1) {
-    i = cluster_->picker->pick(cluster_->outstanding);  // one more draw, away from the failure
+  ClusterState& cl = *cluster_;
+  int i = cl.picker->pick(cl.outstanding);
+  if (i >= 0 && cl.endpoints[static_cast<size_t>(i)] == last_failed_endpoint_ &&
+      cl.set->size() > 1) {
+    i = cl.picker->pick(cl.outstanding);  // one more draw, away from the failure
   }
   if (i < 0) {
-    fail(StatusCode::kUnavailable,
-         "ringlb: cluster \"" + cluster_->config->name + "\" has no endpoints");
+    std::string msg = "ringlb: cluster \"" + cl.config->name + "\" has no endpoints";
+    if (!cl.set->note.empty()) msg += " (" + cl.set->note + ")";
+    fail(StatusCode::kUnavailable, msg);
     return;
   }
+  EndpointState& ep = *cl.endpoints[static_cast<size_t>(i)];
   std::string error;
-  UpstreamConn* c = cluster_->connection_for(shard_, i, error);
+  UpstreamConn* c = cl.connection_for(shard_, ep, error);
   if (c == nullptr) {
-    fail(StatusCode::kUnavailable, "ringlb: cannot open a connection to " +
-                                       set.endpoints[static_cast<size_t>(i)].name + " (cluster \"" +
-                                       cluster_->config->name + "\"): " + error);
+    fail(StatusCode::kUnavailable, "ringlb: cannot open a connection to " + ep.endpoint.name +
+                                       " (cluster \"" + cl.config->name + "\"): " + error);
     return;
   }
-  endpoint_ = i;
-  ++cluster_->outstanding[static_cast<size_t>(i)];
+  endpoint_ = &ep;
+  cl.call_started(ep);
   us = c;
   us_done_ = false;
   if (!c->submit(this, req_end_ && req_body_.empty(), error)) {
-    --cluster_->outstanding[static_cast<size_t>(i)];
     us = nullptr;
     us_done_ = true;
+    endpoint_ = nullptr;
+    cl.call_finished(ep);
     fail(StatusCode::kInternal, "ringlb: cannot submit the call upstream: " + error);
   }
 }
@@ -263,22 +266,29 @@ void ProxyStream::detach_upstream() {
     nghttp2_session_consume_connection(us->session(), resp_body_.size());
     us->mark_dirty();
   }
-  if (endpoint_ >= 0) --cluster_->outstanding[static_cast<size_t>(endpoint_)];
-  us->stream_done(this);
-  us = nullptr;
+  UpstreamConn* c = us;
+  EndpointState* ep = endpoint_;
+  us = nullptr;  // before stream_done: it may close the connection, which walks its streams
+  c->stream_done(this);
+  if (ep != nullptr) cluster_->call_finished(*ep);
   us_id = 0;
   us_done_ = true;
 }
 
 void ProxyStream::on_upstream_closed(uint32_t error_code, bool conn_gone, bool never_connected,
                                      std::string_view why) {
-  const int ep = endpoint_;
-  detach_upstream();
-  endpoint_ = -1;
+  const EndpointState* ep = endpoint_;
   if (ds_done_ || resp_end_) {  // the client has its full answer (or has gone)
+    detach_upstream();
+    endpoint_ = nullptr;
     maybe_release();
     return;
   }
+  // Failure path. Detaching may free the endpoint (removed from the set, its last call), so
+  // its name is copied first.
+  std::string name = ep != nullptr ? ep->endpoint.name : std::string("?");
+  detach_upstream();
+  endpoint_ = nullptr;
   // Nothing reached the backend if it never connected, or if it refused the stream before any
   // body was taken: safe to send the call elsewhere.
   bool unprocessed = never_connected || (error_code == NGHTTP2_REFUSED_STREAM && !conn_gone);
@@ -287,7 +297,6 @@ void ProxyStream::on_upstream_closed(uint32_t error_code, bool conn_gone, bool n
     dispatch();
     return;
   }
-  const std::string& name = cluster_->set->endpoints[static_cast<size_t>(ep)].name;
   if (conn_gone) {
     fail(StatusCode::kUnavailable, "ringlb: upstream " + name + ": " + std::string(why));
   } else {

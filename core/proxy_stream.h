@@ -25,6 +25,7 @@ class Shard;
 class DownstreamConn;
 class UpstreamConn;
 struct ClusterState;
+struct EndpointState;
 
 class ProxyStream final : public TimerHandler {
  public:
@@ -85,8 +86,8 @@ class ProxyStream final : public TimerHandler {
 
   Shard& shard_;
   ClusterState* cluster_ = nullptr;
-  int endpoint_ = -1;
-  int last_failed_endpoint_ = -1;
+  EndpointState* endpoint_ = nullptr;
+  const EndpointState* last_failed_endpoint_ = nullptr;  // a hint for the next pick only
   uint8_t attempts_ = 0;
   HeaderBlock resp_headers_;
   HeaderBlock trailers_;

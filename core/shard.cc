@@ -25,12 +25,8 @@ Shard::Shard(const Config& config, ShardSetup setup) : config_(config), setup_(s
     ClusterState& c = clusters_[i];
     c.config = &config_.clusters[i];
     c.index = i;
-    c.set = setup_.endpoint_sets[i];
-    lb::Policy policy =
-        c.config->lb == LbPolicy::kP2c ? lb::Policy::kP2c : lb::Policy::kRoundRobin;
-    c.picker = lb::make_picker(policy, *c.set, 0x9e3779b97f4a7c15ULL * (setup_.index + 1) + i);
-    c.outstanding.assign(c.set->size(), 0);
-    c.pools = std::vector<EndpointPool>(c.set->size());
+    c.seed = 0x9e3779b97f4a7c15ULL * (setup_.index + 1) + i;  // shards must not pick in lockstep
+    c.apply(setup_.endpoint_sets[i]);
   }
   accept_ops_.resize(setup_.listen_fds.size());
   drain_deadline_.handler = accept_retry_.handler = this;
@@ -40,6 +36,7 @@ Shard::Shard(const Config& config, ShardSetup setup) : config_(config), setup_(s
 
 Shard::~Shard() {
   for (H2Connection* c : graveyard_) delete c;
+  drain_inbox();
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
@@ -91,7 +88,8 @@ void Shard::loop() {
   for (int i = 0; i < 1000; ++i) {
     bool busy = false;
     for (ClusterState& c : clusters_) {
-      for (EndpointPool& p : c.pools) busy |= !p.conns.empty();
+      for (EndpointState* ep : c.endpoints) busy |= !ep->conns.empty();
+      for (EndpointState* ep : c.retiring) busy |= !ep->conns.empty();
     }
     flush_dirty();
     for (H2Connection* c : graveyard_) delete c;
@@ -110,8 +108,12 @@ void Shard::loop() {
 
 void Shard::close_upstreams() {
   for (ClusterState& c : clusters_) {
-    for (EndpointPool& p : c.pools) {
-      while (!p.conns.empty()) p.conns.front()->close("shutting down");
+    for (auto* list : {&c.endpoints, &c.retiring}) {
+      // Closing can free a retiring endpoint (and edit the list): walk a copy.
+      std::vector<EndpointState*> eps = *list;
+      for (EndpointState* ep : eps) {
+        while (H2Connection* h = ep->conns.front()) h->close("shutting down");
+      }
     }
   }
 }
@@ -146,6 +148,35 @@ ProxyStream* Shard::alloc_stream() {
 
 void Shard::free_stream(ProxyStream* s) { free_streams_.push_back(s); }
 
+void Shard::post_endpoints(size_t cluster, lb::EndpointSetPtr set) {
+  auto* m = new ShardMessage{nullptr, cluster, std::move(set)};
+  ShardMessage* head = inbox_.load(std::memory_order_relaxed);
+  do {
+    m->next = head;
+  } while (!inbox_.compare_exchange_weak(head, m, std::memory_order_release,
+                                         std::memory_order_relaxed));
+  uint64_t one = 1;
+  ssize_t r = ::write(wake_fd_, &one, sizeof one);
+  (void)r;
+}
+
+void Shard::drain_inbox() {
+  ShardMessage* m = inbox_.exchange(nullptr, std::memory_order_acquire);
+  ShardMessage* fifo = nullptr;  // the stack holds newest first; apply in posting order
+  while (m != nullptr) {
+    ShardMessage* next = m->next;
+    m->next = fifo;
+    fifo = m;
+    m = next;
+  }
+  while (fifo != nullptr) {
+    ShardMessage* next = fifo->next;
+    clusters_[fifo->cluster].apply(std::move(fifo->set));
+    delete fifo;
+    fifo = next;
+  }
+}
+
 void Shard::post_drain() {
   drain_requested_.store(true);
   uint64_t one = 1;
@@ -158,6 +189,7 @@ void Shard::on_complete(Op& op, const Completion& c) {
     uint64_t v;
     ssize_t r = ::read(wake_fd_, &v, sizeof v);
     (void)r;
+    drain_inbox();
     if (drain_requested_.load() && !draining_) begin_drain();
     if (!c.more && !stop_) reactor_->poll_in(wake_fd_, wake_op_);
     return;

@@ -24,6 +24,13 @@ namespace ringlb::core {
 
 class DownstreamConn;
 
+/// A message from the control thread: cluster `cluster` now has endpoint set `set`.
+struct ShardMessage {
+  ShardMessage* next = nullptr;
+  size_t cluster = 0;
+  lb::EndpointSetPtr set;
+};
+
 /// What the control thread hands a shard at start.
 struct ShardSetup {
   unsigned index = 0;
@@ -41,6 +48,9 @@ class Shard final : public IoHandler, public TimerHandler {
   void run(std::atomic<int>& ready);
   /// Any thread: stop accepting and drain. Idempotent.
   void post_drain();
+  /// Any thread: hand the shard a new snapshot for a cluster. Lock-free (a Treiber stack the
+  /// shard empties when its eventfd fires); the hot path keeps reading its own plain pointer.
+  void post_endpoints(size_t cluster, lb::EndpointSetPtr set);
   const std::string& error() const { return error_; }
   bool finished() const { return finished_.load(); }
 
@@ -73,6 +83,7 @@ class Shard final : public IoHandler, public TimerHandler {
   void begin_drain();
   void on_accept(size_t listener, const Completion& c);
   void close_upstreams();
+  void drain_inbox();
 
   const Config& config_;
   ShardSetup setup_;
@@ -92,6 +103,7 @@ class Shard final : public IoHandler, public TimerHandler {
   std::vector<H2Connection*> graveyard_;
   std::vector<std::unique_ptr<ProxyStream>> stream_store_;
   std::vector<ProxyStream*> free_streams_;
+  std::atomic<ShardMessage*> inbox_{nullptr};
   std::atomic<bool> drain_requested_{false};
   std::atomic<bool> finished_{false};
   bool draining_ = false;

@@ -1,6 +1,8 @@
 #include "core/upstream.h"
 
+#include <algorithm>
 #include <cstring>
+#include <unordered_map>
 
 #include "core/log.h"
 #include "core/net.h"
@@ -32,33 +34,109 @@ struct Callbacks {
 
 }  // namespace
 
-UpstreamConn* ClusterState::connection_for(Shard& shard, int i, std::string& error) {
-  EndpointPool& pool = pools[static_cast<size_t>(i)];
+ClusterState::~ClusterState() {
+  // Shard teardown: connections are closed and reclaimed before this runs.
+  for (EndpointState* ep : endpoints) delete ep;
+  for (EndpointState* ep : retiring) delete ep;
+}
+
+void ClusterState::apply(lb::EndpointSetPtr next) {
+  std::unordered_map<std::string, EndpointState*> old;
+  old.reserve(endpoints.size());
+  for (EndpointState* ep : endpoints) old.emplace(ep->key, ep);
+  std::vector<EndpointState*> fresh(next->size());
+  std::vector<uint32_t> counts(next->size());
+  for (size_t i = 0; i < next->size(); ++i) {
+    const lb::Endpoint& e = next->endpoints[i];
+    std::string key = lb::endpoint_key(e);
+    EndpointState* st;
+    if (auto it = old.find(key); it != old.end()) {
+      st = it->second;
+      old.erase(it);
+    } else {
+      // Back from retirement? Reuse it, connections and all.
+      auto r = std::find_if(retiring.begin(), retiring.end(),
+                            [&](EndpointState* x) { return x->key == key; });
+      if (r != retiring.end()) {
+        st = *r;
+        retiring.erase(r);
+      } else {
+        st = new EndpointState;
+        st->key = std::move(key);
+      }
+    }
+    st->endpoint = e;
+    st->index = static_cast<int>(i);
+    fresh[i] = st;
+    counts[i] = st->outstanding;
+  }
+  // Install the new set before retiring anything: retiring can fail calls over to other
+  // endpoints, and those picks must already see the new set.
+  set = std::move(next);
+  endpoints = std::move(fresh);
+  outstanding = std::move(counts);
+  lb::Policy policy = config->lb == LbPolicy::kP2c ? lb::Policy::kP2c : lb::Policy::kRoundRobin;
+  picker = lb::make_picker(policy, *set, seed + set->version);
+  for (auto& [key, st] : old) {
+    st->index = -1;
+    retiring.push_back(st);
+    st->conns.for_each([](H2Connection* h) { static_cast<UpstreamConn*>(h)->retire(); });
+  }
+  for (size_t i = 0; i < retiring.size();) {
+    EndpointState* st = retiring[i];
+    if (st->conns.empty() && st->outstanding == 0) {
+      retiring.erase(retiring.begin() + static_cast<std::ptrdiff_t>(i));
+      delete st;
+    } else {
+      ++i;
+    }
+  }
+}
+
+void ClusterState::call_started(EndpointState& ep) {
+  ++ep.outstanding;
+  if (ep.index >= 0) ++outstanding[static_cast<size_t>(ep.index)];
+}
+
+void ClusterState::call_finished(EndpointState& ep) {
+  --ep.outstanding;
+  if (ep.index >= 0) --outstanding[static_cast<size_t>(ep.index)];
+  else maybe_forget(ep);
+}
+
+void ClusterState::maybe_forget(EndpointState& ep) {
+  if (ep.index >= 0 || ep.outstanding != 0 || !ep.conns.empty()) return;
+  auto it = std::find(retiring.begin(), retiring.end(), &ep);
+  if (it != retiring.end()) {
+    retiring.erase(it);
+    delete &ep;
+  }
+}
+
+UpstreamConn* ClusterState::connection_for(Shard& shard, EndpointState& ep, std::string& error) {
   UpstreamConn* found = nullptr;
-  pool.conns.for_each([&found](H2Connection* h) {
+  ep.conns.for_each([&found](H2Connection* h) {
     auto* c = static_cast<UpstreamConn*>(h);
     if (found == nullptr && c->accepting() && c->has_room()) found = c;
   });
   if (found != nullptr) return found;
-  auto* c = new UpstreamConn(shard, *this, i);
+  auto* c = new UpstreamConn(shard, *this, ep);
   if (!c->start(error)) {
     delete c;
     return nullptr;
   }
-  pool.conns.push_back(c);
+  ep.conns.push_back(c);
   return c;
 }
 
-UpstreamConn::UpstreamConn(Shard& shard, ClusterState& cluster, int endpoint)
+UpstreamConn::UpstreamConn(Shard& shard, ClusterState& cluster, EndpointState& endpoint)
     : H2Connection(shard), cluster_(cluster), endpoint_(endpoint) {
   connect_timer_.handler = this;
 }
 
 UpstreamConn::~UpstreamConn() = default;
 
-const std::string& UpstreamConn::name() const {
-  return cluster_.set->endpoints[static_cast<size_t>(endpoint_)].name;
-}
+const std::string& UpstreamConn::name() const { return endpoint_.endpoint.name; }
 
 bool UpstreamConn::start(std::string& error) {
   static const Callbacks cbs = [] {
@@ -74,7 +152,7 @@ bool UpstreamConn::start(std::string& error) {
     nghttp2_option_set_max_continuations(c.opt, 8);
     return c;
   }();
-  const lb::Endpoint& ep = cluster_.set->endpoints[static_cast<size_t>(endpoint_)];
+  const lb::Endpoint& ep = endpoint_.endpoint;
   std::memcpy(&addr_, &ep.addr, ep.addr_len);
   addr_len_ = ep.addr_len;
   int fd = make_client_socket(addr_.ss_family);
@@ -129,7 +207,26 @@ bool UpstreamConn::submit(ProxyStream* s, bool end_stream, std::string& error) {
   return true;
 }
 
-void UpstreamConn::stream_done(ProxyStream* s) { streams.remove(s); }
+void UpstreamConn::stream_done(ProxyStream* s) {
+  streams.remove(s);
+  if (goaway_ && streams.empty()) close_gracefully();
+}
+
+void UpstreamConn::retire() {
+  goaway_ = true;
+  if (streams.empty()) close_gracefully();
+}
+
+void UpstreamConn::close_gracefully() {
+  if (state_ == State::kConnecting) {
+    close("endpoint removed");
+    return;
+  }
+  if (!open()) return;
+  // GOAWAY(NO_ERROR); nghttp2 then wants neither read nor write and flush() closes us.
+  nghttp2_session_terminate_session(session_, NGHTTP2_NO_ERROR);
+  mark_dirty();
+}
 
 void UpstreamConn::on_connected(int res) {
   shard_.timers().cancel(connect_timer_);
@@ -155,7 +252,7 @@ void UpstreamConn::on_close(const char* why) {
   LOG_DEBUG("shard %u: upstream %s closed: %s", shard_.index(), name().c_str(), why);
   shard_.timers().cancel(connect_timer_);
   goaway_ = true;
-  cluster_.pools[static_cast<size_t>(endpoint_)].conns.remove(this);
+  endpoint_.conns.remove(this);
   fail_streams(why);
 }
 
@@ -167,7 +264,10 @@ void UpstreamConn::fail_streams(const char* why) {
   });
 }
 
-void UpstreamConn::on_released() { shard_.retire(this); }
+void UpstreamConn::on_released() {
+  cluster_.maybe_forget(endpoint_);
+  shard_.retire(this);
+}
 
 int UpstreamConn::on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
                             size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,

@@ -20,28 +20,49 @@ namespace ringlb::core {
 
 class UpstreamConn;
 
-/// A shard's connections to one endpoint. Connections are opened on demand and reused; another
-/// is opened when every open one is at the peer's SETTINGS_MAX_CONCURRENT_STREAMS.
-struct EndpointPool {
+/// One endpoint as a shard sees it, keyed by address: it outlives snapshot swaps, so an endpoint
+/// that stays in the set keeps its connections and its count of calls in flight. Owner: shard.
+/// Connections are opened on demand and reused; another opens when every open one is at the
+/// peer's SETTINGS_MAX_CONCURRENT_STREAMS.
+struct EndpointState {
+  lb::Endpoint endpoint;  // a copy: the snapshot it came from may be gone before we are
+  std::string key;
+  int index = -1;         // position in the cluster's current set; -1 once removed (draining)
+  uint32_t outstanding = 0;
   IntrusiveList<H2Connection, &H2Connection::conn_link> conns;
 };
 
+/// A shard's view of one cluster: the current snapshot, its picker, and per-endpoint state.
+/// Owner: shard.
 struct ClusterState {
   const ClusterConfig* config = nullptr;
   size_t index = 0;
+  uint64_t seed = 0;
   lb::EndpointSetPtr set;
   std::unique_ptr<lb::Picker> picker;
-  std::vector<uint32_t> outstanding;  // calls in flight per endpoint, this shard only
-  std::vector<EndpointPool> pools;    // per endpoint, index-aligned with set->endpoints
+  std::vector<uint32_t> outstanding;        // the picker's input, index-aligned with set
+  std::vector<EndpointState*> endpoints;    // index-aligned with set
+  std::vector<EndpointState*> retiring;     // removed from the set, calls or connections left
 
-  /// A connection that can take one more stream to endpoint `i`, opening one if needed.
+  ClusterState() = default;
+  ClusterState(ClusterState&&) = default;
+  ~ClusterState();
+
+  /// Moves to a new snapshot without disturbing what stays: endpoints matched by key keep
+  /// their state; removed ones drain (no new calls, calls in flight finish, then GOAWAY).
+  void apply(lb::EndpointSetPtr next);
+  /// A connection that can take one more stream to `ep`, opening one if needed.
   /// nullptr (and `error`) if no socket could be made.
-  UpstreamConn* connection_for(Shard& shard, int i, std::string& error);
+  UpstreamConn* connection_for(Shard& shard, EndpointState& ep, std::string& error);
+  void call_started(EndpointState& ep);
+  void call_finished(EndpointState& ep);
+  /// Frees a removed endpoint once nothing refers to it.
+  void maybe_forget(EndpointState& ep);
 };
 
 class UpstreamConn final : public H2Connection, public TimerHandler {
  public:
-  UpstreamConn(Shard& shard, ClusterState& cluster, int endpoint);
+  UpstreamConn(Shard& shard, ClusterState& cluster, EndpointState& endpoint);
   ~UpstreamConn() override;
   /// Creates the socket and session and starts connecting. False (and `error`) on failure.
   bool start(std::string& error);
@@ -52,7 +73,9 @@ class UpstreamConn final : public H2Connection, public TimerHandler {
   bool accepting() const { return !closing() && !goaway_; }
   bool has_room() const;
   bool connected() const { return state_ == State::kOpen; }
-  int endpoint() const { return endpoint_; }
+  EndpointState& endpoint() const { return endpoint_; }
+  /// The endpoint left the set: take no new streams, close with GOAWAY once the last one ends.
+  void retire();
   ClusterState& cluster() const { return cluster_; }
   const std::string& name() const;
 
@@ -66,6 +89,7 @@ class UpstreamConn final : public H2Connection, public TimerHandler {
   void on_close(const char* why) override;
   void on_released() override;
   void fail_streams(const char* why);
+  void close_gracefully();
 
   static int on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
                        size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
@@ -76,7 +100,7 @@ class UpstreamConn final : public H2Connection, public TimerHandler {
   static int on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code, void* user);
 
   ClusterState& cluster_;
-  int endpoint_;
+  EndpointState& endpoint_;
   sockaddr_storage addr_{};
   socklen_t addr_len_ = 0;
   Timer connect_timer_;

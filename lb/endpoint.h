@@ -22,6 +22,9 @@ struct Endpoint {
 struct EndpointSet {
   std::vector<Endpoint> endpoints;
   uint64_t version = 0;
+  // Why the set is what it is when that matters to a caller, e.g. why it is empty ("DNS name
+  // x.local: NXDOMAIN for 5m"). Shown to clients in grpc-message.
+  std::string note;
 
   size_t size() const { return endpoints.size(); }
   bool empty() const { return endpoints.empty(); }
