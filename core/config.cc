@@ -148,11 +148,13 @@ class Loader {
   explicit Loader(std::string_view source) : source_(source) {}
 
   Config load(const toml::table& root) {
-    check_keys(root, "", {"proxy", "listener", "cluster"});
+    check_keys(root, "", {"proxy", "discovery", "listener", "cluster"});
     Config config;
     config.source = source_;
     if (const toml::node* n = root.get("proxy"))
       load_proxy(expect_table(*n, "proxy"), config.proxy);
+    if (const toml::node* n = root.get("discovery"))
+      load_discovery(expect_table(*n, "discovery"), config.discovery);
 
     // Clusters first, so listeners and routes can check their references as they are read.
     const toml::array& clusters = array_of_tables(root, "cluster");
@@ -331,8 +333,8 @@ class Loader {
       if (endpoint) {
         fail(n, key,
              quote(text) +
-                 " is a host name; endpoints must be IP literals (DNS discovery is configured "
-                 "with `dns`, a later feature)");
+                 " is a host name; endpoints must be IP literals (to follow a DNS name, set "
+                 "`dns` and `port` instead of `endpoints`)");
       }
       fail(n, key, quote(text) + " is a host name; listen on an IP literal like \"0.0.0.0:8080\"");
     }
@@ -414,15 +416,9 @@ class Loader {
   }
 
   ClusterConfig load_cluster(const toml::table& t, const std::string& path) const {
-    // DESIGN.md already shows these keys; say plainly they are not there yet rather than
-    // calling them unknown.
-    for (std::string_view later : {"dns", "port", "record"}) {
-      if (const toml::node* n = t.get(later)) {
-        fail(*n, join(path, later),
-             "DNS discovery is a later feature; list IP literals in `endpoints` for now");
-      }
-    }
-    check_keys(t, path, {"name", "lb", "endpoints", "connect_timeout"});
+    check_keys(t, path,
+               {"name", "lb", "endpoints", "connect_timeout", "dns", "port", "record",
+                "min_refresh", "max_refresh", "stale_after", "hold"});
     ClusterConfig c;
 
     std::string name_key = join(path, "name");
@@ -443,7 +439,28 @@ class Loader {
                               {{"round_robin", LbPolicy::kRoundRobin}, {"p2c", LbPolicy::kP2c}});
     }
 
+    if (const toml::node* n = t.get("dns")) {
+      if (t.get("endpoints") != nullptr) {
+        fail(*t.get("endpoints"), join(path, "endpoints"),
+             "a cluster takes either `endpoints` or `dns`, not both");
+      }
+      load_dns(t, *n, path, c.dns);
+    } else {
+      for (std::string_view k : {"port", "record", "min_refresh", "max_refresh", "stale_after",
+                                 "hold"}) {
+        if (const toml::node* x = t.get(k)) fail(*x, join(path, k), "only applies with `dns`");
+      }
+    }
+
     std::string endpoints_key = join(path, "endpoints");
+    if (c.uses_dns()) {
+      load_connect_timeout(t, path, c);
+      return c;
+    }
+    if (t.get("endpoints") == nullptr) {
+      fail(t.source(), join(path, "endpoints"),
+           "missing: a cluster needs `endpoints` (IP literals) or `dns` (a name to follow)");
+    }
     const toml::node& endpoints_node = require(t, path, "endpoints");
     const toml::array& endpoints = expect_array(endpoints_node, endpoints_key);
     if (endpoints.empty()) fail(endpoints_node, endpoints_key, "needs at least one endpoint");
@@ -468,12 +485,90 @@ class Loader {
       c.endpoints.push_back(std::move(endpoint));
     }
 
+    load_connect_timeout(t, path, c);
+    return c;
+  }
+
+  void load_connect_timeout(const toml::table& t, const std::string& path,
+                            ClusterConfig& c) const {
     if (const toml::node* n = t.get("connect_timeout")) {
       std::string key = join(path, "connect_timeout");
       c.connect_timeout = duration(*n, key);
       if (c.connect_timeout <= Duration::zero()) fail(*n, key, "must be greater than 0s");
     }
-    return c;
+  }
+
+  void load_dns(const toml::table& t, const toml::node& name_node, const std::string& path,
+                DnsConfig& d) const {
+    std::string key = join(path, "dns");
+    d.name = expect_string(name_node, key);
+    while (d.name.ends_with('.')) d.name.pop_back();
+    bool ok = !d.name.empty() && d.name.size() <= 253 &&
+              std::all_of(d.name.begin(), d.name.end(), [](char ch) {
+                return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                       (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_';
+              });
+    if (!ok) fail(name_node, key, "invalid DNS name " + quote(d.name));
+    if (const toml::node* n = t.get("record")) {
+      d.record = choose<DnsRecord>(
+          *n, join(path, "record"),
+          {{"A", DnsRecord::kA}, {"AAAA", DnsRecord::kAAAA}, {"SRV", DnsRecord::kSRV}});
+    }
+    const toml::node* port = t.get("port");
+    if (d.record == DnsRecord::kSRV) {
+      if (port != nullptr) {
+        fail(*port, join(path, "port"), "SRV records carry their own ports; remove `port`");
+      }
+    } else {
+      if (port == nullptr) {
+        fail(t.source(), join(path, "port"),
+             "missing: A and AAAA records need the endpoints' `port`");
+      }
+      d.port = static_cast<uint16_t>(integer_in_range(*port, join(path, "port"), 1, 65535));
+    }
+    if (const toml::node* n = t.get("min_refresh")) {
+      d.min_refresh = duration(*n, join(path, "min_refresh"));
+      if (d.min_refresh <= Duration::zero()) {
+        fail(*n, join(path, "min_refresh"), "must be greater than 0s");
+      }
+    }
+    if (const toml::node* n = t.get("max_refresh")) {
+      d.max_refresh = duration(*n, join(path, "max_refresh"));
+      if (d.max_refresh < d.min_refresh) {
+        fail(*n, join(path, "max_refresh"), "must not be less than min_refresh");
+      }
+    } else if (d.max_refresh < d.min_refresh) {
+      d.max_refresh = d.min_refresh;
+    }
+    if (const toml::node* n = t.get("stale_after")) {
+      d.stale_after = duration(*n, join(path, "stale_after"));
+    }
+    if (const toml::node* n = t.get("hold")) d.hold = duration(*n, join(path, "hold"));
+  }
+
+  void load_discovery(const toml::table& t, DiscoveryConfig& d) const {
+    check_keys(t, "discovery", {"resolvers", "query_timeout"});
+    if (const toml::node* n = t.get("resolvers")) {
+      const toml::array& list = expect_array(*n, "discovery.resolvers");
+      for (size_t i = 0; i < list.size(); ++i) {
+        std::string key = indexed("discovery.resolvers", i);
+        const std::string& text = expect_string(list[i], key);
+        std::optional<SocketAddress> a = parse_socket_address(text);
+        if (!a) {
+          // A resolver without a port means the usual one.
+          a = parse_socket_address(text.find(':') == std::string::npos ? text + ":53"
+                                                                       : "[" + text + "]:53");
+        }
+        if (!a) fail(list[i], key, "invalid resolver " + quote(text) + ": expected \"ip[:port]\"");
+        d.resolvers.push_back(*std::move(a));
+      }
+    }
+    if (const toml::node* n = t.get("query_timeout")) {
+      d.query_timeout = duration(*n, "discovery.query_timeout");
+      if (d.query_timeout <= Duration::zero()) {
+        fail(*n, "discovery.query_timeout", "must be greater than 0s");
+      }
+    }
   }
 
   ListenerConfig load_listener(const toml::table& t, const std::string& path,

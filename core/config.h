@@ -62,11 +62,35 @@ struct EndpointConfig {
   uint32_t weight = 1;   // 1..10000
 };
 
+enum class DnsRecord { kA, kAAAA, kSRV };
+
+/// Endpoints from a DNS name (AWS Cloud Map), followed without a config change.
+struct DnsConfig {
+  std::string name;  // empty: the cluster uses static `endpoints`
+  uint16_t port = 0;  // A/AAAA; SRV records carry their own
+  DnsRecord record = DnsRecord::kA;
+  Duration min_refresh = std::chrono::seconds(1);   // re-query at the TTL, within these bounds
+  Duration max_refresh = std::chrono::seconds(30);
+  // NXDOMAIN or empty answers keep the last good set this long; then the cluster empties.
+  Duration stale_after = std::chrono::minutes(5);
+  // An endpoint leaves after being absent from every answer this long (Route 53 answers at
+  // most 8 records). Negative: derived, 3 x the refresh interval. 0: Envoy's STRICT_DNS.
+  Duration hold{-1};
+};
+
 struct ClusterConfig {
   std::string name;
   LbPolicy lb = LbPolicy::kRoundRobin;
   std::vector<EndpointConfig> endpoints;
+  DnsConfig dns;
   Duration connect_timeout = std::chrono::seconds(1);
+
+  bool uses_dns() const { return !dns.name.empty(); }
+};
+
+struct DiscoveryConfig {
+  std::vector<SocketAddress> resolvers;  // empty: the system's /etc/resolv.conf
+  Duration query_timeout = std::chrono::seconds(2);
 };
 
 struct Config {
@@ -74,6 +98,7 @@ struct Config {
   ProxyConfig proxy;
   std::vector<ListenerConfig> listeners;
   std::vector<ClusterConfig> clusters;
+  DiscoveryConfig discovery;
 
   const ClusterConfig* find_cluster(std::string_view name) const;
 };

@@ -23,7 +23,7 @@ namespace ringlb::core {
 
 class IoHandler;
 
-enum class OpKind : uint8_t { kNone, kAccept, kRecv, kSend, kConnect, kPollIn };
+enum class OpKind : uint8_t { kNone, kAccept, kRecv, kSend, kConnect, kPollIn, kPollOut };
 
 /// One in-flight operation's identity. Embedded in its owner.
 struct Op {
@@ -66,12 +66,16 @@ class Reactor {
   /// One-shot connect of a non-blocking socket. res = 0 or -errno. `addr` stays valid until
   /// the completion (io_uring reads it at submit time, which is later than this call).
   virtual void connect(int fd, const sockaddr* addr, socklen_t len, Op& op) = 0;
-  /// Multishot readiness for reading (eventfds).
+  /// Multishot readiness for reading (eventfds, signalfds, c-ares sockets).
   virtual void poll_in(int fd, Op& op) = 0;
+  /// One-shot readiness for writing (c-ares TCP sockets). res = 1 when writable.
+  virtual void poll_out(int fd, Op& op) = 0;
   /// Asks an active op to finish early. Its final completion still arrives (often -ECANCELED).
   virtual void cancel(Op& op) = 0;
   /// Closes a descriptor whose ops have all completed.
   virtual void close(int fd) = 0;
+  /// Drops what the reactor knows of a descriptor someone else closes (c-ares sockets).
+  virtual void forget(int fd) = 0;
   /// Submits what is queued, waits up to `timeout_ns` (< 0 = forever) for at least one
   /// completion, and dispatches every completion ready. Returns how many were dispatched.
   virtual int run_once(int64_t timeout_ns) = 0;

@@ -56,6 +56,22 @@ class EpollReactor final : public Reactor {
     if (st.writable) enqueue(fd);
   }
 
+  void poll_out(int fd, Op& op) override {
+    FdState& st = state(fd);
+    begin(op, OpKind::kPollOut, fd);
+    st.out = &op;
+    if (st.writable) enqueue(fd);
+  }
+
+  void forget(int fd) override {
+    if (static_cast<size_t>(fd) >= fds_.size()) return;
+    FdState& st = fds_[fd];
+    if (st.registered) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
+    bool queued = st.queued;
+    st = FdState{};
+    st.queued = queued;
+  }
+
   void connect(int fd, const sockaddr* addr, socklen_t len, Op& op) override {
     FdState& st = state(fd);
     begin(op, OpKind::kConnect, fd);
@@ -82,13 +98,7 @@ class EpollReactor final : public Reactor {
   }
 
   void close(int fd) override {
-    if (static_cast<size_t>(fd) < fds_.size()) {
-      FdState& st = fds_[fd];
-      if (st.registered) epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr);
-      bool queued = st.queued;
-      st = FdState{};
-      st.queued = queued;  // ready_ may still name it; do_io finds no ops and drops it
-    }
+    forget(fd);  // ready_ may still name it; do_io finds no ops and drops it
     ::close(fd);
   }
 
@@ -208,6 +218,8 @@ class EpollReactor final : public Reactor {
       }
       fds_[fd].connecting = false;
       res = -err;
+    } else if (op->kind == OpKind::kPollOut) {
+      res = 1;
     } else {
       ssize_t w = ::writev(fd, op->iov, op->iovcnt);
       if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {

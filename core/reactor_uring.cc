@@ -96,6 +96,13 @@ class UringReactor final : public Reactor {
     io_uring_prep_poll_multishot(sqe, fd, POLLIN);
   }
 
+  void poll_out(int fd, Op& op) override {
+    io_uring_sqe* sqe = start(op, OpKind::kPollOut, fd);
+    io_uring_prep_poll_add(sqe, fd, POLLOUT);
+  }
+
+  void forget(int) override {}
+
   void cancel(Op& op) override {
     if (!op.active) return;
     io_uring_sqe* sqe = get_sqe();

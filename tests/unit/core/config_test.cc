@@ -220,9 +220,59 @@ TEST_CASE("a host name in endpoints points at dns") {
             std::string(kMinimal) +
             "[[cluster]]\nname = \"b\"\nendpoints = [\"10.0.0.2:1\", \"orders.local:50051\"]\n") ==
         "t.toml:10:28: cluster[1].endpoints[1]: \"orders.local:50051\" is a host name; endpoints "
-        "must be IP literals (DNS discovery is configured with `dns`, a later feature)");
+        "must be IP literals (to follow a DNS name, set `dns` and `port` instead of `endpoints`)");
   CHECK_ERROR(std::string(kMinimal) + "dns = \"orders.local\"\n",
-              "t.toml:8:7: cluster[0].dns: DNS discovery is a later feature");
+              "t.toml:7:13: cluster[0].endpoints: a cluster takes either `endpoints` or `dns`, not both");
+}
+
+constexpr std::string_view kListenerB = "[[listener]]\naddress = \"127.0.0.1:8080\"\ncluster = \"b\"\n";
+
+TEST_CASE("dns clusters") {
+  using namespace std::chrono_literals;
+  ringlb::core::Config c = ringlb::core::parse_config(
+      std::string(kListenerB) +
+          "[discovery]\nresolvers = [\"127.0.0.1:5353\", \"10.0.0.2\"]\nquery_timeout = \"500ms\"\n"
+          "[[cluster]]\nname = \"b\"\nlb = \"p2c\"\ndns = \"payments.internal.local.\"\n"
+          "port = 50051\nmin_refresh = \"200ms\"\nmax_refresh = \"10s\"\nstale_after = \"2s\"\n"
+          "hold = \"0s\"\n"
+          "[[cluster]]\nname = \"s\"\ndns = \"_grpc._tcp.x.local\"\nrecord = \"SRV\"\n",
+      "t.toml");
+  REQUIRE(c.clusters.size() == 2);
+  const auto& b = c.clusters[0];
+  CHECK(b.uses_dns());
+  CHECK(b.dns.name == "payments.internal.local");
+  CHECK(b.dns.port == 50051);
+  CHECK(b.dns.record == ringlb::core::DnsRecord::kA);
+  CHECK(b.dns.min_refresh == 200ms);
+  CHECK(b.dns.max_refresh == 10s);
+  CHECK(b.dns.stale_after == 2s);
+  CHECK(b.dns.hold == 0s);
+  CHECK(c.clusters[1].dns.record == ringlb::core::DnsRecord::kSRV);
+  CHECK(c.clusters[1].dns.hold < 0s);  // derived
+  REQUIRE(c.discovery.resolvers.size() == 2);
+  CHECK(c.discovery.resolvers[0].text == "127.0.0.1:5353");
+  CHECK(c.discovery.resolvers[1].text == "10.0.0.2:53");
+  CHECK(c.discovery.query_timeout == 500ms);
+
+  const std::string head = std::string(kListenerB) + "[[cluster]]\nname = \"b\"\n";
+  CHECK(error_of(head + "dns = \"x.local\"\n") ==
+        "t.toml:4:1: cluster[0].port: missing: A and AAAA records need the endpoints' `port`");
+  CHECK(error_of(head + "dns = \"x.local\"\nrecord = \"SRV\"\nport = 1\n") ==
+        "t.toml:8:8: cluster[0].port: SRV records carry their own ports; remove `port`");
+  CHECK(error_of(head + "dns = \"x.local\"\nrecord = \"MX\"\nport = 1\n") ==
+        "t.toml:7:10: cluster[0].record: invalid value \"MX\", expected one of \"A\", \"AAAA\", "
+        "\"SRV\"");
+  CHECK(error_of(head + "dns = \"bad name!\"\nport = 1\n") ==
+        "t.toml:6:7: cluster[0].dns: invalid DNS name \"bad name!\"");
+  CHECK(error_of(head + "dns = \"x.local\"\nport = 1\nmin_refresh = \"5s\"\nmax_refresh = \"1s\"\n") ==
+        "t.toml:9:15: cluster[0].max_refresh: must not be less than min_refresh");
+  CHECK(error_of(head + "endpoints = [\"10.0.0.1:1\"]\nport = 1\n") ==
+        "t.toml:7:8: cluster[0].port: only applies with `dns`");
+  CHECK(error_of(head) ==
+        "t.toml:4:1: cluster[0].endpoints: missing: a cluster needs `endpoints` (IP literals) or "
+        "`dns` (a name to follow)");
+  CHECK(error_of(std::string(kMinimal) + "[discovery]\nresolvers = [\"dns.local\"]\n") ==
+        "t.toml:9:14: discovery.resolvers[0]: invalid resolver \"dns.local\": expected \"ip[:port]\"");
 }
 
 TEST_CASE("bad durations") {
@@ -293,7 +343,7 @@ TEST_CASE("missing required sections and keys") {
                  "endpoints = [\"10.0.0.1:1\"]\n") ==
         "t.toml:1:1: listener[0].address: missing required key");
   CHECK_ERROR(std::string(kMinimal) + "[[cluster]]\nname = \"b\"\n",
-              "t.toml:8:1: cluster[1].endpoints: missing required key");
+              "t.toml:8:1: cluster[1].endpoints: missing: a cluster needs `endpoints`");
   CHECK_ERROR(std::string(kMinimal) + "[[cluster]]\nname = \"b\"\nendpoints = []\n",
               "t.toml:10:13: cluster[1].endpoints: needs at least one endpoint");
   CHECK_ERROR(std::string(kMinimal) + "[[cluster]]\nname = \"b\"\nendpoints = [{ weight = 2 }]\n",
