@@ -28,6 +28,7 @@ struct FdState {
   bool writable = true;  // optimistic: a new socket can usually take a first write at once
   bool queued = false;   // in ready_ (has work to try without waiting)
   bool connecting = false;
+  bool hup = false;  // the peer closed or errored: read to EOF, no further edge will come
 };
 
 class EpollReactor final : public Reactor {
@@ -105,7 +106,8 @@ class EpollReactor final : public Reactor {
   int run_once(int64_t timeout_ns) override {
     int n = 0;
     n += drain_ready();
-    if (!deferred_.empty() || !ready_.empty()) timeout_ns = 0;
+    // Work done or waiting: do not sleep; only collect what the kernel already has.
+    if (n > 0 || !deferred_.empty() || !ready_.empty()) timeout_ns = 0;
     epoll_event evs[kMaxEvents];
     timespec ts{};
     timespec* tsp = nullptr;
@@ -121,6 +123,7 @@ class EpollReactor final : public Reactor {
       FdState& st = fds_[fd];
       uint32_t e = evs[i].events;
       if (e & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) st.readable = true;
+      if (e & (EPOLLHUP | EPOLLERR | EPOLLRDHUP)) st.hup = true;
       if (e & (EPOLLOUT | EPOLLHUP | EPOLLERR)) st.writable = true;
       enqueue(fd);
     }
@@ -286,8 +289,9 @@ class EpollReactor final : public Reactor {
                                                buf_.data()});
       ++n;
       if (final || fds_[fd].in != op) return n;
-      if (static_cast<size_t>(r) < buf_.size()) {
-        // A short read usually means the socket is empty; let the next edge tell us otherwise.
+      if (static_cast<size_t>(r) < buf_.size() && !fds_[fd].hup) {
+        // A short read usually means the socket is empty; the next edge tells us otherwise.
+        // Not after a hang-up, though: the EOF behind the last bytes brings no new edge.
         fds_[fd].readable = false;
         return n;
       }

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/control.h"
 #include "core/cpus.h"
 #include "core/log.h"
 #include "core/net.h"
@@ -20,9 +21,18 @@
 namespace ringlb::core {
 namespace {
 
+constexpr int64_t kFirstAnswerWaitNs = 5'000'000'000;
+
 std::vector<lb::EndpointSetPtr> static_sets(const Config& config) {
   std::vector<lb::EndpointSetPtr> sets;
   for (const ClusterConfig& c : config.clusters) {
+    if (c.uses_dns()) {
+      // Empty until the controller's first answer; calls meanwhile learn why.
+      auto empty = std::make_shared<lb::EndpointSet>();
+      empty->note = "waiting for the first DNS answer for " + c.dns.name;
+      sets.push_back(std::move(empty));
+      continue;
+    }
     std::vector<lb::Endpoint> members;
     for (const EndpointConfig& e : c.endpoints) {
       lb::Endpoint ep;
@@ -118,28 +128,22 @@ int run_server(const Config& config) {
     for (auto& t : threads) t.join();
     return 1;
   }
-  LOG_INFO("ready: %u workers (%s)", workers, why.c_str());
-
-  bool draining = false;
-  for (;;) {
-    bool all_done = true;
-    for (auto& sh : shards) all_done &= sh->finished();
-    if (all_done) break;
-    timespec ts{0, 100'000'000};
-    int sig = sigtimedwait(&sigs, nullptr, &ts);
-    if (sig < 0) continue;
-    if (draining) {
-      LOG_WARN("second signal (%s): exiting now", strsignal(sig));
-      _exit(128 + sig);
-    }
-    draining = true;
-    LOG_INFO("%s: draining (up to %lld ms); send it again to exit at once", strsignal(sig),
-             static_cast<long long>(config.proxy.drain_timeout.count() / 1000000));
+  std::vector<Shard*> shard_ptrs;
+  for (auto& sh : shards) shard_ptrs.push_back(sh.get());
+  Controller controller(config, shard_ptrs);
+  if (!controller.start(error)) {
+    LOG_ERROR("control thread: %s", error.c_str());
     for (auto& sh : shards) sh->post_drain();
+    for (auto& t : threads) t.join();
+    return 1;
   }
+  // Serve only once DNS clusters have had their first answer (or a bounded wait).
+  controller.await_first_answers(kFirstAnswerWaitNs);
+  LOG_INFO("ready: %u workers (%s)", workers, why.c_str());
+  int rc = controller.run();
   for (auto& t : threads) t.join();
   LOG_INFO("stopped");
-  return 0;
+  return rc;
 }
 
 }  // namespace ringlb::core
