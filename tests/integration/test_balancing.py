@@ -23,8 +23,9 @@ def test_round_robin_one_channel_300_calls(backends, ringlb):
 
 
 def test_p2c_avoids_slow_backend(backends, ringlb):
-    # b0, b1 answer in 5 ms, b2 in 50 ms.
-    bs = backends(3, delays=[0.005, 0.005, 0.050])
+    # b0, b1 answer in 10 ms, b2 in 100 ms: 10x slower, with enough absolute margin that a
+    # loaded machine's scheduling noise does not blur it.
+    bs = backends(3, delays=[0.010, 0.010, 0.100])
     rl = ringlb([cluster("main", bs, lb="p2c")])
     stub = Stub(channel(rl.port))
     stub.unary(b"warm-up", timeout=5)
