@@ -371,7 +371,7 @@ void Controller::record(DnsCluster& c, QueryOutcome outcome, uint32_t ttl,
       note = "DNS name " + dns.name + ": " + detail;
       break;
   }
-  if (c.schedule.state_changed() || !c.answered) {
+  if (c.schedule.state_changed()) {
     if (outcome == QueryOutcome::kOk) {
       LOG_INFO("cluster %s: DNS %s %s: %s; %zu members", c.config->name.c_str(),
                dns.name.c_str(), record_name(dns.record), c.last_result.c_str(),
@@ -382,7 +382,8 @@ void Controller::record(DnsCluster& c, QueryOutcome outcome, uint32_t ttl,
                detail.c_str(), c.members.members().size(), seconds_text(delay).c_str());
     }
   }
-  c.answered = true;
+  // Readiness waits for a real answer (records or NXDOMAIN); failures keep the bounded wait.
+  if (outcome != QueryOutcome::kFailure) c.answered = true;
   // Shards need a new snapshot when members change, or when the set is empty and the reason
   // clients will read has changed.
   if (c.members.members().empty() && note.empty()) note = "DNS name " + dns.name + ": no members";

@@ -31,6 +31,7 @@ struct Op {
   uint8_t tag = 0;  // lets a handler with several ops tell them apart
   OpKind kind = OpKind::kNone;
   bool active = false;  // submitted and the final completion not yet delivered
+  bool cancelled = false;  // cancel() was asked since the last submit (io_uring re-arms check it)
   int fd = -1;
   // Send: the gathered buffers; the array and the bytes stay valid until completion.
   const iovec* iov = nullptr;

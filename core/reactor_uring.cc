@@ -105,6 +105,7 @@ class UringReactor final : public Reactor {
 
   void cancel(Op& op) override {
     if (!op.active) return;
+    op.cancelled = true;
     io_uring_sqe* sqe = get_sqe();
     io_uring_prep_cancel64(sqe, reinterpret_cast<uint64_t>(&op), 0);
     io_uring_sqe_set_data64(sqe, 0);  // its own completion is ignored
@@ -155,6 +156,7 @@ class UringReactor final : public Reactor {
     op.kind = kind;
     op.fd = fd;
     op.active = true;
+    op.cancelled = false;
     io_uring_sqe* sqe = get_sqe();
     io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(&op));
     return sqe;
@@ -171,6 +173,12 @@ class UringReactor final : public Reactor {
     Completion c{res, more, nullptr};
     if (op.kind == OpKind::kRecv) {
       if (res == -ENOBUFS && !more) {
+        if (op.cancelled) {
+          // A cancel already went to the kernel and found nothing; re-arming would outlive it.
+          op.active = false;
+          op.handler->on_complete(op, Completion{-ECANCELED, false, nullptr});
+          return;
+        }
         // Every buffer was in flight when data came; they are all back by now. Re-arm quietly.
         prep_recv(get_sqe_for(op), op.fd);
         return;

@@ -84,7 +84,7 @@ void ClusterState::apply(lb::EndpointSetPtr next) {
   }
   for (size_t i = 0; i < retiring.size();) {
     EndpointState* st = retiring[i];
-    if (st->conns.empty() && st->outstanding == 0) {
+    if (st->unused()) {
       retiring.erase(retiring.begin() + static_cast<std::ptrdiff_t>(i));
       delete st;
     } else {
@@ -105,7 +105,7 @@ void ClusterState::call_finished(EndpointState& ep) {
 }
 
 void ClusterState::maybe_forget(EndpointState& ep) {
-  if (ep.index >= 0 || ep.outstanding != 0 || !ep.conns.empty()) return;
+  if (!ep.unused()) return;
   auto it = std::find(retiring.begin(), retiring.end(), &ep);
   if (it != retiring.end()) {
     retiring.erase(it);
@@ -253,6 +253,7 @@ void UpstreamConn::on_close(const char* why) {
   shard_.timers().cancel(connect_timer_);
   goaway_ = true;
   endpoint_.conns.remove(this);
+  ++endpoint_.closing;
   fail_streams(why);
 }
 
@@ -265,6 +266,7 @@ void UpstreamConn::fail_streams(const char* why) {
 }
 
 void UpstreamConn::on_released() {
+  --endpoint_.closing;
   cluster_.maybe_forget(endpoint_);
   shard_.retire(this);
 }

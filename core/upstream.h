@@ -29,7 +29,12 @@ struct EndpointState {
   std::string key;
   int index = -1;         // position in the cluster's current set; -1 once removed (draining)
   uint32_t outstanding = 0;
+  // Connections that left `conns` (closing) but whose I/O has not all completed yet; they
+  // still refer to this state, so it must outlive them.
+  uint32_t closing = 0;
   IntrusiveList<H2Connection, &H2Connection::conn_link> conns;
+
+  bool unused() const { return index < 0 && outstanding == 0 && closing == 0 && conns.empty(); }
 };
 
 /// A shard's view of one cluster: the current snapshot, its picker, and per-endpoint state.
