@@ -51,6 +51,9 @@ class Shard final : public IoHandler, public TimerHandler {
   /// Any thread: hand the shard a new snapshot for a cluster. Lock-free (a Treiber stack the
   /// shard empties when its eventfd fires); the hot path keeps reading its own plain pointer.
   void post_endpoints(size_t cluster, lb::EndpointSetPtr set);
+  /// Shard thread: applies every snapshot posted so far (the eventfd handler calls it; public
+  /// so benchmarks can drive a shard that is not running).
+  void drain_inbox();
   const std::string& error() const { return error_; }
   bool finished() const { return finished_.load(); }
 
@@ -83,7 +86,6 @@ class Shard final : public IoHandler, public TimerHandler {
   void begin_drain();
   void on_accept(size_t listener, const Completion& c);
   void close_upstreams();
-  void drain_inbox();
 
   const Config& config_;
   ShardSetup setup_;
