@@ -2,27 +2,34 @@
 
 #include <cassert>
 #include <cstdlib>
+#include <initializer_list>
 #include <cstring>
 #include <new>
 
 namespace ringlb::core {
 
 ChunkPool::~ChunkPool() {
-  while (free_ != nullptr) {
-    Chunk* c = free_;
-    free_ = c->next;
-    std::free(c);
+  for (Chunk** list : {&free_, &free_small_}) {
+    while (*list != nullptr) {
+      Chunk* c = *list;
+      *list = c->next;
+      std::free(c);
+    }
   }
 }
 
-Chunk* ChunkPool::get() {
-  Chunk* c = free_;
+Chunk* ChunkPool::get(bool small) {
+  Chunk*& list = small ? free_small_ : free_;
+  size_t& idle = small ? idle_small_ : idle_;
+  Chunk* c = list;
   if (c != nullptr) {
-    free_ = c->next;
-    --idle_;
+    list = c->next;
+    --idle;
   } else {
-    c = static_cast<Chunk*>(std::malloc(sizeof(Chunk*) + kChunkSize));
+    const size_t cap = small ? kSmallChunkSize : kChunkSize;
+    c = static_cast<Chunk*>(std::malloc(kHeader + cap));
     if (c == nullptr) throw std::bad_alloc();  // out of memory on the data path: crash loudly
+    c->capacity = static_cast<uint32_t>(cap);
   }
   c->next = nullptr;
   ++in_use_;
@@ -31,20 +38,23 @@ Chunk* ChunkPool::get() {
 
 void ChunkPool::put(Chunk* c) {
   --in_use_;
-  if (idle_ >= max_idle_) {
+  const bool small = c->capacity == kSmallChunkSize;
+  Chunk*& list = small ? free_small_ : free_;
+  size_t& idle = small ? idle_small_ : idle_;
+  if (idle >= max_idle_) {
     std::free(c);
     return;
   }
-  c->next = free_;
-  free_ = c;
-  ++idle_;
+  c->next = list;
+  list = c;
+  ++idle;
 }
 
 void ChunkQueue::append(const uint8_t* p, size_t n) {
   size_ += n;
   while (n > 0) {
-    if (tail_ == nullptr || tail_len_ == ChunkPool::kChunkSize) {
-      Chunk* c = pool_->get();
+    if (tail_ == nullptr || tail_len_ == tail_->capacity) {
+      Chunk* c = pool_->get(tail_ == nullptr && n <= ChunkPool::kSmallChunkSize);
       if (tail_ == nullptr) {
         head_ = tail_ = c;
         head_off_ = 0;
@@ -54,7 +64,7 @@ void ChunkQueue::append(const uint8_t* p, size_t n) {
       }
       tail_len_ = 0;
     }
-    size_t k = ChunkPool::kChunkSize - tail_len_;
+    size_t k = tail_->capacity - tail_len_;
     if (k > n) k = n;
     std::memcpy(tail_->data + tail_len_, p, k);
     tail_len_ += static_cast<uint32_t>(k);
@@ -66,7 +76,7 @@ void ChunkQueue::append(const uint8_t* p, size_t n) {
 size_t ChunkQueue::read(uint8_t* dst, size_t n) {
   size_t done = 0;
   while (done < n && size_ > 0) {
-    size_t end = head_ == tail_ ? tail_len_ : ChunkPool::kChunkSize;
+    size_t end = head_ == tail_ ? tail_len_ : head_->capacity;
     size_t k = end - head_off_;
     if (k > n - done) k = n - done;
     std::memcpy(dst + done, head_->data + head_off_, k);
@@ -80,7 +90,7 @@ int ChunkQueue::peek_iovecs(iovec* out, int max) const {
   int i = 0;
   uint32_t off = head_off_;
   for (Chunk* c = head_; c != nullptr && i < max; c = c->next) {
-    size_t end = c == tail_ ? tail_len_ : ChunkPool::kChunkSize;
+    size_t end = c == tail_ ? tail_len_ : c->capacity;
     if (end > off) {
       out[i].iov_base = c->data + off;
       out[i].iov_len = end - off;
@@ -95,7 +105,7 @@ void ChunkQueue::consume(size_t n) {
   assert(n <= size_);
   size_ -= n;
   while (n > 0) {
-    size_t end = head_ == tail_ ? tail_len_ : ChunkPool::kChunkSize;
+    size_t end = head_ == tail_ ? tail_len_ : head_->capacity;
     size_t k = end - head_off_;
     if (k > n) {
       head_off_ += static_cast<uint32_t>(n);

@@ -6,33 +6,41 @@
 #include <sys/uio.h>
 
 #include <cstddef>
+#include <cstdlib>
 #include <cstdint>
 
 namespace ringlb::core {
 
 struct Chunk {
   Chunk* next = nullptr;
-  uint8_t data[1];  // kChunkSize bytes follow
+  uint32_t capacity = 0;  // kChunkSize or kSmallChunkSize
+  uint8_t data[1];        // `capacity` bytes follow
 };
 
 class ChunkPool {
  public:
-  static constexpr size_t kChunkSize = 16 * 1024 - sizeof(Chunk*);
-  /// Keeps at most `max_idle` free chunks; more are returned to the allocator so a burst does
-  /// not pin memory for ever.
+  static constexpr size_t kHeader = offsetof(Chunk, data);
+  static constexpr size_t kChunkSize = 16 * 1024 - kHeader;
+  // A queue that starts empty with a small write (a unary gRPC message, a few frames) gets a
+  // small chunk: 10,000 calls in flight must not pin 16 KiB each for 70-byte bodies.
+  static constexpr size_t kSmallChunkSize = 1024 - kHeader;
+  /// Keeps at most `max_idle` free chunks of each size; more are returned to the allocator so
+  /// a burst does not pin memory for ever.
   explicit ChunkPool(size_t max_idle = 256) : max_idle_(max_idle) {}
   ~ChunkPool();
   ChunkPool(const ChunkPool&) = delete;
   ChunkPool& operator=(const ChunkPool&) = delete;
 
-  Chunk* get();
+  Chunk* get(bool small = false);
   void put(Chunk* c);
   size_t in_use() const { return in_use_; }
-  size_t idle() const { return idle_; }
+  size_t idle() const { return idle_ + idle_small_; }
 
  private:
   Chunk* free_ = nullptr;
+  Chunk* free_small_ = nullptr;
   size_t idle_ = 0;
+  size_t idle_small_ = 0;
   size_t in_use_ = 0;
   size_t max_idle_;
 };

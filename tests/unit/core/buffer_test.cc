@@ -54,7 +54,9 @@ std::string peek_all(const ChunkQueue& q, int max_iov) {
 // Chunks a queue of `size` bytes may hold: the head may start mid-chunk, so at most one more
 // than the bytes need.
 size_t max_chunks_for(size_t size) {
-  return size == 0 ? 0 : (size + kChunk - 1) / kChunk + 1;
+  // +2: a partly read head chunk, and a small first chunk that a queue starting with a small
+  // write gets before the full-size ones.
+  return size == 0 ? 0 : (size + kChunk - 1) / kChunk + 2;
 }
 
 }  // namespace
@@ -196,7 +198,7 @@ TEST_CASE("chunk queue: appends and reads across chunk boundaries match a string
     REQUIRE(q.empty() == model.empty());
     REQUIRE(pool.in_use() <= max_chunks_for(model.size()));
     if (model.empty()) REQUIRE(pool.in_use() == 0);
-    REQUIRE(pool.idle() <= 4);
+    REQUIRE(pool.idle() <= 8);  // max_idle applies to each of the two chunk sizes
   }
   q.clear();
   CHECK(pool.in_use() == 0);
@@ -268,5 +270,5 @@ TEST_CASE("chunk queue: destructor and clear return every chunk; queues share a 
     CHECK(pool.in_use() == 4);
   }
   CHECK(pool.in_use() == 0);
-  CHECK(pool.idle() == 5);
+  CHECK(pool.idle() == 6);  // five full-size chunks, and the small one "x" went into
 }
