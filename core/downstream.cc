@@ -13,15 +13,8 @@ constexpr int64_t kDrainPingWaitNs = 1'000'000'000;
 
 DownstreamConn* conn_of(void* user) { return static_cast<DownstreamConn*>(user); }
 
-// Pooled streams outlive their calls, and nghttp2 can hand back the user data of a request it
-// never sent (cancelled while connecting), so a pointer is trusted only if the stream still
-// names this session and id.
 ProxyStream* stream_of(nghttp2_session* s, int32_t id) {
-  auto* st = static_cast<ProxyStream*>(nghttp2_session_get_stream_user_data(s, id));
-  if (st == nullptr || st->ds == nullptr || st->ds->session() != s || st->ds_id != id) {
-    return nullptr;
-  }
-  return st;
+  return ProxyStream::of_downstream(s, id);
 }
 
 // Built once; nghttp2 copies the callback table into each session.

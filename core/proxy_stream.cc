@@ -38,7 +38,25 @@ const char* http_status_for(StatusCode code) {
   }
 }
 
+template <typename Conn>
+ProxyStream* validated(nghttp2_session* s, int32_t id, Conn* ProxyStream::*conn,
+                       int32_t ProxyStream::*sid) {
+  auto* st = static_cast<ProxyStream*>(nghttp2_session_get_stream_user_data(s, id));
+  if (st == nullptr || st->*conn == nullptr || (st->*conn)->session() != s || st->*sid != id) {
+    return nullptr;
+  }
+  return st;
+}
+
 }  // namespace
+
+ProxyStream* ProxyStream::of_downstream(nghttp2_session* s, int32_t id) {
+  return validated(s, id, &ProxyStream::ds, &ProxyStream::ds_id);
+}
+
+ProxyStream* ProxyStream::of_upstream(nghttp2_session* s, int32_t id) {
+  return validated(s, id, &ProxyStream::us, &ProxyStream::us_id);
+}
 
 ProxyStream::ProxyStream(Shard& shard) : shard_(shard) {
   req_body_.set_pool(&shard.chunks());

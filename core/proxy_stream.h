@@ -59,6 +59,13 @@ class ProxyStream final : public TimerHandler {
 
   void on_timer(Timer& t) override;
 
+  /// The call nghttp2 hands back as stream user data for `id` on `s`, or nullptr. Pooled
+  /// streams outlive their calls, and nghttp2 can hand back the user data of a request it never
+  /// sent (cancelled while connecting), so a pointer is trusted only if the stream still names
+  /// that session and id.
+  static ProxyStream* of_downstream(nghttp2_session* s, int32_t id);
+  static ProxyStream* of_upstream(nghttp2_session* s, int32_t id);
+
   // nghttp2 data source callbacks (source->ptr is the ProxyStream).
   static ssize_t read_request_body(nghttp2_session* s, int32_t id, uint8_t* buf, size_t len,
                                    uint32_t* flags, nghttp2_data_source* src, void* user);

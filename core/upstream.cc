@@ -16,15 +16,8 @@ constexpr uint32_t kAssumedPeerMaxStreams = 100;
 
 UpstreamConn* conn_of(void* user) { return static_cast<UpstreamConn*>(user); }
 
-// Pooled streams outlive their calls, and nghttp2 can hand back the user data of a request it
-// never sent (cancelled while connecting), so a pointer is trusted only if the stream still
-// names this session and id.
 ProxyStream* stream_of(nghttp2_session* s, int32_t id) {
-  auto* st = static_cast<ProxyStream*>(nghttp2_session_get_stream_user_data(s, id));
-  if (st == nullptr || st->us == nullptr || st->us->session() != s || st->us_id != id) {
-    return nullptr;
-  }
-  return st;
+  return ProxyStream::of_upstream(s, id);
 }
 
 struct Callbacks {
