@@ -1,6 +1,7 @@
 #pragma once
 // Router: maps a call's :path to a cluster, per listener. Built at start-up; immutable; read by
-// shards. Prefix routes are tried in config order, then the listener's default cluster.
+// shards. Owner: built by the control thread; immutable, so any thread (each shard holds its own
+// copy) may read it. Prefix routes are tried in config order, then the default cluster.
 #include <cstdint>
 #include <string>
 #include <string_view>
