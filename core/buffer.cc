@@ -86,6 +86,18 @@ size_t ChunkQueue::read(uint8_t* dst, size_t n) {
   return done;
 }
 
+void ChunkQueue::move_to(ChunkQueue& dst, size_t n) {
+  assert(n <= size_);
+  while (n > 0) {
+    size_t end = head_ == tail_ ? tail_len_ : head_->capacity;
+    size_t k = end - head_off_;
+    if (k > n) k = n;
+    dst.append(head_->data + head_off_, k);
+    consume(k);
+    n -= k;
+  }
+}
+
 int ChunkQueue::peek_iovecs(iovec* out, int max) const {
   int i = 0;
   uint32_t off = head_off_;

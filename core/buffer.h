@@ -64,6 +64,9 @@ class ChunkQueue {
   int peek_iovecs(iovec* out, int max) const;
   /// Drops `n` bytes from the front (n <= size()).
   void consume(size_t n);
+  /// Moves `n` bytes (n <= size()) from the front of this queue to the back of `dst`: one copy,
+  /// chunk by chunk.
+  void move_to(ChunkQueue& dst, size_t n);
   /// Drops everything.
   void clear();
 

@@ -90,6 +90,19 @@ void H2Connection::flush() {
   }
 }
 
+void H2Connection::append_data_frame(const nghttp2_frame& frame, const uint8_t* framehd,
+                                     ChunkQueue& body, size_t n) {
+  static constexpr uint8_t kZeros[256] = {};
+  out_.append(framehd, 9);
+  size_t padlen = frame.data.padlen;  // 0 unless a padding callback is set (we set none)
+  if (padlen > 0) {
+    auto pad_length = static_cast<uint8_t>(padlen - 1);
+    out_.append(&pad_length, 1);
+  }
+  body.move_to(out_, n);
+  if (padlen > 1) out_.append(kZeros, padlen - 1);
+}
+
 void H2Connection::on_sent(const Completion& c) {
   if (state_ != State::kOpen) return;
   if (c.res < 0) {

@@ -35,6 +35,13 @@ class H2Connection : public IoHandler {
   /// once every op has completed. Safe to call more than once and from inside callbacks.
   void close(const char* why);
 
+  /// For nghttp2 send_data callbacks (NGHTTP2_DATA_FLAG_NO_COPY): queues one whole DATA frame,
+  /// `framehd` (9 bytes), padding fields if any, and `n` bytes moved out of `body`. The payload
+  /// is copied once, from the stream's queue into the output, instead of twice (into nghttp2's
+  /// frame buffer, then out of it).
+  void append_data_frame(const nghttp2_frame& frame, const uint8_t* framehd, ChunkQueue& body,
+                         size_t n);
+
   bool open() const { return state_ == State::kOpen; }
   bool closing() const { return state_ == State::kClosing || state_ == State::kClosed; }
   nghttp2_session* session() const { return session_; }

@@ -44,6 +44,7 @@ bool DownstreamConn::init() {
     nghttp2_session_callbacks_set_on_frame_recv_callback(c.cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c.cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(c.cb, on_stream_close);
+    nghttp2_session_callbacks_set_send_data_callback(c.cb, &ProxyStream::send_response_data);
     nghttp2_option_new(&c.opt);
     // We send WINDOW_UPDATE only when the upstream has taken the bytes (flow coupling).
     nghttp2_option_set_no_auto_window_update(c.opt, 1);

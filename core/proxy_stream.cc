@@ -1,5 +1,6 @@
 #include "core/proxy_stream.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -183,25 +184,39 @@ void ProxyStream::resume_downstream() {
   }
 }
 
-ssize_t ProxyStream::read_request_body(nghttp2_session* s, int32_t id, uint8_t* buf, size_t len,
+ssize_t ProxyStream::read_request_body(nghttp2_session* s, int32_t id, uint8_t*, size_t len,
                                        uint32_t* flags, nghttp2_data_source* src, void*) {
   auto* st = static_cast<ProxyStream*>(src->ptr);
   if (st->us == nullptr || st->us->session() != s || st->us_id != id) {
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // a stale source: reset that stream
   }
   if (st->ds_done_) return NGHTTP2_ERR_DEFERRED;  // the client left; our RST_STREAM is queued
-  size_t n = st->req_body_.read(buf, len);
+  // NO_COPY: nghttp2 calls send_request_data next, in this same mem_send, and the bytes move
+  // straight from req_body_ into the connection's output there.
+  size_t n = std::min(len, st->req_body_.size());
   if (n > 0) {
     st->req_body_taken_ += n;
     // Only now may the client send more: this is the end-to-end flow-control coupling.
     nghttp2_session_consume(st->ds->session(), st->ds_id, n);
     st->ds->mark_dirty();
   }
-  if (st->req_end_ && st->req_body_.empty()) {
+  *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  if (st->req_end_ && n == st->req_body_.size()) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     return static_cast<ssize_t>(n);
   }
   return n == 0 ? static_cast<ssize_t>(NGHTTP2_ERR_DEFERRED) : static_cast<ssize_t>(n);
+}
+
+int ProxyStream::send_request_data(nghttp2_session* s, nghttp2_frame* frame,
+                                   const uint8_t* framehd, size_t length,
+                                   nghttp2_data_source* src, void*) {
+  auto* st = static_cast<ProxyStream*>(src->ptr);
+  if (st->us == nullptr || st->us->session() != s || length > st->req_body_.size()) {
+    return NGHTTP2_ERR_CALLBACK_FAILURE;  // cannot happen: read_request_body just checked
+  }
+  st->us->append_data_frame(*frame, framehd, st->req_body_, length);
+  return 0;
 }
 
 bool ProxyStream::add_response_header(std::string_view name, std::string_view value,
@@ -253,18 +268,19 @@ void ProxyStream::on_response_end() {
   resume_downstream();
 }
 
-ssize_t ProxyStream::read_response_body(nghttp2_session* s, int32_t id, uint8_t* buf, size_t len,
+ssize_t ProxyStream::read_response_body(nghttp2_session* s, int32_t id, uint8_t*, size_t len,
                                         uint32_t* flags, nghttp2_data_source* src, void*) {
   auto* st = static_cast<ProxyStream*>(src->ptr);
   if (st->ds == nullptr || st->ds->session() != s || st->ds_id != id) {
     return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
   }
-  size_t n = st->resp_body_.read(buf, len);
+  size_t n = std::min(len, st->resp_body_.size());  // moved by send_response_data (NO_COPY)
   if (n > 0 && !st->us_done_) {
     nghttp2_session_consume(st->us->session(), st->us_id, n);
     st->us->mark_dirty();
   }
-  if (st->resp_end_ && st->resp_body_.empty()) {
+  *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  if (st->resp_end_ && n == st->resp_body_.size()) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     if (!st->trailers_.empty()) {
       *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -274,6 +290,17 @@ ssize_t ProxyStream::read_response_body(nghttp2_session* s, int32_t id, uint8_t*
     return static_cast<ssize_t>(n);
   }
   return n == 0 ? static_cast<ssize_t>(NGHTTP2_ERR_DEFERRED) : static_cast<ssize_t>(n);
+}
+
+int ProxyStream::send_response_data(nghttp2_session* s, nghttp2_frame* frame,
+                                    const uint8_t* framehd, size_t length,
+                                    nghttp2_data_source* src, void*) {
+  auto* st = static_cast<ProxyStream*>(src->ptr);
+  if (st->ds == nullptr || st->ds->session() != s || length > st->resp_body_.size()) {
+    return NGHTTP2_ERR_CALLBACK_FAILURE;  // cannot happen: read_response_body just checked
+  }
+  st->ds->append_data_frame(*frame, framehd, st->resp_body_, length);
+  return 0;
 }
 
 void ProxyStream::detach_upstream() {

@@ -66,11 +66,17 @@ class ProxyStream final : public TimerHandler {
   static ProxyStream* of_downstream(nghttp2_session* s, int32_t id);
   static ProxyStream* of_upstream(nghttp2_session* s, int32_t id);
 
-  // nghttp2 data source callbacks (source->ptr is the ProxyStream).
+  // nghttp2 data source callbacks (source->ptr is the ProxyStream). The read callbacks only size
+  // the next DATA frame and set NGHTTP2_DATA_FLAG_NO_COPY; the send callbacks (registered on the
+  // upstream and downstream sessions) then move the bytes into the connection's output.
   static ssize_t read_request_body(nghttp2_session* s, int32_t id, uint8_t* buf, size_t len,
                                    uint32_t* flags, nghttp2_data_source* src, void* user);
   static ssize_t read_response_body(nghttp2_session* s, int32_t id, uint8_t* buf, size_t len,
                                     uint32_t* flags, nghttp2_data_source* src, void* user);
+  static int send_request_data(nghttp2_session* s, nghttp2_frame* frame, const uint8_t* framehd,
+                               size_t length, nghttp2_data_source* src, void* user);
+  static int send_response_data(nghttp2_session* s, nghttp2_frame* frame, const uint8_t* framehd,
+                                size_t length, nghttp2_data_source* src, void* user);
 
   ListLink ds_link;  // in DownstreamConn::streams
   ListLink us_link;  // in UpstreamConn::streams

@@ -272,3 +272,46 @@ TEST_CASE("chunk queue: destructor and clear return every chunk; queues share a 
   CHECK(pool.in_use() == 0);
   CHECK(pool.idle() == 6);  // five full-size chunks, and the small one "x" went into
 }
+
+TEST_CASE("chunk queue: move_to carries bytes in order between two queues (DATA frame path)") {
+  // The NO_COPY DATA path: a stream's body queue hands `n` bytes at a time to a connection's
+  // output queue, which already holds frame headers; both must match a string model.
+  ChunkPool pool(4);
+  ChunkQueue body(&pool);
+  ChunkQueue out(&pool);
+  std::string body_model, out_model;
+  std::mt19937 rng(20261124);
+  uint32_t seed = 0;
+  for (int step = 0; step < 2000; ++step) {
+    CAPTURE(step);
+    int op = static_cast<int>(rng() % 4);
+    if (op == 0 || body_model.empty()) {
+      std::string s = pattern(rng() % 2 ? rng() % 100 : rng() % (2 * kChunk + 50), ++seed);
+      append(body, s);
+      body_model += s;
+    } else if (op == 1) {
+      std::string hd = pattern(9, ++seed);  // a frame header
+      append(out, hd);
+      out_model += hd;
+      size_t n = rng() % (std::min<size_t>(body_model.size(), 16384) + 1);
+      body.move_to(out, n);
+      out_model += body_model.substr(0, n);
+      body_model.erase(0, n);
+    } else if (op == 2) {
+      size_t n = rng() % (out_model.size() + 1);
+      REQUIRE(read_all(out, n) == out_model.substr(0, n));
+      out_model.erase(0, n);
+    } else {
+      body.move_to(out, body_model.size());  // all of it: the body queue lets go of its chunks
+      out_model += body_model;
+      body_model.clear();
+      REQUIRE(body.empty());
+    }
+    REQUIRE(body.size() == body_model.size());
+    REQUIRE(out.size() == out_model.size());
+    REQUIRE(pool.in_use() <= max_chunks_for(body_model.size()) + max_chunks_for(out_model.size()));
+  }
+  REQUIRE(read_all(out, out_model.size() + 1) == out_model);
+  REQUIRE(read_all(body, body_model.size() + 1) == body_model);
+  CHECK(pool.in_use() == 0);
+}
