@@ -52,10 +52,16 @@ bool DownstreamConn::init() {
     nghttp2_option_set_stream_reset_rate_limit(c.opt, 1000, 100);
     nghttp2_option_set_max_continuations(c.opt, 8);
     nghttp2_option_set_max_settings(c.opt, 32);
+    // No RFC 7540 priority tree, so closed streams need not linger (up to max_concurrent_streams
+    // of them per connection otherwise).
+    nghttp2_option_set_no_closed_streams(c.opt, 1);
     return c;
   }();
   const ProxyConfig& pc = shard_.config().proxy;
-  if (nghttp2_session_server_new2(&session_, cbs.cb, this, cbs.opt) != 0) return false;
+  if (nghttp2_session_server_new3(&session_, cbs.cb, this, cbs.opt,
+                                  shard_.session_heap().mem()) != 0) {
+    return false;
+  }
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, pc.max_concurrent_streams},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, pc.stream_buffer},

@@ -16,6 +16,7 @@
 #include "core/proxy_stream.h"
 #include "core/reactor.h"
 #include "core/router.h"
+#include "core/session_heap.h"
 #include "core/timer.h"
 #include "core/upstream.h"
 #include "lb/endpoint.h"
@@ -62,6 +63,7 @@ class Shard final : public IoHandler, public TimerHandler {
   Reactor& reactor() { return *reactor_; }
   TimerQueue& timers() { return timers_; }
   ChunkPool& chunks() { return chunks_; }
+  SessionHeap& session_heap() { return session_heap_; }
   int64_t now() const { return now_ns_; }
   unsigned index() const { return setup_.index; }
   bool draining() const { return draining_; }
@@ -89,6 +91,7 @@ class Shard final : public IoHandler, public TimerHandler {
 
   const Config& config_;
   ShardSetup setup_;
+  SessionHeap session_heap_;  // before everything that owns an nghttp2 session: freed last
   std::unique_ptr<Reactor> reactor_;
   TimerQueue timers_;
   ChunkPool chunks_;

@@ -144,6 +144,7 @@ bool UpstreamConn::start(std::string& error) {
     nghttp2_option_set_no_auto_window_update(c.opt, 1);
     nghttp2_option_set_peer_max_concurrent_streams(c.opt, kAssumedPeerMaxStreams);
     nghttp2_option_set_max_continuations(c.opt, 8);
+    nghttp2_option_set_no_closed_streams(c.opt, 1);
     return c;
   }();
   const lb::Endpoint& ep = endpoint_.endpoint;
@@ -155,7 +156,8 @@ bool UpstreamConn::start(std::string& error) {
     return false;
   }
   fd_ = fd;
-  if (nghttp2_session_client_new2(&session_, cbs.cb, this, cbs.opt) != 0) {
+  if (nghttp2_session_client_new3(&session_, cbs.cb, this, cbs.opt,
+                                  shard_.session_heap().mem()) != 0) {
     error = "nghttp2 session setup failed";
     shard_.reactor().close(fd_);
     fd_ = -1;
