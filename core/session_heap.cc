@@ -1,5 +1,6 @@
 #include "core/session_heap.h"
 
+#include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -17,18 +18,26 @@ struct Header {
 };
 static_assert(sizeof(Header) == SessionHeap::kHeader);
 
-Header* header_of(void* p) { return reinterpret_cast<Header*>(static_cast<char*>(p) - sizeof(Header)); }
+Header* header_of(void* p) {
+  return reinterpret_cast<Header*>(static_cast<char*>(p) - sizeof(Header));
+}
 
 // Smallest class whose block holds n bytes plus the header, or kLarge.
 uint32_t class_for(size_t n) {
   size_t need = n + sizeof(Header);
   if (need > SessionHeap::kMaxBlock) return kLarge;
-  uint32_t c = 0;
-  for (size_t b = SessionHeap::kMinBlock; b < need; b <<= 1) ++c;
-  return c;
+  if (need <= SessionHeap::kMinBlock) return 0;
+  // log2 of the block size, rounded up, less log2(kMinBlock).
+  return static_cast<uint32_t>(std::bit_width(need - 1)) -
+         static_cast<uint32_t>(std::bit_width(SessionHeap::kMinBlock - 1));
 }
 
 }  // namespace
+
+size_t SessionHeap::block_for(size_t n) {
+  uint32_t c = class_for(n);
+  return c == kLarge ? 0 : kMinBlock << c;
+}
 
 SessionHeap::SessionHeap(size_t max_idle_bytes) {
   mem_ = nghttp2_mem{this, mem_malloc, mem_free, mem_calloc, mem_realloc};

@@ -27,6 +27,9 @@ class SessionHeap {
   SessionHeap(const SessionHeap&) = delete;
   SessionHeap& operator=(const SessionHeap&) = delete;
 
+  /// The block size (header included) a request of `n` bytes gets, 0 for plain malloc.
+  static size_t block_for(size_t n);
+
   /// For nghttp2_session_*_new3. Valid as long as this object.
   nghttp2_mem* mem() { return &mem_; }
 

@@ -92,6 +92,20 @@ TEST_CASE("session heap: random malloc/calloc/realloc/free keep contents and ret
   CHECK(heap.in_use() == 0);
 }
 
+TEST_CASE("session heap: each request gets the smallest block that holds it and the header") {
+  for (size_t n = 0; n <= SessionHeap::kMaxBlock + 100; ++n) {
+    CAPTURE(n);
+    size_t b = SessionHeap::block_for(n);
+    size_t need = n + SessionHeap::kHeader;
+    if (need > SessionHeap::kMaxBlock) {
+      REQUIRE(b == 0);  // plain malloc
+    } else {
+      REQUIRE(b >= need);
+      REQUIRE((b == SessionHeap::kMinBlock || b / 2 < need));
+    }
+  }
+}
+
 TEST_CASE("session heap: a freed block is reused, and the idle cap returns the excess") {
   SessionHeap heap(SessionHeap::kMinBlock * 2);  // two 64-byte blocks idle at most
   void* a = heap.allocate(10);
