@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from bench_load import h2load, rate_run
-from bench_targets import CLK_TCK, BenchError, Env, cpu_ticks, log, rss_kb, start_ringlb
+from bench_targets import (CLK_TCK, BenchError, Env, cpu_ticks, log, rss_kb, start_haproxy,
+                           start_ringlb)
 
 FARGATE_P99_MS = 5.0
 
@@ -198,6 +199,54 @@ class Limit:
         self.dirs = []
 
 
+def measure_limited(env: Env, lim: Limit, run: Any, rate: int, secs: float,
+                    tag: str) -> dict[str, Any]:
+    """Paced load at `rate` for `secs` against `run` (inside `lim`): CPU as a share of the
+    quota (the cgroup's own counter, else /proc ticks), throttled periods, latency."""
+    u0, th0, c0 = lim.usage_us(), lim.throttled(), cpu_ticks(run.pids())
+    t0 = time.monotonic()
+    res, lat = rate_run(env, run.port, rate, secs, f"fargate-{tag}", 100)
+    wall = time.monotonic() - t0
+    u1, th1, c1 = lim.usage_us(), lim.throttled(), cpu_ticks(run.pids())
+    used_us = (u1 - u0) if u0 is not None else (c1 - c0) / CLK_TCK * 1e6
+    d = {"rate": rate, "secs": secs, "ok": res.ok, **lat,
+         "cpu_pct_of_quota": used_us / (wall * 1e6 * lim.cpu) * 100,
+         "cpu_us_per_call": used_us / max(1, int(rate * secs)),
+         "nr_throttled_delta": (th1 - th0) if th0 is not None else None}
+    if not res.ok:
+        d["problem"] = res.problem()
+    return d
+
+
+def peer_at_rate(env: Env, prof: Any, fast: list[int]) -> dict[str, Any]:
+    """HAProxy h2 in the same limits at the same low rate: what any event-loop proxy pays per
+    call on this machine when every call wakes it from sleep."""
+    out: dict[str, Any] = {"target": "haproxy-h2"}
+    lim = Limit(0.25, 512 * 1024 * 1024)
+    lim.name += "-peer"
+    if lim.setup() is None:
+        out["error"] = "no way to limit CPU here: " + "; ".join(lim.reasons)
+        return out
+    run = None
+    try:
+        run = start_haproxy(env, "haproxy-fargate", "http", fast,
+                            preexec=None if lim.prefix else lim.preexec, prefix=lim.prefix)
+        if lim.prefix:
+            lim.locate_scope(run.proc.pid)
+        w = h2load(env, run.port, 200, 4, 32)
+        if not w.ok:
+            raise BenchError(f"warm-up: {w.problem()}")
+        out.update(measure_limited(env, lim, run, prof.fg_idle_rate, prof.fg_idle_secs,
+                                   "peer-200"))
+    except BenchError as e:
+        out["error"] = str(e)
+    finally:
+        if run:
+            run.stop()
+        lim.cleanup()
+    return out
+
+
 def fargate_run(env: Env, prof: Any, fast: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {"cpu_limit": 0.25, "mem_limit": 512 * 1024 * 1024,
                            "io_backend": "epoll", "p99_limit_ms": FARGATE_P99_MS}
@@ -227,28 +276,14 @@ def fargate_run(env: Env, prof: Any, fast: list[int]) -> dict[str, Any]:
         if not w.ok:
             raise BenchError(f"warm-up: {w.problem()}")
 
-        def measured(rate: int, secs: float, tag: str) -> dict[str, Any]:
-            u0, th0, c0 = lim.usage_us(), lim.throttled(), cpu_ticks(run.pids())
-            t0 = time.monotonic()
-            res, lat = rate_run(env, run.port, rate, secs, f"fargate-{tag}", 100)
-            wall = time.monotonic() - t0
-            u1, th1, c1 = lim.usage_us(), lim.throttled(), cpu_ticks(run.pids())
-            used_us = (u1 - u0) if u0 is not None else (c1 - c0) / CLK_TCK * 1e6
-            d = {"rate": rate, "secs": secs, "ok": res.ok, **lat,
-                 "cpu_pct_of_quota": used_us / (wall * 1e6 * lim.cpu) * 100,
-                 "nr_throttled_delta": (th1 - th0) if th0 is not None else None}
-            if not res.ok:
-                d["problem"] = res.problem()
-            return d
-
-        idle = measured(prof.fg_idle_rate, prof.fg_idle_secs, "200")
+        idle = measure_limited(env, lim, run, prof.fg_idle_rate, prof.fg_idle_secs, "200")
         out["at_200"] = idle
         log(f"fargate: {prof.fg_idle_rate}/s uses {idle['cpu_pct_of_quota']:.1f}% of the quota, "
             f"nr_throttled +{idle['nr_throttled_delta']}")
         steps = []
         best = None
         for rate in prof.fg_steps:
-            s = measured(rate, prof.fg_step_secs, str(rate))
+            s = measure_limited(env, lim, run, rate, prof.fg_step_secs, str(rate))
             s["pass"] = (s["ok"] and s.get("achieved_rate", 0) >= 0.95 * rate
                          and s.get("p99_us", math.inf) < FARGATE_P99_MS * 1000)
             steps.append(s)
@@ -275,4 +310,12 @@ def fargate_run(env: Env, prof: Any, fast: list[int]) -> dict[str, Any]:
         if run:
             run.stop()
         lim.cleanup()
+    if "error" not in out:
+        peer = peer_at_rate(env, prof, fast)
+        out["peer_at_200"] = peer
+        if "error" in peer:
+            log(f"fargate: peer {peer['target']}: {peer['error']}")
+        else:
+            log(f"fargate: peer {peer['target']} at {prof.fg_idle_rate}/s uses "
+                f"{peer['cpu_pct_of_quota']:.1f}% of the quota")
     return out

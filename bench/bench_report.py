@@ -227,7 +227,20 @@ def fargate_lines(p: dict, fargate: dict, direct_p99: float | None) -> list[str]
         L.append(f"- {p['fg_idle_rate']} calls/s for {p['fg_idle_secs']:g} s: CPU "
                  f"{fmt(a['cpu_pct_of_quota'], 1)}% of the quota, nr_throttled delta {thr} "
                  f"({'PASS' if thr == 0 else 'FAIL'}: must be 0), p99 "
-                 f"{fmt(a.get('p99_us', math.nan) / 1000, 2)} ms")
+                 f"{fmt(a.get('p99_us', math.nan) / 1000, 2)} ms, "
+                 f"{fmt(a.get('cpu_us_per_call'), 0)} us of CPU per call")
+        peer = fargate.get("peer_at_200") or {}
+        if "error" in peer:
+            L.append(f"- peer {peer.get('target')} in the same limits: ERROR {peer['error']}")
+        elif peer:
+            ratio = (a["cpu_pct_of_quota"] / peer["cpu_pct_of_quota"]
+                     if peer.get("cpu_pct_of_quota") else math.nan)
+            L.append(f"- for scale, {peer['target']} in the same limits at the same rate: CPU "
+                     f"{fmt(peer['cpu_pct_of_quota'], 1)}% of the quota "
+                     f"({fmt(peer.get('cpu_us_per_call'), 0)} us per call), nr_throttled delta "
+                     f"{peer.get('nr_throttled_delta')}; ringlb / {peer['target']} = "
+                     f"{fmt(ratio, 2)}x. At this rate each call wakes the proxy from sleep, so "
+                     f"both pay the machine's wake-up cost per call")
     if fargate.get("steps"):
         best = fargate.get("max_rate_p99_under_5ms")
         more = " (every step passed; the ceiling is higher)" if fargate.get(

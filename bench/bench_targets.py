@@ -278,7 +278,8 @@ def start_ringlb(env: Env, name: str, io_backend: str, ports: list[int], workers
     return Running(name, int(m.group(1)), p, ready.group(0))
 
 
-def start_haproxy(env: Env, name: str, mode: str, ports: list[int]) -> Running:
+def start_haproxy(env: Env, name: str, mode: str, ports: list[int], preexec=None,
+                  prefix=None) -> Running:
     port = free_port()
     proto = " proto h2" if mode == "http" else ""
     servers = "\n".join(f"    server b{i} 127.0.0.1:{p}{proto}" for i, p in enumerate(ports))
@@ -305,7 +306,8 @@ backend be
     balance roundrobin
 {extra_be}{servers}
 """)
-    p = Proc(name, ["haproxy", "-db", "-f", str(cfg)], env.workdir, env.proxy_cpu)
+    p = Proc(name, ["haproxy", "-db", "-f", str(cfg)], env.workdir, env.proxy_cpu,
+             preexec=preexec, prefix=prefix)
     wait_port(port, p)
     return Running(name, port, p)
 

@@ -179,7 +179,7 @@ class Profile:
         self.hold_delay_ms = a.hold_delay_ms or (3000 if q else 10000)
         self.fg_idle_rate = 200
         self.fg_idle_secs = 2.0 if q else 5.0
-        self.fg_steps = [500, 1000, 2000, 4000, 8000]
+        self.fg_steps = [500, 1000, 2000, 4000, 8000, 11000, 14000]
         self.fg_step_secs = 1.0 if q else 3.0
 
     def as_dict(self) -> dict:
