@@ -44,16 +44,27 @@ void Shard::run(std::atomic<int>& ready) {
   char name[16];
   snprintf(name, sizeof name, "ringlb-shard-%u", setup_.index);
   pthread_setname_np(pthread_self(), name);
-  reactor_ = make_reactor(setup_.backend, error_);
-  if (reactor_) {
-    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (wake_fd_ < 0) error_ = std::string("eventfd: ") + strerror(errno);
-  }
-  if (!reactor_ || wake_fd_ < 0) {
+  std::unique_ptr<Reactor> reactor = make_reactor(setup_.backend, error_);
+  if (!reactor || !attach_reactor(std::move(reactor))) {
     finished_ = true;
     ready.store(-1);
     ready.notify_all();
     return;
+  }
+  ready.store(1);
+  ready.notify_all();
+  loop();
+  LOG_INFO("shard %u stopped: %llu connections, %llu calls", setup_.index,
+           static_cast<unsigned long long>(connections_), static_cast<unsigned long long>(calls_));
+  finished_ = true;
+}
+
+bool Shard::attach_reactor(std::unique_ptr<Reactor> reactor) {
+  reactor_ = std::move(reactor);
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    error_ = std::string("eventfd: ") + strerror(errno);
+    return false;
   }
   wake_op_.handler = this;
   wake_op_.tag = kWakeTag;
@@ -64,24 +75,22 @@ void Shard::run(std::atomic<int>& ready) {
     reactor_->accept(setup_.listen_fds[i], accept_ops_[i]);
   }
   now_ns_ = mono_now_ns();
-  ready.store(1);
-  ready.notify_all();
-  loop();
-  LOG_INFO("shard %u stopped: %llu connections, %llu calls", setup_.index,
-           static_cast<unsigned long long>(connections_), static_cast<unsigned long long>(calls_));
-  finished_ = true;
+  return true;
+}
+
+void Shard::turn(int64_t max_wait_ns) {
+  now_ns_ = mono_now_ns();
+  timers_.run(now_ns_);
+  flush_dirty();
+  for (H2Connection* c : graveyard_) delete c;
+  graveyard_.clear();
+  int64_t timeout = dirty_.empty() ? timers_.next_timeout(mono_now_ns()) : 0;
+  if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns)) timeout = max_wait_ns;
+  reactor_->run_once(timeout);
 }
 
 void Shard::loop() {
-  while (!stop_) {
-    now_ns_ = mono_now_ns();
-    timers_.run(now_ns_);
-    flush_dirty();
-    for (H2Connection* c : graveyard_) delete c;
-    graveyard_.clear();
-    int64_t timeout = dirty_.empty() ? timers_.next_timeout(mono_now_ns()) : 0;
-    reactor_->run_once(timeout);
-  }
+  while (!stop_) turn(-1);
   // Drained (or timed out): every client connection is gone. Close upstreams and let their
   // cancelled ops complete before the reactor goes away.
   close_upstreams();
@@ -197,16 +206,21 @@ void Shard::on_complete(Op& op, const Completion& c) {
   on_accept(op.tag - kAcceptTagBase, c);
 }
 
+bool Shard::adopt(size_t listener, int fd) {
+  if (draining_ || downstreams_.size() >= config_.proxy.max_connections) {
+    ::close(fd);  // draining, or over the per-shard cap: refuse politely by closing
+    return false;
+  }
+  auto* conn = new DownstreamConn(*this, fd, listener);
+  downstreams_.push_back(conn);
+  ++connections_;
+  if (!conn->init()) conn->close("session setup failed");
+  return true;
+}
+
 void Shard::on_accept(size_t listener, const Completion& c) {
   if (c.res >= 0) {
-    if (draining_ || downstreams_.size() >= config_.proxy.max_connections) {
-      ::close(c.res);  // draining, or over the per-shard cap: refuse politely by closing
-      return;
-    }
-    auto* conn = new DownstreamConn(*this, c.res, listener);
-    downstreams_.push_back(conn);
-    ++connections_;
-    if (!conn->init()) conn->close("session setup failed");
+    if (!adopt(listener, c.res)) return;
   } else if (c.res != -ECANCELED && !draining_) {
     LOG_WARN("shard %u: accept on %s: %s", setup_.index,
              config_.listeners[listener].address.text.c_str(), strerror(-c.res));

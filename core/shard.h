@@ -55,6 +55,21 @@ class Shard final : public IoHandler, public TimerHandler {
   /// Shard thread: applies every snapshot posted so far (the eventfd handler calls it; public
   /// so benchmarks can drive a shard that is not running).
   void drain_inbox();
+
+  // Driving a shard without its thread: run(), loop() and the accept handler are built from
+  // these three, so a benchmark or test that calls them directly (on one thread, in place of
+  // run()) drives the same code. Production code calls them only through run().
+  /// Installs `reactor` and arms what run() arms before its loop (wake eventfd, accepts). The
+  /// caller's thread becomes the shard thread. False (see error()) if the eventfd failed.
+  bool attach_reactor(std::unique_ptr<Reactor> reactor);
+  /// One loop turn: due timers, flush dirty connections, reclaim retired ones, then one
+  /// run_once() that waits until the next timer, capped at `max_wait_ns` when that is >= 0.
+  void turn(int64_t max_wait_ns);
+  /// Takes an accepted client connection (`fd`, non-blocking) on listener `listener`: what an
+  /// accept completion does. False if the shard refused it (draining, connection cap) and
+  /// closed `fd`.
+  bool adopt(size_t listener, int fd);
+
   const std::string& error() const { return error_; }
   bool finished() const { return finished_.load(); }
 
