@@ -220,7 +220,7 @@ bool Shard::adopt(size_t listener, int fd) {
 
 void Shard::on_accept(size_t listener, const Completion& c) {
   if (c.res >= 0) {
-    if (!adopt(listener, c.res)) return;
+    adopt(listener, c.res);  // refused or not, a final completion must still re-arm below
   } else if (c.res != -ECANCELED && !draining_) {
     LOG_WARN("shard %u: accept on %s: %s", setup_.index,
              config_.listeners[listener].address.text.c_str(), strerror(-c.res));
