@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what is missing, builds, runs
 # the doctest unit tests and the integration tests (real binary, real gRPC peers, both reactor
-# backends), then the integration suite once more against an ASan/UBSan build.
-# Usage: bash tests/run.sh            (RINGLB_SKIP_ASAN=1 to leave out the sanitizer pass)
+# backends), then the integration suite once more against an ASan/UBSan build and once against a
+# TSan build (shards, the control thread and snapshot swaps run on several threads).
+# Usage: bash tests/run.sh   (RINGLB_SKIP_ASAN=1 / RINGLB_SKIP_TSAN=1 leave a sanitizer pass out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -57,6 +58,15 @@ if [ "${RINGLB_SKIP_ASAN:-0}" != 1 ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     RINGLB_BIN="$root/build-asan/ringlb" pytest_run "integration-asan" \
     --ignore=tests/integration/test_bench_smoke.py  # measures the harness, not memory safety
+fi
+
+if [ "${RINGLB_SKIP_TSAN:-0}" != 1 ]; then
+  echo "== integration tests against a TSan build"
+  build build-tsan -Db_sanitize=thread -Dbuildtype=debugoptimized -Dbench=false -Dtests=false || exit 1
+  # halt_on_error: a race ends ringlb with a non-zero status, which fails the test that saw it.
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    RINGLB_BIN="$root/build-tsan/ringlb" pytest_run "integration-tsan" \
+    --ignore=tests/integration/test_bench_smoke.py
 fi
 
 echo
