@@ -1,6 +1,7 @@
 #include "core/session_heap.h"
 
 #include <bit>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -24,6 +25,7 @@ Header* header_of(void* p) {
 
 // Smallest class whose block holds n bytes plus the header, or kLarge.
 uint32_t class_for(size_t n) {
+  if (n > SessionHeap::kMaxBlock) return kLarge;  // before the addition below can wrap
   size_t need = n + sizeof(Header);
   if (need > SessionHeap::kMaxBlock) return kLarge;
   if (need <= SessionHeap::kMinBlock) return 0;
@@ -65,6 +67,7 @@ void* SessionHeap::allocate(size_t n) {
   void* block;
   size_t usable;
   if (c == kLarge) {
+    if (n > SIZE_MAX - sizeof(Header)) return nullptr;
     block = std::malloc(n + sizeof(Header));
     usable = n;
   } else {

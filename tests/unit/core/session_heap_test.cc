@@ -106,6 +106,14 @@ TEST_CASE("session heap: each request gets the smallest block that holds it and 
   }
 }
 
+TEST_CASE("session heap: a request too large to add a header to fails cleanly") {
+  SessionHeap heap;
+  CHECK(SessionHeap::block_for(SIZE_MAX) == 0);
+  CHECK(heap.allocate(SIZE_MAX) == nullptr);
+  CHECK(heap.allocate(SIZE_MAX - 8) == nullptr);
+  CHECK(heap.in_use() == 0);
+}
+
 TEST_CASE("session heap: a freed block is reused, and the idle cap returns the excess") {
   SessionHeap heap(SessionHeap::kMinBlock * 2);  // two 64-byte blocks idle at most
   void* a = heap.allocate(10);
