@@ -49,6 +49,17 @@ ProxyStream* validated(nghttp2_session* s, int32_t id, Conn* ProxyStream::*conn,
   return st;
 }
 
+// The NO_COPY half of a data source: the read callback sized this DATA frame a moment ago, in
+// the same mem_send, so `conn` still owns session `s` and `body` holds `length` bytes.
+int send_body_frame(H2Connection* conn, nghttp2_session* s, const nghttp2_frame& frame,
+                    const uint8_t* framehd, ChunkQueue& body, size_t length) {
+  if (conn == nullptr || conn->session() != s || length > body.size()) {
+    return NGHTTP2_ERR_CALLBACK_FAILURE;  // cannot happen, see above
+  }
+  conn->append_data_frame(frame, framehd, body, length);
+  return 0;
+}
+
 }  // namespace
 
 ProxyStream* ProxyStream::of_downstream(nghttp2_session* s, int32_t id) {
@@ -212,11 +223,7 @@ int ProxyStream::send_request_data(nghttp2_session* s, nghttp2_frame* frame,
                                    const uint8_t* framehd, size_t length,
                                    nghttp2_data_source* src, void*) {
   auto* st = static_cast<ProxyStream*>(src->ptr);
-  if (st->us == nullptr || st->us->session() != s || length > st->req_body_.size()) {
-    return NGHTTP2_ERR_CALLBACK_FAILURE;  // cannot happen: read_request_body just checked
-  }
-  st->us->append_data_frame(*frame, framehd, st->req_body_, length);
-  return 0;
+  return send_body_frame(st->us, s, *frame, framehd, st->req_body_, length);
 }
 
 bool ProxyStream::add_response_header(std::string_view name, std::string_view value,
@@ -296,11 +303,7 @@ int ProxyStream::send_response_data(nghttp2_session* s, nghttp2_frame* frame,
                                     const uint8_t* framehd, size_t length,
                                     nghttp2_data_source* src, void*) {
   auto* st = static_cast<ProxyStream*>(src->ptr);
-  if (st->ds == nullptr || st->ds->session() != s || length > st->resp_body_.size()) {
-    return NGHTTP2_ERR_CALLBACK_FAILURE;  // cannot happen: read_response_body just checked
-  }
-  st->ds->append_data_frame(*frame, framehd, st->resp_body_, length);
-  return 0;
+  return send_body_frame(st->ds, s, *frame, framehd, st->resp_body_, length);
 }
 
 void ProxyStream::detach_upstream() {

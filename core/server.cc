@@ -23,7 +23,17 @@ namespace {
 
 constexpr int64_t kFirstAnswerWaitNs = 5'000'000'000;
 
-std::vector<lb::EndpointSetPtr> static_sets(const Config& config) {
+void close_all(std::vector<std::vector<int>>& fds) {
+  for (auto& per_shard : fds) {
+    for (int fd : per_shard) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<lb::EndpointSetPtr> initial_endpoint_sets(const Config& config) {
   std::vector<lb::EndpointSetPtr> sets;
   for (const ClusterConfig& c : config.clusters) {
     if (c.uses_dns()) {
@@ -46,16 +56,6 @@ std::vector<lb::EndpointSetPtr> static_sets(const Config& config) {
   }
   return sets;
 }
-
-void close_all(std::vector<std::vector<int>>& fds) {
-  for (auto& per_shard : fds) {
-    for (int fd : per_shard) {
-      if (fd >= 0) ::close(fd);
-    }
-  }
-}
-
-}  // namespace
 
 int run_server(const Config& config) {
   std::string error;
@@ -103,7 +103,7 @@ int run_server(const Config& config) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  std::vector<lb::EndpointSetPtr> sets = static_sets(config);
+  std::vector<lb::EndpointSetPtr> sets = initial_endpoint_sets(config);
   std::vector<std::unique_ptr<Shard>> shards;
   std::vector<std::thread> threads;
   std::vector<std::unique_ptr<std::atomic<int>>> ready;

@@ -1,7 +1,10 @@
 #pragma once
 // The control thread's side of running: listeners, shards, signals, drain. Start-up and
 // shutdown only; never on the data path.
+#include <vector>
+
 #include "core/config.h"
+#include "lb/endpoint.h"
 
 namespace ringlb::core {
 
@@ -9,5 +12,9 @@ namespace ringlb::core {
 /// returns 0. A second signal exits at once. Returns non-zero (after logging why) if start-up
 /// fails: nothing is left bound in that case.
 int run_server(const Config& config);
+
+/// The endpoint set each cluster starts with, in config order: its static endpoints, or an
+/// empty set (with a note saying why) for a DNS cluster until the first answer.
+std::vector<lb::EndpointSetPtr> initial_endpoint_sets(const Config& config);
 
 }  // namespace ringlb::core

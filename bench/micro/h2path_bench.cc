@@ -25,8 +25,8 @@
 
 #include "core/config.h"
 #include "core/reactor.h"
+#include "core/server.h"
 #include "core/shard.h"
-#include "discovery/snapshot.h"
 
 namespace {
 
@@ -487,25 +487,12 @@ core::Config make_config() {
       "<h2path bench>");
 }
 
-lb::EndpointSetPtr make_set(const core::ClusterConfig& c) {
-  std::vector<lb::Endpoint> members;
-  for (const core::EndpointConfig& e : c.endpoints) {
-    lb::Endpoint ep;
-    std::memcpy(&ep.addr, &e.address.storage, e.address.len);
-    ep.addr_len = e.address.len;
-    ep.weight = e.weight;
-    ep.name = e.address.text;
-    members.push_back(std::move(ep));
-  }
-  return discovery::make_endpoint_set(std::move(members), 1);
-}
-
 /// Client -> ringlb (DownstreamConn ... UpstreamConn) -> backend, all in memory.
 class RinglbRig {
  public:
   RinglbRig() : config_(make_config()) {
     core::ShardSetup setup;
-    setup.endpoint_sets = {make_set(config_.clusters[0])};
+    setup.endpoint_sets = core::initial_endpoint_sets(config_);
     shard_ = std::make_unique<core::Shard>(config_, std::move(setup));
     auto reactor = std::make_unique<MemoryReactor>();
     reactor_ = reactor.get();
