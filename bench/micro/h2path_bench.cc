@@ -23,188 +23,19 @@
 #include <string_view>
 #include <vector>
 
-#include "core/config.h"
-#include "core/reactor.h"
-#include "core/server.h"
-#include "core/shard.h"
+#include "core/config/config.h"
+#include "core/io/reactor.h"
+#include "core/runtime/server.h"
+#include "core/runtime/shard.h"
+#include "tests/support/memory_reactor.h"
 
 namespace {
 
 using namespace ringlb;
-using core::Completion;
-using core::Op;
-using core::OpKind;
-
-// ---------------------------------------------------------------------------------------------
-// MemoryReactor: the Reactor contract with no kernel I/O. Sends land in a per-fd "wire" buffer
-// the bench reads; the bench injects what a peer sent as recv completions. Connects succeed at
-// once; accepts and polls never fire. As the real reactors do, every completion is delivered
-// from run_once() (never from inside a submit call), Op::active turns true on submit and false
-// just before the final completion, and cancel() still ends in a final completion.
-class MemoryReactor final : public core::Reactor {
- public:
-  const char* name() const override { return "memory"; }
-
-  void accept(int fd, Op& op) override { arm_in(fd, op, OpKind::kAccept); }
-  void recv(int fd, Op& op) override {
-    arm_in(fd, op, OpKind::kRecv);
-    queue_data(fd);  // bytes that came while no recv was armed wait, as in a socket buffer
-  }
-  void poll_in(int fd, Op& op) override { arm_in(fd, op, OpKind::kPollIn); }
-
-  void poll_out(int fd, Op& op) override {
-    begin(op, OpKind::kPollOut, fd);
-    state(fd).out = &op;  // never fires: nothing in this bench waits for writability
-  }
-
-  void send(int fd, Op& op) override {
-    begin(op, OpKind::kSend, fd);
-    std::vector<uint8_t>& wire = state(fd).wire;
-    size_t total = 0;
-    for (int i = 0; i < op.iovcnt; ++i) {
-      const auto* p = static_cast<const uint8_t*>(op.iov[i].iov_base);
-      wire.insert(wire.end(), p, p + op.iov[i].iov_len);
-      total += op.iov[i].iov_len;
-    }
-    queue_.push_back({&op, static_cast<int>(total), false, false});  // all of it, always
-  }
-
-  void connect(int fd, const sockaddr*, socklen_t, Op& op) override {
-    begin(op, OpKind::kConnect, fd);
-    connects_.push_back(fd);
-    queue_.push_back({&op, 0, false, false});
-  }
-
-  void cancel(Op& op) override {
-    if (!op.active) return;
-    op.cancelled = true;
-    FdState* st = find(op.fd);
-    if (st != nullptr && st->in == &op) {
-      st->in = nullptr;
-    } else if (st != nullptr && st->out == &op) {
-      st->out = nullptr;
-    } else {
-      return;  // a send or connect: its completion is already queued and arrives as it is
-    }
-    queue_.push_back({&op, -ECANCELED, false, false});
-  }
-
-  void close(int fd) override {
-    forget(fd);
-    closes_.push_back(fd);
-    ::close(fd);  // the fds are real (unconnected sockets), so closing them is the real thing
-  }
-
-  void forget(int fd) override {
-    if (FdState* st = find(fd)) *st = FdState{};
-  }
-
-  // Never blocks: there is nothing to wait for that is not already queued. Completions queued
-  // by the handlers run next call, as the epoll backend's deferred ones do.
-  int run_once(int64_t) override {
-    batch_.swap(queue_);
-    for (const Pending& p : batch_) {
-      Op& op = *p.op;
-      if (p.data) {
-        deliver_data(op);
-        continue;
-      }
-      if (!p.more) op.active = false;
-      op.handler->on_complete(op, Completion{p.res, p.more, nullptr});
-    }
-    int n = static_cast<int>(batch_.size());
-    batch_.clear();
-    return n;
-  }
-
-  // Bench side.
-  /// What a peer sent to `fd`: one recv completion with these bytes (coalesced with any not yet
-  /// delivered), on the recv armed on `fd`.
-  void inject(int fd, const std::vector<uint8_t>& bytes) {
-    std::vector<uint8_t>& in = state(fd).inbox;
-    in.insert(in.end(), bytes.begin(), bytes.end());
-    queue_data(fd);
-  }
-  /// The peer closed `fd`: the armed recv ends with res = 0.
-  void inject_eof(int fd) {
-    FdState* st = find(fd);
-    if (st == nullptr || st->in == nullptr || st->in->kind != OpKind::kRecv) return;
-    Op* op = st->in;
-    st->in = nullptr;
-    queue_.push_back({op, 0, false, false});
-  }
-  /// Moves what was sent on `fd` into `out` (replacing its contents). True if there was any.
-  bool take_wire(int fd, std::vector<uint8_t>& out) {
-    out.clear();
-    if (FdState* st = find(fd)) out.swap(st->wire);  // capacities ping-pong: no allocation
-    return !out.empty();
-  }
-  const std::vector<int>& connects() const { return connects_; }
-  bool closed(int fd) const {
-    return std::find(closes_.begin(), closes_.end(), fd) != closes_.end();
-  }
-
- private:
-  struct FdState {
-    Op* in = nullptr;   // accept, recv or poll_in
-    Op* out = nullptr;  // poll_out (sends and connects complete at once)
-    bool data_queued = false;
-    std::vector<uint8_t> inbox;  // injected, not yet delivered
-    std::vector<uint8_t> wire;   // sent, not yet taken
-  };
-  struct Pending {
-    Op* op;
-    int res;
-    bool more;
-    bool data;  // a recv completion whose bytes are the fd's inbox at delivery time
-  };
-
-  FdState& state(int fd) {
-    if (static_cast<size_t>(fd) >= fds_.size()) fds_.resize(static_cast<size_t>(fd) + 16);
-    return fds_[static_cast<size_t>(fd)];
-  }
-  FdState* find(int fd) {
-    if (fd < 0 || static_cast<size_t>(fd) >= fds_.size()) return nullptr;
-    return &fds_[static_cast<size_t>(fd)];
-  }
-  static void begin(Op& op, OpKind kind, int fd) {
-    op.kind = kind;
-    op.fd = fd;
-    op.active = true;
-    op.cancelled = false;
-  }
-  void arm_in(int fd, Op& op, OpKind kind) {
-    begin(op, kind, fd);
-    state(fd).in = &op;
-  }
-  void queue_data(int fd) {
-    FdState& st = state(fd);
-    if (st.data_queued || st.inbox.empty() || st.in == nullptr || st.in->kind != OpKind::kRecv) {
-      return;
-    }
-    st.data_queued = true;
-    queue_.push_back({st.in, 0, true, true});
-  }
-  void deliver_data(Op& op) {
-    FdState* st = find(op.fd);
-    if (st == nullptr) return;
-    st->data_queued = false;
-    if (st->in != &op || st->inbox.empty()) return;  // cancelled or closed since
-    // The bytes move to scratch_ first: the handler may touch fds_ (a new socket resizes it),
-    // and the data pointer must stay valid for the whole callback.
-    scratch_.swap(st->inbox);
-    op.handler->on_complete(op, Completion{static_cast<int>(scratch_.size()), true,
-                                           scratch_.data()});
-    scratch_.clear();
-  }
-
-  std::vector<FdState> fds_;
-  std::vector<Pending> queue_;
-  std::vector<Pending> batch_;
-  std::vector<uint8_t> scratch_;
-  std::vector<int> connects_;
-  std::vector<int> closes_;
-};
+using test::MemoryReactor;
+using core::io::Completion;
+using core::io::Op;
+using core::io::OpKind;
 
 // ---------------------------------------------------------------------------------------------
 // The bench's own peers: plain nghttp2, what a gRPC client and server put on the wire.
@@ -478,10 +309,10 @@ class Backend final : public Peer {
 
 constexpr int kMaxRounds = 64;  // a batch takes 4 shard turns today: 64 means it is stuck
 
-core::Config make_config() {
+core::config::Config make_config() {
   // One listener, one cluster, one static endpoint that is never really connected: the
   // MemoryReactor completes the connect without calling connect(2).
-  return core::parse_config(
+  return core::config::parse_config(
       "[[listener]]\naddress = \"127.0.0.1:0\"\ncluster = \"bench\"\n"
       "[[cluster]]\nname = \"bench\"\nendpoints = [\"127.0.0.1:1\"]\n",
       "<h2path bench>");
@@ -490,10 +321,10 @@ core::Config make_config() {
 /// Client -> ringlb (DownstreamConn ... UpstreamConn) -> backend, all in memory.
 class RinglbRig {
  public:
-  RinglbRig() : config_(make_config()) {
-    core::ShardSetup setup;
-    setup.endpoint_sets = core::initial_endpoint_sets(config_);
-    shard_ = std::make_unique<core::Shard>(config_, std::move(setup));
+  RinglbRig() : config_(std::make_shared<const core::config::Config>(make_config())) {
+    core::runtime::ShardSetup setup;
+    setup.endpoint_sets = core::runtime::initial_endpoint_sets(*config_);
+    shard_ = std::make_unique<core::runtime::Shard>(config_, std::move(setup));
     auto reactor = std::make_unique<MemoryReactor>();
     reactor_ = reactor.get();
     if (!shard_->attach_reactor(std::move(reactor))) {
@@ -557,10 +388,10 @@ class RinglbRig {
     return false;
   }
 
-  core::Config config_;  // the shard keeps a reference: declared first, destroyed last
+  std::shared_ptr<const core::config::Config> config_;
   Client client_;
   Backend backend_;
-  std::unique_ptr<core::Shard> shard_;
+  std::unique_ptr<core::runtime::Shard> shard_;
   MemoryReactor* reactor_ = nullptr;  // owned by the shard
   int ds_fd_ = -1;
   int us_fd_ = -1;

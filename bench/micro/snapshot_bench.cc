@@ -8,8 +8,8 @@
 #include <memory>
 #include <vector>
 
-#include "core/config.h"
-#include "core/shard.h"
+#include "core/config/config.h"
+#include "core/runtime/shard.h"
 #include "discovery/snapshot.h"
 
 namespace {
@@ -31,8 +31,8 @@ lb::EndpointSetPtr make_set(int n, int offset, uint64_t version) {
   return discovery::make_endpoint_set(std::move(eps), version);
 }
 
-core::Config make_config() {
-  return core::parse_config(
+core::config::Config make_config() {
+  return core::config::parse_config(
       "[[listener]]\naddress = \"127.0.0.1:0\"\ncluster = \"c\"\n"
       "[[cluster]]\nname = \"c\"\nlb = \"p2c\"\nendpoints = [\"10.0.0.1:1\"]\n",
       "<bench>");
@@ -43,13 +43,13 @@ core::Config make_config() {
 void BM_PublishToShards(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   const int shard_count = static_cast<int>(state.range(1));
-  core::Config config = make_config();
-  std::vector<std::unique_ptr<core::Shard>> shards;
+  auto config = std::make_shared<const core::config::Config>(make_config());
+  std::vector<std::unique_ptr<core::runtime::Shard>> shards;
   for (int i = 0; i < shard_count; ++i) {
-    core::ShardSetup setup;
+    core::runtime::ShardSetup setup;
     setup.index = static_cast<unsigned>(i);
     setup.endpoint_sets = {make_set(n, 0, 1)};
-    shards.push_back(std::make_unique<core::Shard>(config, std::move(setup)));
+    shards.push_back(std::make_unique<core::runtime::Shard>(config, std::move(setup)));
   }
   std::vector<lb::EndpointSetPtr> sets = {make_set(n, 0, 2), make_set(n, n / 4, 3)};
   size_t k = 0;
@@ -65,11 +65,11 @@ BENCHMARK(BM_PublishToShards)->Args({3, 2})->Args({100, 2})->Args({1000, 2})->Ar
 // The hot path: a shard's cluster state holds its snapshot as a plain pointer it owns; a call
 // reads it and the endpoint count. Compared with reading a plain pointer to a vector.
 void BM_SnapshotReadHotPath(benchmark::State& state) {
-  core::Config config = make_config();
-  core::ShardSetup setup;
+  auto config = std::make_shared<const core::config::Config>(make_config());
+  core::runtime::ShardSetup setup;
   setup.endpoint_sets = {make_set(100, 0, 1)};
-  core::Shard shard(config, std::move(setup));
-  core::ClusterState& c = shard.cluster(0);
+  core::runtime::Shard shard(config, std::move(setup));
+  core::proxy::ClusterState& c = shard.cluster(0);
   for (auto _ : state) {
     const lb::EndpointSet* s = c.set.get();
     benchmark::DoNotOptimize(s->size());

@@ -1,0 +1,728 @@
+// Config loading: TOML text -> validated Config (control thread, at start-up only).
+// Every error names FILE:LINE:COLUMN and the dotted key, because the log of a failed ECS task is
+// often all an operator has; throwing on the first problem keeps the code simple.
+#include "core/config/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+#include <initializer_list>
+#include <limits>
+#include <utility>
+
+namespace ringlb::core::config {
+namespace {
+
+constexpr uint64_t kKiB = 1024;
+constexpr uint64_t kMiB = 1024 * kKiB;
+constexpr uint64_t kGiB = 1024 * kMiB;
+// Reading stops here so a config path pointing at /dev/zero or a log file fails fast.
+constexpr size_t kMaxConfigBytes = 16 * kMiB;
+
+// User text goes into one-line log messages: keep it on one line and visibly delimited.
+std::string quote(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+std::string type_name(toml::node_type t) {
+  switch (t) {
+    case toml::node_type::table:
+      return "table";
+    case toml::node_type::array:
+      return "array";
+    case toml::node_type::string:
+      return "string";
+    case toml::node_type::integer:
+      return "integer";
+    case toml::node_type::floating_point:
+      return "float";
+    case toml::node_type::boolean:
+      return "boolean";
+    case toml::node_type::date:
+      return "date";
+    case toml::node_type::time:
+      return "time";
+    case toml::node_type::date_time:
+      return "date-time";
+    case toml::node_type::none:
+      break;
+  }
+  return "nothing";
+}
+
+std::string format_size(uint64_t bytes) {
+  if (bytes != 0 && bytes % kGiB == 0) return std::to_string(bytes / kGiB) + "GiB";
+  if (bytes != 0 && bytes % kMiB == 0) return std::to_string(bytes / kMiB) + "MiB";
+  if (bytes != 0 && bytes % kKiB == 0) return std::to_string(bytes / kKiB) + "KiB";
+  return std::to_string(bytes) + " bytes";
+}
+
+// Optimal string alignment distance: a swapped pair ("wrokers") is one edit, the most common
+// typo in hand-written keys.
+size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// ", did you mean `x`?" for the closest candidate within two edits, or "".
+template <typename Range>
+std::string suggestion(std::string_view word, const Range& candidates) {
+  std::string_view best;
+  size_t best_distance = 3;
+  for (std::string_view c : candidates) {
+    size_t d = edit_distance(word, c);
+    // d < c.size(): two edits turn any two-letter word into `lb`; that is no suggestion.
+    if (d < best_distance && d < c.size()) {
+      best = c;
+      best_distance = d;
+    }
+  }
+  if (best.empty()) return "";
+  return ", did you mean `" + std::string(best) + "`?";
+}
+
+std::string join(std::string_view path, std::string_view key) {
+  if (path.empty()) return std::string(key);
+  return std::string(path) + "." + std::string(key);
+}
+
+std::string indexed(std::string_view path, size_t i) {
+  return std::string(path) + "[" + std::to_string(i) + "]";
+}
+
+// "api.internal:50051" or "localhost": the user meant DNS, which deserves its own message.
+bool looks_like_host_name(std::string_view text) {
+  std::string_view host = text.substr(0, text.rfind(':'));
+  if (host.empty()) return false;
+  bool has_letter = false;
+  for (char c : host) {
+    bool letter = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    has_letter |= letter;
+    if (!letter && !(c >= '0' && c <= '9') && c != '.' && c != '-' && c != '_') return false;
+  }
+  return has_letter;
+}
+
+
+// Walks the parsed TOML tree into a Config. Holds only the source name used in messages.
+class Loader {
+ public:
+  explicit Loader(std::string_view source) : source_(source) {}
+
+  Config load(const toml::table& root) {
+    check_keys(root, "", {"proxy", "discovery", "listener", "cluster"});
+    Config config;
+    config.source = source_;
+    if (const toml::node* n = root.get("proxy"))
+      load_proxy(expect_table(*n, "proxy"), config.proxy);
+    if (const toml::node* n = root.get("discovery"))
+      load_discovery(expect_table(*n, "discovery"), config.discovery);
+
+    // Clusters first, so listeners and routes can check their references as they are read.
+    const toml::array& clusters = array_of_tables(root, "cluster");
+    for (size_t i = 0; i < clusters.size(); ++i) {
+      std::string path = indexed("cluster", i);
+      const toml::table& t = expect_table(clusters[i], path);
+      ClusterConfig cluster = load_cluster(t, path);
+      for (size_t j = 0; j < config.clusters.size(); ++j) {
+        if (config.clusters[j].name == cluster.name) {
+          fail(*t.get("name"), join(path, "name"),
+               "duplicate cluster name " + quote(cluster.name) + " (also " + indexed("cluster", j) +
+                   ")");
+        }
+      }
+      config.clusters.push_back(std::move(cluster));
+    }
+
+    const toml::array& listeners = array_of_tables(root, "listener");
+    for (size_t i = 0; i < listeners.size(); ++i) {
+      std::string path = indexed("listener", i);
+      const toml::table& t = expect_table(listeners[i], path);
+      ListenerConfig listener = load_listener(t, path, config);
+      for (size_t j = 0; j < config.listeners.size(); ++j) {
+        if (same_bind_address(config.listeners[j].address, listener.address)) {
+          fail(*t.get("address"), join(path, "address"),
+               "duplicate address " + quote(listener.address.text) + " (also " +
+                   indexed("listener", j) + ")");
+        }
+      }
+      config.listeners.push_back(std::move(listener));
+    }
+    return config;
+  }
+
+ private:
+  [[noreturn]] void fail(const toml::source_region& at, std::string_view key,
+                         std::string_view problem) const {
+    throw ConfigError(source_ + ":" + std::to_string(at.begin.line) + ":" +
+                      std::to_string(at.begin.column) + ": " + std::string(key) + ": " +
+                      std::string(problem));
+  }
+  [[noreturn]] void fail(const toml::node& at, std::string_view key,
+                         std::string_view problem) const {
+    fail(at.source(), key, problem);
+  }
+
+  // Unknown keys are usually typos that would otherwise silently fall back to a default.
+  // toml++ iterates keys sorted, so report the one that comes first in the file.
+  void check_keys(const toml::table& t, std::string_view path,
+                  std::initializer_list<std::string_view> known) const {
+    const toml::key* first = nullptr;
+    for (auto&& [key, value] : t) {
+      if (std::find(known.begin(), known.end(), key.str()) != known.end()) continue;
+      const auto& b = key.source().begin;
+      if (first == nullptr || b.line < first->source().begin.line ||
+          (b.line == first->source().begin.line && b.column < first->source().begin.column)) {
+        first = &key;
+      }
+    }
+    if (first != nullptr) {
+      fail(first->source(), join(path, first->str()),
+           "unknown key" + suggestion(first->str(), known));
+    }
+  }
+
+  const toml::node& require(const toml::table& t, std::string_view path,
+                            std::string_view key) const {
+    if (const toml::node* n = t.get(key)) return *n;
+    fail(t.source(), join(path, key), "missing required key");
+  }
+
+  const toml::table& expect_table(const toml::node& n, std::string_view key) const {
+    if (const toml::table* t = n.as_table()) return *t;
+    fail(n, key, "expected a table, got " + type_name(n.type()));
+  }
+
+  const toml::array& expect_array(const toml::node& n, std::string_view key) const {
+    if (const toml::array* a = n.as_array()) return *a;
+    fail(n, key, "expected an array, got " + type_name(n.type()));
+  }
+
+  const std::string& expect_string(const toml::node& n, std::string_view key) const {
+    if (const toml::value<std::string>* s = n.as_string()) return s->get();
+    fail(n, key, "expected a string, got " + type_name(n.type()));
+  }
+
+  // `[[name]]` sections: required, and at least one.
+  const toml::array& array_of_tables(const toml::table& root, std::string_view name) const {
+    std::string at_least_one = "at least one [[" + std::string(name) + "]] is required";
+    const toml::node* n = root.get(name);
+    if (n == nullptr) fail(root.source(), name, at_least_one);
+    const toml::array* a = n->as_array();
+    if (a == nullptr) {
+      fail(*n, name,
+           "expected an array of tables ([[" + std::string(name) + "]]), got " +
+               type_name(n->type()));
+    }
+    if (a->empty()) fail(*n, name, at_least_one);
+    return *a;
+  }
+
+  int64_t integer_in_range(const toml::node& n, std::string_view key, int64_t lo,
+                           int64_t hi) const {
+    const toml::value<int64_t>* v = n.as_integer();
+    if (v == nullptr) fail(n, key, "expected an integer, got " + type_name(n.type()));
+    int64_t x = v->get();
+    if (x < lo || x > hi) {
+      fail(n, key,
+           "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " +
+               std::to_string(x));
+    }
+    return x;
+  }
+
+  Duration duration(const toml::node& n, std::string_view key) const {
+    if (n.is_integer() || n.is_floating_point()) {
+      fail(n, key, "durations need a unit, e.g. \"5s\"");
+    }
+    if (!n.is_string()) {
+      fail(n, key, "expected a duration string like \"5s\", got " + type_name(n.type()));
+    }
+    const std::string& text = expect_string(n, key);
+    std::optional<Duration> d = parse_duration(text);
+    if (!d) {
+      fail(n, key,
+           "invalid duration " + quote(text) +
+               ": expected a non-negative number and one unit of ns, us, ms, s, m, h "
+               "(e.g. \"250ms\")");
+    }
+    return *d;
+  }
+
+  uint32_t size_in_range(const toml::node& n, std::string_view key, uint64_t lo,
+                         uint64_t hi) const {
+    std::optional<uint64_t> bytes;
+    if (const toml::value<int64_t>* i = n.as_integer()) {
+      if (i->get() < 0) fail(n, key, "must not be negative, got " + std::to_string(i->get()));
+      bytes = static_cast<uint64_t>(i->get());
+    } else if (const toml::value<std::string>* s = n.as_string()) {
+      bytes = parse_size(s->get());
+      if (!bytes) {
+        fail(n, key,
+             "invalid size " + quote(s->get()) +
+                 ": expected a whole number of bytes with an optional unit B, KiB, MiB, GiB "
+                 "(or k, M, G), e.g. \"256KiB\"");
+      }
+    } else {
+      fail(n, key,
+           "expected a size (an integer of bytes or a string like \"256KiB\"), got " +
+               type_name(n.type()));
+    }
+    if (*bytes < lo || *bytes > hi) {
+      fail(n, key,
+           "must be between " + format_size(lo) + " and " + format_size(hi) + ", got " +
+               format_size(*bytes));
+    }
+    return static_cast<uint32_t>(*bytes);
+  }
+
+  template <typename E>
+  E choose(const toml::node& n, std::string_view key,
+           std::initializer_list<std::pair<std::string_view, E>> choices) const {
+    const std::string& text = expect_string(n, key);
+    std::string allowed;
+    for (const auto& [name, value] : choices) {
+      if (text == name) return value;
+      allowed += (allowed.empty() ? "" : ", ") + quote(name);
+    }
+    fail(n, key, "invalid value " + quote(text) + ", expected one of " + allowed);
+  }
+
+  io::SocketAddress address(const toml::node& n, std::string_view key, bool endpoint) const {
+    const std::string& text = expect_string(n, key);
+    if (std::optional<io::SocketAddress> a = io::parse_socket_address(text)) return *std::move(a);
+    if (looks_like_host_name(text)) {
+      if (endpoint) {
+        fail(n, key,
+             quote(text) +
+                 " is a host name; endpoints must be IP literals (to follow a DNS name, set "
+                 "`dns` and `port` instead of `endpoints`)");
+      }
+      fail(n, key, quote(text) + " is a host name; listen on an IP literal like \"0.0.0.0:8080\"");
+    }
+    fail(n, key,
+         "invalid address " + quote(text) +
+             ": expected \"a.b.c.d:port\" or \"[ipv6]:port\" with port 0..65535");
+  }
+
+  void check_cluster_ref(const toml::node& n, std::string_view key, const std::string& name,
+                         const Config& config) const {
+    if (config.find_cluster(name) != nullptr) return;
+    std::vector<std::string_view> names;
+    for (const ClusterConfig& c : config.clusters) names.push_back(c.name);
+    fail(n, key, "unknown cluster " + quote(name) + suggestion(name, names));
+  }
+
+  void load_proxy(const toml::table& t, ProxyConfig& p) const {
+    check_keys(
+        t, "proxy",
+        {"workers", "io_backend", "drain_timeout", "max_connections", "max_concurrent_streams",
+         "stream_buffer", "connection_window", "max_header_list_size", "idle_timeout"});
+    if (const toml::node* n = t.get("workers")) {
+      if (const toml::value<std::string>* s = n->as_string()) {
+        if (s->get() != "auto") {
+          fail(*n, "proxy.workers",
+               "expected \"auto\" or an integer 1..256, got " + quote(s->get()));
+        }
+        p.workers = 0;
+      } else if (n->is_integer()) {
+        p.workers = static_cast<unsigned>(integer_in_range(*n, "proxy.workers", 1, 256));
+      } else {
+        fail(*n, "proxy.workers",
+             "expected \"auto\" or an integer 1..256, got " + type_name(n->type()));
+      }
+    }
+    if (const toml::node* n = t.get("io_backend")) {
+      p.io_backend = choose<io::IoBackend>(*n, "proxy.io_backend",
+                                       {{"auto", io::IoBackend::kAuto},
+                                        {"io_uring", io::IoBackend::kIoUring},
+                                        {"epoll", io::IoBackend::kEpoll}});
+    }
+    if (const toml::node* n = t.get("drain_timeout")) {
+      p.drain_timeout = duration(*n, "proxy.drain_timeout");
+    }
+    if (const toml::node* n = t.get("max_connections")) {
+      p.max_connections = static_cast<uint32_t>(
+          integer_in_range(*n, "proxy.max_connections", 1, std::numeric_limits<uint32_t>::max()));
+    }
+    if (const toml::node* n = t.get("max_concurrent_streams")) {
+      p.max_concurrent_streams = static_cast<uint32_t>(integer_in_range(
+          *n, "proxy.max_concurrent_streams", 1, std::numeric_limits<int32_t>::max()));
+    }
+    const toml::node* stream_buffer = t.get("stream_buffer");
+    if (stream_buffer != nullptr) {
+      p.stream_buffer = size_in_range(*stream_buffer, "proxy.stream_buffer", 16 * kKiB, 64 * kMiB);
+    }
+    const toml::node* window = t.get("connection_window");
+    if (window != nullptr) {
+      p.connection_window = size_in_range(*window, "proxy.connection_window", 64 * kKiB, kGiB);
+    }
+    // A connection window below one stream's window would let a single stream stall the
+    // whole connection before its own flow control kicks in.
+    if (p.connection_window < p.stream_buffer) {
+      if (window != nullptr) {
+        fail(*window, "proxy.connection_window",
+             "must be at least proxy.stream_buffer (" + format_size(p.stream_buffer) + "), got " +
+                 format_size(p.connection_window));
+      }
+      fail(*stream_buffer, "proxy.stream_buffer",
+           "must not exceed proxy.connection_window (" + format_size(p.connection_window) +
+               "), got " + format_size(p.stream_buffer));
+    }
+    if (const toml::node* n = t.get("max_header_list_size")) {
+      p.max_header_list_size = size_in_range(*n, "proxy.max_header_list_size", kKiB, 16 * kMiB);
+    }
+    if (const toml::node* n = t.get("idle_timeout")) {
+      p.idle_timeout = duration(*n, "proxy.idle_timeout");
+    }
+  }
+
+  ClusterConfig load_cluster(const toml::table& t, const std::string& path) const {
+    check_keys(t, path,
+               {"name", "lb", "endpoints", "connect_timeout", "dns", "port", "record",
+                "min_refresh", "max_refresh", "stale_after", "hold"});
+    ClusterConfig c;
+
+    std::string name_key = join(path, "name");
+    const toml::node& name = require(t, path, "name");
+    c.name = expect_string(name, name_key);
+    bool name_ok = !c.name.empty() && std::all_of(c.name.begin(), c.name.end(), [](char ch) {
+      return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '_' || ch == '.' || ch == '-';
+    });
+    // Names show up in metrics labels and admin paths, so keep them to a safe alphabet.
+    if (!name_ok) {
+      fail(name, name_key,
+           "invalid name " + quote(c.name) + ": use letters, digits, '_', '.', '-'");
+    }
+
+    if (const toml::node* n = t.get("lb")) {
+      c.lb = choose<LbPolicy>(*n, join(path, "lb"),
+                              {{"round_robin", LbPolicy::kRoundRobin}, {"p2c", LbPolicy::kP2c}});
+    }
+
+    if (const toml::node* n = t.get("dns")) {
+      if (t.get("endpoints") != nullptr) {
+        fail(*t.get("endpoints"), join(path, "endpoints"),
+             "a cluster takes either `endpoints` or `dns`, not both");
+      }
+      load_dns(t, *n, path, c.dns);
+    } else {
+      for (std::string_view k : {"port", "record", "min_refresh", "max_refresh", "stale_after",
+                                 "hold"}) {
+        if (const toml::node* x = t.get(k)) fail(*x, join(path, k), "only applies with `dns`");
+      }
+    }
+
+    std::string endpoints_key = join(path, "endpoints");
+    if (c.uses_dns()) {
+      load_connect_timeout(t, path, c);
+      return c;
+    }
+    if (t.get("endpoints") == nullptr) {
+      fail(t.source(), join(path, "endpoints"),
+           "missing: a cluster needs `endpoints` (IP literals) or `dns` (a name to follow)");
+    }
+    const toml::node& endpoints_node = require(t, path, "endpoints");
+    const toml::array& endpoints = expect_array(endpoints_node, endpoints_key);
+    if (endpoints.empty()) fail(endpoints_node, endpoints_key, "needs at least one endpoint");
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      std::string key = indexed(endpoints_key, i);
+      const toml::node& e = endpoints[i];
+      EndpointConfig endpoint;
+      if (e.is_string()) {
+        endpoint.address = address(e, key, /*endpoint=*/true);
+      } else if (const toml::table* et = e.as_table()) {
+        check_keys(*et, key, {"address", "weight"});
+        endpoint.address = address(require(*et, key, "address"), join(key, "address"), true);
+        if (const toml::node* w = et->get("weight")) {
+          endpoint.weight =
+              static_cast<uint32_t>(integer_in_range(*w, join(key, "weight"), 1, 10000));
+        }
+      } else {
+        fail(e, key,
+             "expected an address string or a table { address, weight }, got " +
+                 type_name(e.type()));
+      }
+      c.endpoints.push_back(std::move(endpoint));
+    }
+
+    load_connect_timeout(t, path, c);
+    return c;
+  }
+
+  void load_connect_timeout(const toml::table& t, const std::string& path,
+                            ClusterConfig& c) const {
+    if (const toml::node* n = t.get("connect_timeout")) {
+      std::string key = join(path, "connect_timeout");
+      c.connect_timeout = duration(*n, key);
+      if (c.connect_timeout <= Duration::zero()) fail(*n, key, "must be greater than 0s");
+    }
+  }
+
+  void load_dns(const toml::table& t, const toml::node& name_node, const std::string& path,
+                DnsConfig& d) const {
+    std::string key = join(path, "dns");
+    d.name = expect_string(name_node, key);
+    while (d.name.ends_with('.')) d.name.pop_back();
+    bool ok = !d.name.empty() && d.name.size() <= 253 &&
+              std::all_of(d.name.begin(), d.name.end(), [](char ch) {
+                return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+                       (ch >= '0' && ch <= '9') || ch == '-' || ch == '.' || ch == '_';
+              });
+    if (!ok) fail(name_node, key, "invalid DNS name " + quote(d.name));
+    if (const toml::node* n = t.get("record")) {
+      d.record = choose<DnsRecord>(
+          *n, join(path, "record"),
+          {{"A", DnsRecord::kA}, {"AAAA", DnsRecord::kAAAA}, {"SRV", DnsRecord::kSRV}});
+    }
+    const toml::node* port = t.get("port");
+    if (d.record == DnsRecord::kSRV) {
+      if (port != nullptr) {
+        fail(*port, join(path, "port"), "SRV records carry their own ports; remove `port`");
+      }
+    } else {
+      if (port == nullptr) {
+        fail(t.source(), join(path, "port"),
+             "missing: A and AAAA records need the endpoints' `port`");
+      }
+      d.port = static_cast<uint16_t>(integer_in_range(*port, join(path, "port"), 1, 65535));
+    }
+    if (const toml::node* n = t.get("min_refresh")) {
+      d.min_refresh = duration(*n, join(path, "min_refresh"));
+      if (d.min_refresh <= Duration::zero()) {
+        fail(*n, join(path, "min_refresh"), "must be greater than 0s");
+      }
+    }
+    if (const toml::node* n = t.get("max_refresh")) {
+      d.max_refresh = duration(*n, join(path, "max_refresh"));
+      if (d.max_refresh < d.min_refresh) {
+        fail(*n, join(path, "max_refresh"), "must not be less than min_refresh");
+      }
+    } else if (d.max_refresh < d.min_refresh) {
+      d.max_refresh = d.min_refresh;
+    }
+    if (const toml::node* n = t.get("stale_after")) {
+      d.stale_after = duration(*n, join(path, "stale_after"));
+    }
+    if (const toml::node* n = t.get("hold")) d.hold = duration(*n, join(path, "hold"));
+  }
+
+  void load_discovery(const toml::table& t, DiscoveryConfig& d) const {
+    check_keys(t, "discovery", {"resolvers", "query_timeout"});
+    if (const toml::node* n = t.get("resolvers")) {
+      const toml::array& list = expect_array(*n, "discovery.resolvers");
+      for (size_t i = 0; i < list.size(); ++i) {
+        std::string key = indexed("discovery.resolvers", i);
+        const std::string& text = expect_string(list[i], key);
+        std::optional<io::SocketAddress> a = io::parse_socket_address(text);
+        if (!a) {
+          // A resolver without a port means the usual one.
+          a = io::parse_socket_address(text.find(':') == std::string::npos ? text + ":53"
+                                                                       : "[" + text + "]:53");
+        }
+        if (!a) fail(list[i], key, "invalid resolver " + quote(text) + ": expected \"ip[:port]\"");
+        d.resolvers.push_back(*std::move(a));
+      }
+    }
+    if (const toml::node* n = t.get("query_timeout")) {
+      d.query_timeout = duration(*n, "discovery.query_timeout");
+      if (d.query_timeout <= Duration::zero()) {
+        fail(*n, "discovery.query_timeout", "must be greater than 0s");
+      }
+    }
+  }
+
+  ListenerConfig load_listener(const toml::table& t, const std::string& path,
+                               const Config& config) const {
+    check_keys(t, path, {"address", "cluster", "routes"});
+    ListenerConfig l;
+    l.address = address(require(t, path, "address"), join(path, "address"), false);
+    if (const toml::node* n = t.get("cluster")) {
+      std::string key = join(path, "cluster");
+      l.cluster = expect_string(*n, key);
+      check_cluster_ref(*n, key, l.cluster, config);
+    }
+    if (const toml::node* n = t.get("routes")) {
+      std::string routes_key = join(path, "routes");
+      const toml::array& routes = expect_array(*n, routes_key);
+      for (size_t i = 0; i < routes.size(); ++i) {
+        std::string key = indexed(routes_key, i);
+        const toml::table& rt = expect_table(routes[i], key);
+        check_keys(rt, key, {"prefix", "cluster", "timeout"});
+        RouteConfig r;
+        const toml::node& prefix = require(rt, key, "prefix");
+        r.prefix = expect_string(prefix, join(key, "prefix"));
+        // :path always starts with '/', so any other prefix could never match.
+        if (!r.prefix.starts_with('/')) {
+          fail(prefix, join(key, "prefix"), "must start with '/', got " + quote(r.prefix));
+        }
+        const toml::node& cluster = require(rt, key, "cluster");
+        r.cluster = expect_string(cluster, join(key, "cluster"));
+        check_cluster_ref(cluster, join(key, "cluster"), r.cluster, config);
+        if (const toml::node* timeout = rt.get("timeout")) {
+          r.timeout = duration(*timeout, join(key, "timeout"));
+        }
+        l.routes.push_back(std::move(r));
+      }
+    }
+    if (l.cluster.empty() && l.routes.empty()) {
+      fail(t.source(), path, "needs a default `cluster` or at least one route");
+    }
+    return l;
+  }
+
+  // Port 0 asks the kernel for a fresh port on every bind, so those never collide.
+  static bool same_bind_address(const io::SocketAddress& a, const io::SocketAddress& b) {
+    auto port_of = [](const io::SocketAddress& s) {
+      return s.storage.ss_family == AF_INET
+                 ? reinterpret_cast<const sockaddr_in&>(s.storage).sin_port
+                 : reinterpret_cast<const sockaddr_in6&>(s.storage).sin6_port;
+    };
+    if (port_of(a) == 0 || a.len != b.len) return false;
+    return std::memcmp(&a.storage, &b.storage, a.len) == 0;
+  }
+
+  std::string source_;
+};
+
+}  // namespace
+
+const ClusterConfig* Config::find_cluster(std::string_view name) const {
+  for (const ClusterConfig& c : clusters) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+std::optional<Duration> parse_duration(std::string_view text) {
+  // Integer arithmetic throughout so "1.1s" is exactly 1'100'000'000ns.
+  size_t i = 0;
+  __int128 whole = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+    whole = whole * 10 + (text[i++] - '0');
+    if (whole > std::numeric_limits<int64_t>::max()) return std::nullopt;
+  }
+  if (i == 0) return std::nullopt;
+  __int128 frac = 0;
+  __int128 frac_scale = 1;
+  if (i < text.size() && text[i] == '.') {
+    size_t start = ++i;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+      // Digits past 18 are below a nanosecond for every unit; drop them (truncate).
+      if (i - start < 18) {
+        frac = frac * 10 + (text[i] - '0');
+        frac_scale *= 10;
+      }
+      ++i;
+    }
+    if (i == start) return std::nullopt;
+  }
+  static constexpr std::pair<std::string_view, int64_t> kUnits[] = {
+      {"ns", 1},
+      {"us", 1'000},
+      {"ms", 1'000'000},
+      {"s", 1'000'000'000},
+      {"m", 60'000'000'000},
+      {"h", 3'600'000'000'000},
+  };
+  std::string_view unit = text.substr(i);
+  for (const auto& [name, ns] : kUnits) {
+    if (unit != name) continue;
+    __int128 total = whole * ns + frac * ns / frac_scale;
+    if (total > std::numeric_limits<int64_t>::max()) return std::nullopt;
+    return Duration(static_cast<int64_t>(total));
+  }
+  return std::nullopt;
+}
+
+
+std::optional<uint64_t> parse_size(std::string_view text) {
+  uint64_t number = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
+  if (ec != std::errc() || end == text.data()) return std::nullopt;
+  std::string_view unit = text.substr(static_cast<size_t>(end - text.data()));
+  static constexpr std::pair<std::string_view, uint64_t> kUnits[] = {
+      {"", 1},       {"B", 1},    {"KiB", kKiB}, {"k", kKiB}, {"K", kKiB},
+      {"MiB", kMiB}, {"M", kMiB}, {"GiB", kGiB}, {"G", kGiB},
+  };
+  for (const auto& [name, scale] : kUnits) {
+    if (unit != name) continue;
+    if (number > std::numeric_limits<uint64_t>::max() / scale) return std::nullopt;
+    return number * scale;
+  }
+  return std::nullopt;
+}
+
+Config parse_config(std::string_view toml_text, std::string_view source_name) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, source_name);
+  } catch (const toml::parse_error& e) {
+    const toml::source_position& at = e.source().begin;
+    throw ConfigError(std::string(source_name) + ":" + std::to_string(at.line) + ":" +
+                      std::to_string(at.column) +
+                      ": syntax error: " + std::string(e.description()));
+  }
+  return Loader(source_name).load(root);
+}
+
+Config load_config(const std::string& path) {
+  auto cannot_read = [&](int err) {
+    return ConfigError(path + ": cannot read: " + std::strerror(err));
+  };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw cannot_read(errno);
+  std::string text;
+  char buf[64 * 1024];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      throw cannot_read(err);
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > kMaxConfigBytes) {
+      ::close(fd);
+      throw ConfigError(path + ": cannot read: larger than " + format_size(kMaxConfigBytes));
+    }
+  }
+  ::close(fd);
+  return parse_config(text, path);
+}
+
+}  // namespace ringlb::core::config

@@ -1,0 +1,118 @@
+#pragma once
+// Config: the one TOML file, parsed and validated at start-up (control thread). Immutable once
+// loaded; shards get a const reference that outlives them.
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/io/net.h"
+#include "core/io/reactor.h"
+
+namespace ringlb::core::config {
+
+using Duration = std::chrono::nanoseconds;
+
+enum class LbPolicy { kRoundRobin, kP2c };
+
+struct ProxyConfig {
+  unsigned workers = 0;  // 0 = "auto": CPUs this process may use (affinity, cgroup quota)
+  io::IoBackend io_backend = io::IoBackend::kAuto;
+  Duration drain_timeout = std::chrono::seconds(20);
+  // Per shard: downstream connections beyond this are accepted and closed at once.
+  uint32_t max_connections = 10000;
+  // Advertised to clients as SETTINGS_MAX_CONCURRENT_STREAMS.
+  uint32_t max_concurrent_streams = 1024;
+  // Bytes buffered per stream per direction; also the HTTP/2 stream window ringlb advertises,
+  // so a peer can never make ringlb hold more than this for one stream.
+  uint32_t stream_buffer = 256 * 1024;
+  // HTTP/2 connection-level receive window advertised on each connection.
+  uint32_t connection_window = 8 * 1024 * 1024;
+  // Advertised as SETTINGS_MAX_HEADER_LIST_SIZE and enforced on receive.
+  uint32_t max_header_list_size = 64 * 1024;
+  // Idle downstream connections (no open stream) are closed after this; 0 = never.
+  Duration idle_timeout = std::chrono::minutes(10);
+};
+
+struct RouteConfig {
+  std::string prefix;    // matched against :path
+  std::string cluster;   // name of a [[cluster]]
+  Duration timeout{0};   // 0 = none; otherwise caps the call's deadline
+};
+
+struct ListenerConfig {
+  io::SocketAddress address;
+  std::string cluster;   // default cluster when no route matches; empty = none (UNIMPLEMENTED)
+  std::vector<RouteConfig> routes;
+};
+
+struct EndpointConfig {
+  io::SocketAddress address;
+  uint32_t weight = 1;   // 1..10000
+};
+
+enum class DnsRecord { kA, kAAAA, kSRV };
+
+/// Endpoints from a DNS name (AWS Cloud Map), followed without a config change.
+struct DnsConfig {
+  std::string name;  // empty: the cluster uses static `endpoints`
+  uint16_t port = 0;  // A/AAAA; SRV records carry their own
+  DnsRecord record = DnsRecord::kA;
+  Duration min_refresh = std::chrono::seconds(1);   // re-query at the TTL, within these bounds
+  Duration max_refresh = std::chrono::seconds(30);
+  // NXDOMAIN or empty answers keep the last good set this long; then the cluster empties.
+  Duration stale_after = std::chrono::minutes(5);
+  // An endpoint leaves after being absent from every answer this long (Route 53 answers at
+  // most 8 records). Negative: derived, 3 x the refresh interval. 0: Envoy's STRICT_DNS.
+  Duration hold{-1};
+};
+
+struct ClusterConfig {
+  std::string name;
+  LbPolicy lb = LbPolicy::kRoundRobin;
+  std::vector<EndpointConfig> endpoints;
+  DnsConfig dns;
+  Duration connect_timeout = std::chrono::seconds(1);
+
+  bool uses_dns() const { return !dns.name.empty(); }
+};
+
+struct DiscoveryConfig {
+  std::vector<io::SocketAddress> resolvers;  // empty: the system's /etc/resolv.conf
+  Duration query_timeout = std::chrono::seconds(2);
+};
+
+struct Config {
+  std::string source;  // file path, or "<embedded>"
+  ProxyConfig proxy;
+  std::vector<ListenerConfig> listeners;
+  std::vector<ClusterConfig> clusters;
+  DiscoveryConfig discovery;
+
+  const ClusterConfig* find_cluster(std::string_view name) const;
+};
+
+/// Thrown by load_config/parse_config. what() is "FILE:LINE:COLUMN: KEY: problem".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Parses TOML text. `source_name` is used in error messages.
+Config parse_config(std::string_view toml_text, std::string_view source_name);
+/// Reads and parses a file. A missing or unreadable file is a ConfigError naming it.
+Config load_config(const std::string& path);
+
+/// "250ms", "1.5s", "2m", "1h", "0s", "100us": the duration units accepted in config.
+std::optional<Duration> parse_duration(std::string_view text);
+/// "65536", "256KiB", "8MiB", "1GiB", "64k", "16M", "512B": whole numbers, 1024-based units
+/// (B, KiB, MiB, GiB, and the shorthands k/K, M, G). Decimal KB/MB are rejected as ambiguous.
+std::optional<uint64_t> parse_size(std::string_view text);
+
+}  // namespace ringlb::core::config

@@ -1,0 +1,89 @@
+#pragma once
+// H2Connection: what downstream and upstream HTTP/2 connections share: the socket, its recv and
+// send ops, the nghttp2 session and the output queue. Owner: the thread of its Host (a shard,
+// or the control thread).
+//
+// Output: nghttp2 frames are pulled into `out_` in the shard's flush phase (once per loop turn)
+// and go out as one gathered send; while a send is in flight new frames queue behind it. We stop
+// pulling at a high-water mark, so a slow peer leaves data in the per-stream buffers, where
+// HTTP/2 flow control bounds it, instead of in `out_`.
+#include <nghttp2/nghttp2.h>
+
+#include <cstdint>
+
+#include "core/mem/buffer.h"
+#include "core/base/list.h"
+#include "core/io/reactor.h"
+
+namespace ringlb::core::h2 {
+
+class Host;
+
+class H2Connection : public io::IoHandler {
+ public:
+  enum class State : uint8_t { kConnecting, kOpen, kClosing, kClosed };
+
+  explicit H2Connection(Host& host);
+  virtual ~H2Connection();
+  H2Connection(const H2Connection&) = delete;
+  H2Connection& operator=(const H2Connection&) = delete;
+
+  /// Pulls frames from nghttp2 and starts a send if none is in flight. Shard flush phase only.
+  void flush();
+  /// Asks for a flush in this loop turn's flush phase.
+  void mark_dirty();
+  /// Tears the connection down now: streams are told, ops cancelled; the shard frees the object
+  /// once every op has completed. Safe to call more than once and from inside callbacks.
+  void close(const char* why);
+
+  /// For nghttp2 send_data callbacks (NGHTTP2_DATA_FLAG_NO_COPY): queues one whole DATA frame,
+  /// `framehd` (9 bytes), padding fields if any, and `n` bytes moved out of `body`. The payload
+  /// is copied once, from the stream's queue into the output, instead of twice (into nghttp2's
+  /// frame buffer, then out of it).
+  void append_data_frame(const nghttp2_frame& frame, const uint8_t* framehd, mem::ChunkQueue& body,
+                         size_t n);
+
+  bool open() const { return state_ == State::kOpen; }
+  bool closing() const { return state_ == State::kClosing || state_ == State::kClosed; }
+  nghttp2_session* session() const { return session_; }
+  Host& host() const { return host_; }
+
+  base::ListLink dirty_link;  // in the shard's dirty list
+  base::ListLink conn_link;   // in the shard's downstream list or an endpoint pool
+  bool dirty = false;
+
+ protected:
+  void on_complete(io::Op& op, const io::Completion& c) override;
+  /// The socket is connected (or was accepted): start reading and writing.
+  void start_io();
+  /// Called once when the connection starts closing: detach every stream.
+  virtual void on_close(const char* why) = 0;
+  /// Connect completion (upstream only).
+  virtual void on_connected(int res) { (void)res; }
+  /// After input was processed: a chance to act on state nghttp2 changed (GOAWAY and so on).
+  virtual void after_input() {}
+  /// Every op has completed; the fd is closed. The shard reclaims the object.
+  virtual void on_released() = 0;
+
+  Host& host_;
+  int fd_ = -1;
+  nghttp2_session* session_ = nullptr;
+  State state_ = State::kConnecting;
+  io::Op recv_op_;
+  io::Op send_op_;
+  io::Op connect_op_;
+
+ private:
+  enum : uint8_t { kRecv = 1, kSend = 2, kConnect = 3 };
+  void on_recv(const io::Completion& c);
+  void on_sent(const io::Completion& c);
+  void maybe_release();
+
+  static constexpr int kMaxIov = 64;
+  static constexpr size_t kHighWater = 256 * 1024;
+  mem::ChunkQueue out_;
+  iovec iov_[kMaxIov];
+  bool released_ = false;
+};
+
+}  // namespace ringlb::core::h2

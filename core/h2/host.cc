@@ -1,0 +1,45 @@
+#include "core/h2/host.h"
+
+namespace ringlb::core::h2 {
+namespace {
+constexpr int kFlushRounds = 4;
+}  // namespace
+
+Host::Host(unsigned index, base::Clock& clock) : index_(index), clock_(clock) {
+  now_ns_ = clock_.now_ns();
+}
+
+Host::~Host() {
+  for (H2Connection* c : graveyard_) delete c;
+}
+
+void Host::flush_dirty() {
+  // Flushing one connection can make another dirty (a WINDOW_UPDATE to send, say); a few rounds
+  // settle that, anything left goes out next turn.
+  for (int round = 0; round < kFlushRounds && !dirty_.empty(); ++round) {
+    while (H2Connection* c = dirty_.front()) {
+      dirty_.remove(c);
+      c->flush();
+    }
+  }
+}
+
+bool Host::reap() {
+  if (graveyard_.empty()) return false;
+  for (H2Connection* c : graveyard_) delete c;
+  graveyard_.clear();
+  return true;
+}
+
+void Host::turn(int64_t max_wait_ns) {
+  refresh_now();
+  timers_.run(now_ns_);
+  flush_dirty();
+  reap();
+  // now_ns_ is at most one flush old: a timer may fire that much late, for one clock read less.
+  int64_t timeout = dirty_.empty() ? timers_.next_timeout(now_ns_) : 0;
+  if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns)) timeout = max_wait_ns;
+  reactor_->run_once(timeout);
+}
+
+}  // namespace ringlb::core::h2

@@ -1,0 +1,72 @@
+#pragma once
+// Host: what an HTTP/2 connection needs from the thread that owns it, and nothing more: the
+// reactor, the timers, the clock, chunk buffers, the nghttp2 allocator, the list of connections
+// with output to flush this loop turn, and a place to retire a connection whose I/O has all
+// completed. A shard is one (through proxy::Context); the control thread can own another for its
+// own HTTP/2 clients (health checks), and a test can drive a single connection on one.
+// Owner: one thread; every method is for that thread only.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/base/clock.h"
+#include "core/base/list.h"
+#include "core/h2/connection.h"
+#include "core/io/reactor.h"
+#include "core/io/timer.h"
+#include "core/mem/buffer.h"
+#include "core/mem/session_heap.h"
+
+namespace ringlb::core::h2 {
+
+class Host {
+ public:
+  /// `index` names this host in log lines (the shard number).
+  explicit Host(unsigned index, base::Clock& clock = base::Clock::system());
+  virtual ~Host();
+  Host(const Host&) = delete;
+  Host& operator=(const Host&) = delete;
+
+  io::Reactor& reactor() { return *reactor_; }
+  bool has_reactor() const { return reactor_ != nullptr; }
+  io::TimerQueue& timers() { return timers_; }
+  mem::ChunkPool& chunks() { return chunks_; }
+  mem::SessionHeap& session_heap() { return session_heap_; }
+  base::Clock& clock() const { return clock_; }
+  /// The time at the start of this loop turn (one clock read per turn).
+  int64_t now() const { return now_ns_; }
+  /// Reads the clock again; the loop does this once per turn.
+  int64_t refresh_now() { return now_ns_ = clock_.now_ns(); }
+  unsigned index() const { return index_; }
+
+  void add_dirty(H2Connection* c) { dirty_.push_back(c); }
+  void remove_dirty(H2Connection* c) { dirty_.remove(c); }
+  bool has_dirty() const { return !dirty_.empty(); }
+  /// A connection has completed every op; it is freed by reap().
+  void retire(H2Connection* c) { graveyard_.push_back(c); }
+
+  /// Flushes every connection marked dirty (a few rounds: one flush can dirty another).
+  void flush_dirty();
+  /// Frees retired connections. True if there were any.
+  bool reap();
+  /// One loop turn: due timers, flush, reap, then wait for completions until the next timer
+  /// (at most `max_wait_ns` when that is >= 0).
+  void turn(int64_t max_wait_ns);
+
+ protected:
+  void set_reactor(std::unique_ptr<io::Reactor> r) { reactor_ = std::move(r); }
+
+ private:
+  unsigned index_;
+  base::Clock& clock_;
+  int64_t now_ns_ = 0;
+  // Before everything that owns an nghttp2 session (derived classes included): freed last.
+  mem::SessionHeap session_heap_;
+  std::unique_ptr<io::Reactor> reactor_;
+  io::TimerQueue timers_;
+  mem::ChunkPool chunks_;
+  base::IntrusiveList<H2Connection, &H2Connection::dirty_link> dirty_;
+  std::vector<H2Connection*> graveyard_;
+};
+
+}  // namespace ringlb::core::h2

@@ -1,0 +1,36 @@
+#pragma once
+// Socket helpers. Any thread; used at start-up (listeners) and by shards (upstream sockets).
+#include <sys/socket.h>
+
+#include <netinet/in.h>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace ringlb::core::io {
+
+/// A parsed socket address (IPv4 or IPv6 literal plus port) and the text it came from.
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t len = 0;
+  std::string text;  // as written, e.g. "127.0.0.1:8080" or "[::1]:8080"
+};
+
+/// "127.0.0.1:80", "[::1]:80", "0.0.0.0:0". No host names.
+std::optional<SocketAddress> parse_socket_address(std::string_view text);
+
+
+/// Non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT (one per shard, same
+/// address). Returns -1 and sets `error` on failure.
+int make_listen_socket(const sockaddr* addr, socklen_t len, std::string& error);
+/// "ip:port" / "[ip6]:port" for an address.
+std::string format_address(const sockaddr* addr, socklen_t len);
+/// The bound address of a socket.
+SocketAddress local_address(int fd);
+/// A non-blocking, close-on-exec TCP socket for `family`, TCP_NODELAY set. -errno on failure.
+int make_client_socket(int family);
+/// TCP_NODELAY on an accepted socket.
+void set_nodelay(int fd);
+
+}  // namespace ringlb::core::io

@@ -1,0 +1,153 @@
+#include "core/mem/buffer.h"
+
+#include <cassert>
+#include <cstdlib>
+#include <initializer_list>
+#include <cstring>
+#include <new>
+
+namespace ringlb::core::mem {
+
+ChunkPool::~ChunkPool() {
+  for (Chunk** list : {&free_, &free_small_}) {
+    while (*list != nullptr) {
+      Chunk* c = *list;
+      *list = c->next;
+      std::free(c);
+    }
+  }
+}
+
+Chunk* ChunkPool::get(bool small) {
+  Chunk*& list = small ? free_small_ : free_;
+  size_t& idle = small ? idle_small_ : idle_;
+  Chunk* c = list;
+  if (c != nullptr) {
+    list = c->next;
+    --idle;
+  } else {
+    const size_t cap = small ? kSmallChunkSize : kChunkSize;
+    c = static_cast<Chunk*>(std::malloc(kHeader + cap));
+    if (c == nullptr) throw std::bad_alloc();  // out of memory on the data path: crash loudly
+    c->capacity = static_cast<uint32_t>(cap);
+  }
+  c->next = nullptr;
+  ++in_use_;
+  return c;
+}
+
+void ChunkPool::put(Chunk* c) {
+  --in_use_;
+  const bool small = c->capacity == kSmallChunkSize;
+  Chunk*& list = small ? free_small_ : free_;
+  size_t& idle = small ? idle_small_ : idle_;
+  if (idle >= max_idle_) {
+    std::free(c);
+    return;
+  }
+  c->next = list;
+  list = c;
+  ++idle;
+}
+
+void ChunkQueue::append(const uint8_t* p, size_t n) {
+  size_ += n;
+  while (n > 0) {
+    if (tail_ == nullptr || tail_len_ == tail_->capacity) {
+      Chunk* c = pool_->get(tail_ == nullptr && n <= ChunkPool::kSmallChunkSize);
+      if (tail_ == nullptr) {
+        head_ = tail_ = c;
+        head_off_ = 0;
+      } else {
+        tail_->next = c;
+        tail_ = c;
+      }
+      tail_len_ = 0;
+    }
+    size_t k = tail_->capacity - tail_len_;
+    if (k > n) k = n;
+    std::memcpy(tail_->data + tail_len_, p, k);
+    tail_len_ += static_cast<uint32_t>(k);
+    p += k;
+    n -= k;
+  }
+}
+
+size_t ChunkQueue::read(uint8_t* dst, size_t n) {
+  size_t done = 0;
+  while (done < n && size_ > 0) {
+    size_t end = head_ == tail_ ? tail_len_ : head_->capacity;
+    size_t k = end - head_off_;
+    if (k > n - done) k = n - done;
+    std::memcpy(dst + done, head_->data + head_off_, k);
+    done += k;
+    consume(k);
+  }
+  return done;
+}
+
+void ChunkQueue::move_to(ChunkQueue& dst, size_t n) {
+  assert(n <= size_);
+  while (n > 0) {
+    size_t end = head_ == tail_ ? tail_len_ : head_->capacity;
+    size_t k = end - head_off_;
+    if (k > n) k = n;
+    dst.append(head_->data + head_off_, k);
+    consume(k);
+    n -= k;
+  }
+}
+
+int ChunkQueue::peek_iovecs(iovec* out, int max) const {
+  int i = 0;
+  uint32_t off = head_off_;
+  for (Chunk* c = head_; c != nullptr && i < max; c = c->next) {
+    size_t end = c == tail_ ? tail_len_ : c->capacity;
+    if (end > off) {
+      out[i].iov_base = c->data + off;
+      out[i].iov_len = end - off;
+      ++i;
+    }
+    off = 0;
+  }
+  return i;
+}
+
+void ChunkQueue::consume(size_t n) {
+  assert(n <= size_);
+  size_ -= n;
+  while (n > 0) {
+    size_t end = head_ == tail_ ? tail_len_ : head_->capacity;
+    size_t k = end - head_off_;
+    if (k > n) {
+      head_off_ += static_cast<uint32_t>(n);
+      break;
+    }
+    n -= k;
+    head_off_ += static_cast<uint32_t>(k);
+    if (head_ == tail_) break;
+    pop_head();
+  }
+  if (size_ == 0 && head_ != nullptr) {
+    // Empty: keep nothing, so an idle stream or connection holds no chunk.
+    pop_head();
+  }
+}
+
+void ChunkQueue::pop_head() {
+  Chunk* c = head_;
+  head_ = c->next;
+  if (head_ == nullptr) {
+    tail_ = nullptr;
+    tail_len_ = 0;
+  }
+  head_off_ = 0;
+  pool_->put(c);
+}
+
+void ChunkQueue::clear() {
+  while (head_ != nullptr) pop_head();
+  size_ = 0;
+}
+
+}  // namespace ringlb::core::mem

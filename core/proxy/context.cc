@@ -1,0 +1,96 @@
+#include "core/proxy/context.h"
+
+#include <unistd.h>
+
+#include "core/proxy/downstream.h"
+
+namespace ringlb::core::proxy {
+
+Context::Context(std::shared_ptr<const config::Config> config, unsigned index,
+                 const std::vector<lb::EndpointSetPtr>& endpoint_sets, base::Clock& clock)
+    : h2::Host(index, clock), config_(std::move(config)) {
+  for (const config::ListenerConfig& l : config_->listeners) routers_.emplace_back(l, *config_);
+  clusters_.resize(config_->clusters.size());
+  for (size_t i = 0; i < clusters_.size(); ++i) {
+    ClusterState& c = clusters_[i];
+    c.config = &config_->clusters[i];
+    c.index = i;
+    c.seed = 0x9e3779b97f4a7c15ULL * (index + 1) + i;  // shards must not pick in lockstep
+    c.apply(endpoint_sets[i]);
+  }
+}
+
+Context::~Context() {
+  // Connections still open here were never drained (a test or benchmark dropping its shard):
+  // their objects are reclaimed with the graveyard by ~Host; nothing else refers to them.
+}
+
+bool Context::adopt(size_t listener, int fd) {
+  if (draining_ || downstreams_.size() >= config_->proxy.max_connections) {
+    ::close(fd);  // draining, or over the per-shard cap: refuse politely by closing
+    return false;
+  }
+  auto* conn = new DownstreamConn(*this, fd, listener);
+  downstreams_.push_back(conn);
+  ++connections_;
+  if (!conn->init()) conn->close("session setup failed");
+  return true;
+}
+
+void Context::apply_endpoints(size_t cluster, lb::EndpointSetPtr set) {
+  clusters_[cluster].apply(std::move(set));
+}
+
+void Context::close_upstreams() {
+  for (ClusterState& c : clusters_) {
+    for (auto* list : {&c.endpoints, &c.retiring}) {
+      // Closing can free a retiring endpoint (and edit the list): walk a copy.
+      std::vector<EndpointState*> eps = *list;
+      for (EndpointState* ep : eps) {
+        while (h2::H2Connection* h = ep->conns.front()) h->close("shutting down");
+      }
+    }
+  }
+}
+
+bool Context::connections_busy() const {
+  if (!downstreams_.empty() || closing_downstreams_ > 0) return true;
+  for (const ClusterState& c : clusters_) {
+    for (const EndpointState* ep : c.endpoints) {
+      if (!ep->conns.empty() || ep->closing > 0) return true;
+    }
+    for (const EndpointState* ep : c.retiring) {
+      if (!ep->conns.empty() || ep->closing > 0) return true;
+    }
+  }
+  return false;
+}
+
+void Context::start_draining() {
+  draining_ = true;
+  downstreams_.for_each(
+      [](h2::H2Connection* c) { static_cast<DownstreamConn*>(c)->start_drain(); });
+}
+
+void Context::close_downstreams(const char* why) {
+  while (h2::H2Connection* c = downstreams_.front()) c->close(why);
+}
+
+void Context::downstream_closed(DownstreamConn* c) {
+  downstreams_.remove(c);
+  ++closing_downstreams_;
+}
+
+ProxyStream* Context::alloc_stream() {
+  if (free_streams_.empty()) {
+    stream_store_.push_back(std::make_unique<ProxyStream>(*this));
+    return stream_store_.back().get();
+  }
+  ProxyStream* s = free_streams_.back();
+  free_streams_.pop_back();
+  return s;
+}
+
+void Context::free_stream(ProxyStream* s) { free_streams_.push_back(s); }
+
+}  // namespace ringlb::core::proxy

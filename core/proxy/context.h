@@ -1,0 +1,78 @@
+#pragma once
+// Context: the proxy's half of a shard: the running config snapshot, the routers, each cluster's
+// state (endpoint snapshot, picker, pools), the pool of calls and the client connections. Per-call
+// code (calls, downstream and upstream connections) depends on this, never on the shard thread
+// that drives it (runtime::Shard), so a test or benchmark can drive the proxy on one thread with
+// an in-memory reactor and a fake clock.
+// Owner: one shard thread; nothing here is touched by any other thread.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/base/clock.h"
+#include "core/base/list.h"
+#include "core/config/config.h"
+#include "core/h2/host.h"
+#include "core/proxy/proxy_stream.h"
+#include "core/proxy/router.h"
+#include "core/proxy/upstream.h"
+#include "lb/endpoint.h"
+
+namespace ringlb::core::proxy {
+
+class DownstreamConn;
+
+class Context : public h2::Host {
+ public:
+  /// `endpoint_sets`: one per cluster, in config order.
+  Context(std::shared_ptr<const config::Config> config, unsigned index,
+          const std::vector<lb::EndpointSetPtr>& endpoint_sets,
+          base::Clock& clock = base::Clock::system());
+  ~Context() override;
+
+  const config::Config& config() const { return *config_; }
+  const Router& router(size_t listener) const { return routers_[listener]; }
+  ClusterState& cluster(size_t i) { return clusters_[i]; }
+  size_t cluster_count() const { return clusters_.size(); }
+  bool draining() const { return draining_; }
+
+  /// Takes a client connection (`fd`, non-blocking, connected) on listener `listener`. False if
+  /// it was refused (draining, over max_connections) and `fd` closed.
+  bool adopt(size_t listener, int fd);
+  /// Cluster `cluster` now has endpoint set `set`.
+  void apply_endpoints(size_t cluster, lb::EndpointSetPtr set);
+  /// Closes every upstream connection now (shutdown).
+  void close_upstreams();
+  /// True while any connection, client or upstream, is open or has I/O still completing.
+  bool connections_busy() const;
+
+  /// A client connection started closing (it leaves the list) / finished its last I/O.
+  void downstream_closed(DownstreamConn* c);
+  void downstream_released() { --closing_downstreams_; }
+  size_t downstream_count() const { return downstreams_.size(); }
+  ProxyStream* alloc_stream();
+  void free_stream(ProxyStream* s);
+  void count_call() { ++calls_; }
+  uint64_t calls() const { return calls_; }
+  uint64_t connections() const { return connections_; }
+
+ protected:
+  /// Stops new calls and connections and sends every client the two-phase GOAWAY.
+  void start_draining();
+  /// Closes every client connection at once (drain timeout).
+  void close_downstreams(const char* why);
+
+ private:
+  std::shared_ptr<const config::Config> config_;
+  std::vector<Router> routers_;
+  std::vector<ClusterState> clusters_;
+  base::IntrusiveList<h2::H2Connection, &h2::H2Connection::conn_link> downstreams_;
+  std::vector<std::unique_ptr<ProxyStream>> stream_store_;
+  std::vector<ProxyStream*> free_streams_;
+  size_t closing_downstreams_ = 0;  // closed, I/O not all completed yet
+  bool draining_ = false;
+  uint64_t connections_ = 0;
+  uint64_t calls_ = 0;
+};
+
+}  // namespace ringlb::core::proxy

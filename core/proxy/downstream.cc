@@ -1,0 +1,202 @@
+#include "core/proxy/downstream.h"
+
+#include "core/base/log.h"
+#include "core/io/net.h"
+#include "core/proxy/context.h"
+
+namespace ringlb::core::proxy {
+namespace {
+
+enum : uint8_t { kIdleTimer = 1, kDrainTimer = 2 };
+// Clients that never answer the drain PING still get the final GOAWAY after this.
+constexpr int64_t kDrainPingWaitNs = 1'000'000'000;
+
+DownstreamConn* conn_of(void* user) { return static_cast<DownstreamConn*>(user); }
+
+ProxyStream* stream_of(nghttp2_session* s, int32_t id) {
+  return ProxyStream::of_downstream(s, id);
+}
+
+// Built once; nghttp2 copies the callback table into each session.
+struct Callbacks {
+  nghttp2_session_callbacks* cb = nullptr;
+  nghttp2_option* opt = nullptr;
+};
+
+}  // namespace
+
+DownstreamConn::DownstreamConn(Context& ctx, int fd, size_t listener_index)
+    : h2::H2Connection(ctx), ctx_(ctx), listener_index_(listener_index) {
+  fd_ = fd;
+  idle_timer_.handler = drain_timer_.handler = this;
+  idle_timer_.tag = kIdleTimer;
+  drain_timer_.tag = kDrainTimer;
+}
+
+DownstreamConn::~DownstreamConn() = default;
+
+bool DownstreamConn::init() {
+  static const Callbacks cbs = [] {
+    Callbacks c;
+    nghttp2_session_callbacks_new(&c.cb);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(c.cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(c.cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(c.cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c.cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(c.cb, on_stream_close);
+    nghttp2_session_callbacks_set_send_data_callback(c.cb, &ProxyStream::send_response_data);
+    nghttp2_option_new(&c.opt);
+    // We send WINDOW_UPDATE only when the upstream has taken the bytes (flow coupling).
+    nghttp2_option_set_no_auto_window_update(c.opt, 1);
+    // CVE-2023-44487 (rapid reset) and CVE-2024-28182 (CONTINUATION flood).
+    nghttp2_option_set_stream_reset_rate_limit(c.opt, 1000, 100);
+    nghttp2_option_set_max_continuations(c.opt, 8);
+    nghttp2_option_set_max_settings(c.opt, 32);
+    // No RFC 7540 priority tree, so closed streams need not linger (up to max_concurrent_streams
+    // of them per connection otherwise).
+    nghttp2_option_set_no_closed_streams(c.opt, 1);
+    return c;
+  }();
+  const config::ProxyConfig& pc = ctx_.config().proxy;
+  if (nghttp2_session_server_new3(&session_, cbs.cb, this, cbs.opt,
+                                  ctx_.session_heap().mem()) != 0) {
+    return false;
+  }
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, pc.max_concurrent_streams},
+      {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, pc.stream_buffer},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, pc.max_header_list_size},
+  };
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
+  nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
+                                        static_cast<int32_t>(pc.connection_window));
+  io::set_nodelay(fd_);
+  start_io();
+  if (pc.idle_timeout.count() > 0) {
+    ctx_.timers().arm(idle_timer_, ctx_.now() + pc.idle_timeout.count());
+  }
+  return true;
+}
+
+void DownstreamConn::start_drain() {
+  if (draining_ || !open()) return;
+  draining_ = true;
+  nghttp2_submit_shutdown_notice(session_);
+  nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
+  ctx_.timers().arm(drain_timer_, ctx_.now() + kDrainPingWaitNs);
+  mark_dirty();
+}
+
+void DownstreamConn::send_final_goaway() {
+  if (final_goaway_sent_ || !open()) return;
+  final_goaway_sent_ = true;
+  ctx_.timers().cancel(drain_timer_);
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
+                        nullptr, 0);
+  mark_dirty();
+}
+
+void DownstreamConn::on_timer(io::Timer& t) {
+  if (t.tag == kDrainTimer) {
+    send_final_goaway();
+  } else if (streams.empty()) {
+    start_drain();  // idle: the same polite two-phase goodbye
+  }
+}
+
+void DownstreamConn::stream_begun() { ctx_.timers().cancel(idle_timer_); }
+
+void DownstreamConn::stream_done(ProxyStream* s) {
+  streams.remove(s);
+  const config::Duration idle = ctx_.config().proxy.idle_timeout;
+  if (streams.empty() && idle.count() > 0 && !draining_ && open()) {
+    ctx_.timers().arm(idle_timer_, ctx_.now() + idle.count());
+  }
+}
+
+void DownstreamConn::on_close(const char* why) {
+  LOG_DEBUG("shard %u: downstream closed: %s", ctx_.index(), why);
+  ctx_.timers().cancel(idle_timer_);
+  ctx_.timers().cancel(drain_timer_);
+  streams.for_each([this](ProxyStream* s) {
+    nghttp2_session_set_stream_user_data(session_, s->ds_id, nullptr);
+    s->on_downstream_closed(NGHTTP2_CANCEL);
+  });
+  ctx_.downstream_closed(this);
+}
+
+void DownstreamConn::on_released() {
+  ctx_.downstream_released();
+  ctx_.retire(this);
+}
+
+int DownstreamConn::on_begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* user) {
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  DownstreamConn* c = conn_of(user);
+  ProxyStream* st = c->ctx_.alloc_stream();
+  st->start(c, f->hd.stream_id);
+  nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
+  c->streams.push_back(st);
+  c->stream_begun();
+  c->ctx_.count_call();
+  return 0;
+}
+
+int DownstreamConn::on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
+                              size_t namelen, const uint8_t* value, size_t valuelen,
+                              uint8_t flags, void*) {
+  if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+  ProxyStream* st = stream_of(s, f->hd.stream_id);
+  if (st == nullptr) return 0;
+  // Past the size limit the stream is answered RESOURCE_EXHAUSTED once its headers end.
+  st->add_request_header({reinterpret_cast<const char*>(name), namelen},
+                         {reinterpret_cast<const char*>(value), valuelen}, flags);
+  return 0;
+}
+
+int DownstreamConn::on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* user) {
+  DownstreamConn* c = conn_of(user);
+  const bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
+  switch (f->hd.type) {
+    case NGHTTP2_HEADERS: {
+      ProxyStream* st = stream_of(s, f->hd.stream_id);
+      if (st == nullptr) return 0;
+      if (f->headers.cat == NGHTTP2_HCAT_REQUEST) st->on_request_headers(end);
+      else if (end) st->on_request_end();  // request trailers: end of the request
+      break;
+    }
+    case NGHTTP2_DATA: {
+      ProxyStream* st = stream_of(s, f->hd.stream_id);
+      if (st != nullptr && end) st->on_request_end();
+      break;
+    }
+    case NGHTTP2_PING:
+      if ((f->hd.flags & NGHTTP2_FLAG_ACK) && c->draining_) c->send_final_goaway();
+      break;
+    default: break;
+  }
+  return 0;
+}
+
+int DownstreamConn::on_data_chunk(nghttp2_session* s, uint8_t, int32_t id, const uint8_t* data,
+                                  size_t len, void*) {
+  ProxyStream* st = stream_of(s, id);
+  if (st == nullptr) {
+    nghttp2_session_consume(s, id, len);  // a stream we no longer track: keep windows open
+    return 0;
+  }
+  st->on_request_data(data, len);
+  return 0;
+}
+
+int DownstreamConn::on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code, void*) {
+  ProxyStream* st = stream_of(s, id);
+  if (st != nullptr) {
+    nghttp2_session_set_stream_user_data(s, id, nullptr);
+    st->on_downstream_closed(error_code);
+  }
+  return 0;
+}
+
+}  // namespace ringlb::core::proxy

@@ -1,0 +1,28 @@
+#include "core/proxy/router.h"
+
+namespace ringlb::core::proxy {
+namespace {
+int cluster_index(const config::Config& config, const std::string& name) {
+  for (size_t i = 0; i < config.clusters.size(); ++i) {
+    if (config.clusters[i].name == name) return static_cast<int>(i);
+  }
+  return -1;  // the config loader rejects unknown names, so this is only an empty default
+}
+}  // namespace
+
+Router::Router(const config::ListenerConfig& listener, const config::Config& config)
+    : name_(listener.address.text) {
+  for (const config::RouteConfig& r : listener.routes) {
+    routes_.push_back({r.prefix, {cluster_index(config, r.cluster), r.timeout.count()}});
+  }
+  if (!listener.cluster.empty()) default_ = {cluster_index(config, listener.cluster), 0};
+}
+
+RouteMatch Router::match(std::string_view path) const {
+  for (const Entry& e : routes_) {
+    if (path.starts_with(e.prefix)) return e.target;
+  }
+  return default_;
+}
+
+}  // namespace ringlb::core::proxy

@@ -1,0 +1,84 @@
+#pragma once
+// Controller: the control thread's event loop once the shards run. It takes the signals
+// (SIGTERM/SIGINT: drain; a second one: exit at once), follows DNS names with c-ares through
+// its own reactor and timers, and hands each shard new endpoint snapshots by message.
+// Owner: the control thread. Shards never call into it.
+#include <signal.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/config/config.h"
+#include "core/io/reactor.h"
+#include "core/io/timer.h"
+#include "discovery/membership.h"
+#include "discovery/refresh.h"
+#include "discovery/resolver.h"
+#include "lb/endpoint.h"
+
+namespace ringlb::core::runtime {
+
+class Shard;
+
+/// The signals the control thread takes through its signalfd (blocked in every thread).
+sigset_t control_signals();
+
+class Controller final : public io::IoHandler, public io::TimerHandler, public discovery::ResolverIo {
+ public:
+  Controller(const config::Config& config, std::vector<Shard*> shards);
+  ~Controller();
+
+  /// Reactor, signalfd, resolver; sends the first queries. False (and `error`) on failure.
+  bool start(std::string& error);
+  /// Serves until the first DNS outcome of every DNS cluster is in, or `max_wait_ns` passed.
+  void await_first_answers(int64_t max_wait_ns);
+  /// Serves until every shard has finished (after a drain). Returns the exit code.
+  int run();
+
+  /// What the admin surface will show for one DNS cluster.
+  struct DnsStatus {
+    std::string cluster, name;
+    size_t members = 0;
+    std::string last_result;
+    int64_t last_refresh_ns = 0;
+  };
+  std::vector<DnsStatus> dns_status() const;
+
+  void on_complete(io::Op& op, const io::Completion& c) override;
+  void on_timer(io::Timer& t) override;
+  void watch(int fd, bool read, bool write) override;
+
+ private:
+  struct DnsCluster;
+  struct Watch;
+  void query(DnsCluster& c);
+  void on_answer(DnsCluster& c, int status, std::span<const uint8_t> message);
+  void on_srv_target(DnsCluster& c, int status, std::span<const uint8_t> message, uint16_t port);
+  void record(DnsCluster& c, discovery::QueryOutcome outcome, uint32_t ttl,
+              const std::vector<lb::Endpoint>& endpoints, const std::string& detail);
+  void publish(DnsCluster& c, const std::string& note);
+  int64_t hold_for(const DnsCluster& c, size_t answer_size) const;
+  void rearm_resolver_timer();
+  void turn(int64_t max_wait_ns);
+  bool shards_finished() const;
+  void on_signal();
+  void on_watch(Watch& w, io::Op& op, const io::Completion& c);
+
+  const config::Config& config_;
+  std::vector<Shard*> shards_;
+  std::unique_ptr<io::Reactor> reactor_;
+  io::TimerQueue timers_;
+  std::unique_ptr<discovery::Resolver> resolver_;
+  std::vector<std::unique_ptr<DnsCluster>> dns_;
+  std::unordered_map<int, Watch*> watches_;
+  io::Timer resolver_timer_;
+  io::Timer poll_timer_;
+  int signal_fd_ = -1;
+  io::Op signal_op_;
+  bool draining_ = false;
+};
+
+}  // namespace ringlb::core::runtime

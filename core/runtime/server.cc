@@ -1,0 +1,149 @@
+#include "core/runtime/server.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "core/runtime/control.h"
+#include "core/runtime/cpus.h"
+#include "core/base/log.h"
+#include "core/io/net.h"
+#include "core/io/reactor.h"
+#include "core/runtime/shard.h"
+#include "discovery/snapshot.h"
+
+namespace ringlb::core::runtime {
+namespace {
+
+constexpr int64_t kFirstAnswerWaitNs = 5'000'000'000;
+
+void close_all(std::vector<std::vector<int>>& fds) {
+  for (auto& per_shard : fds) {
+    for (int fd : per_shard) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<lb::EndpointSetPtr> initial_endpoint_sets(const config::Config& config) {
+  std::vector<lb::EndpointSetPtr> sets;
+  for (const config::ClusterConfig& c : config.clusters) {
+    if (c.uses_dns()) {
+      // Empty until the controller's first answer; calls meanwhile learn why.
+      auto empty = std::make_shared<lb::EndpointSet>();
+      empty->note = "waiting for the first DNS answer for " + c.dns.name;
+      sets.push_back(std::move(empty));
+      continue;
+    }
+    std::vector<lb::Endpoint> members;
+    for (const config::EndpointConfig& e : c.endpoints) {
+      lb::Endpoint ep;
+      std::memcpy(&ep.addr, &e.address.storage, e.address.len);
+      ep.addr_len = e.address.len;
+      ep.weight = e.weight;
+      ep.name = e.address.text;
+      members.push_back(std::move(ep));
+    }
+    sets.push_back(discovery::make_endpoint_set(std::move(members), 1));
+  }
+  return sets;
+}
+
+int run_server(const config::Config& config) {
+  std::string error;
+  auto choice = io::choose_reactor(config.proxy.io_backend, error);
+  if (!choice) {
+    LOG_ERROR("%s", error.c_str());
+    return 1;
+  }
+  if (choice->backend == io::IoBackend::kIoUring) {
+    LOG_INFO("io backend: io_uring (%s)", choice->note.c_str());
+  } else {
+    LOG_INFO("io backend: epoll (%s)", choice->note.c_str());
+  }
+
+  unsigned workers = config.proxy.workers;
+  std::string why = "configured";
+  if (workers == 0) workers = usable_cpus(&why);
+
+  // Listeners: one SO_REUSEPORT socket per shard per listener. With port 0 the first socket
+  // picks the port and the others join it.
+  std::vector<std::vector<int>> fds(workers);
+  for (const config::ListenerConfig& l : config.listeners) {
+    sockaddr_storage addr = l.address.storage;
+    for (unsigned s = 0; s < workers; ++s) {
+      int fd = io::make_listen_socket(reinterpret_cast<const sockaddr*>(&addr), l.address.len, error);
+      if (fd < 0) {
+        LOG_ERROR("listener %s: %s", l.address.text.c_str(), error.c_str());
+        close_all(fds);
+        return 1;
+      }
+      if (s == 0) {
+        io::SocketAddress bound = io::local_address(fd);
+        addr = bound.storage;
+        LOG_INFO("listener %s listening on %s", l.address.text.c_str(), bound.text.c_str());
+      }
+      fds[s].push_back(fd);
+    }
+  }
+
+  // Shards inherit this mask: only the control thread takes the signals, via sigwait.
+  sigset_t sigs = control_signals();
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);  // a peer that went away is an EPIPE on its socket, not our death
+
+  auto snapshot = std::make_shared<const config::Config>(config);
+  std::vector<lb::EndpointSetPtr> sets = initial_endpoint_sets(config);
+  std::vector<std::unique_ptr<Shard>> shards;
+  std::vector<std::thread> threads;
+  std::vector<std::unique_ptr<std::atomic<int>>> ready;
+  for (unsigned s = 0; s < workers; ++s) {
+    ShardSetup setup{s, choice->backend, fds[s], sets};
+    shards.push_back(std::make_unique<Shard>(snapshot, std::move(setup)));
+    ready.push_back(std::make_unique<std::atomic<int>>(0));
+    threads.emplace_back([sh = shards.back().get(), r = ready.back().get()] { sh->run(*r); });
+  }
+  bool ok = true;
+  for (unsigned s = 0; s < workers; ++s) {
+    ready[s]->wait(0);
+    if (ready[s]->load() < 0) {
+      LOG_ERROR("shard %u failed to start: %s", s, shards[s]->error().c_str());
+      ok = false;
+    }
+  }
+  if (!ok) {
+    for (auto& sh : shards) {
+      if (!sh->finished()) sh->post_drain();
+    }
+    for (auto& t : threads) t.join();
+    return 1;
+  }
+  std::vector<Shard*> shard_ptrs;
+  for (auto& sh : shards) shard_ptrs.push_back(sh.get());
+  Controller controller(config, shard_ptrs);
+  if (!controller.start(error)) {
+    LOG_ERROR("control thread: %s", error.c_str());
+    for (auto& sh : shards) sh->post_drain();
+    for (auto& t : threads) t.join();
+    return 1;
+  }
+  // Serve only once DNS clusters have had their first answer (or a bounded wait): until then
+  // clients wait in the listen backlog instead of getting UNAVAILABLE for an empty cluster.
+  controller.await_first_answers(kFirstAnswerWaitNs);
+  for (auto& sh : shards) sh->post_serve();
+  LOG_INFO("ready: %u workers (%s)", workers, why.c_str());
+  int rc = controller.run();
+  for (auto& t : threads) t.join();
+  LOG_INFO("stopped");
+  return rc;
+}
+
+}  // namespace ringlb::core::runtime

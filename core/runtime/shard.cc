@@ -1,0 +1,212 @@
+#include "core/runtime/shard.h"
+
+#include <pthread.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "core/base/log.h"
+
+namespace ringlb::core::runtime {
+namespace {
+enum : uint8_t { kWakeTag = 0, kAcceptTagBase = 1 };
+enum : uint8_t { kDrainDeadline = 1, kAcceptRetry = 2 };
+constexpr int64_t kAcceptRetryNs = 100'000'000;  // after EMFILE and the like
+}  // namespace
+
+Shard::Shard(std::shared_ptr<const config::Config> config, ShardSetup setup, base::Clock& clock)
+    : proxy::Context(std::move(config), setup.index, setup.endpoint_sets, clock),
+      setup_(std::move(setup)) {
+  setup_.endpoint_sets.clear();  // the clusters hold them now
+  accept_ops_.resize(setup_.listen_fds.size());
+  drain_deadline_.handler = accept_retry_.handler = this;
+  drain_deadline_.tag = kDrainDeadline;
+  accept_retry_.tag = kAcceptRetry;
+}
+
+Shard::~Shard() {
+  // Messages never handled (the shard stopped first) are freed without acting on them.
+  ShardMessage* m = inbox_.exchange(nullptr, std::memory_order_acquire);
+  while (m != nullptr) {
+    ShardMessage* next = m->next;
+    delete m;
+    m = next;
+  }
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
+
+void Shard::run(std::atomic<int>& ready) {
+  char name[16];
+  snprintf(name, sizeof name, "ringlb-shard-%u", setup_.index);
+  pthread_setname_np(pthread_self(), name);
+  std::unique_ptr<io::Reactor> reactor = io::make_reactor(setup_.backend, error_);
+  if (!reactor || !attach_reactor(std::move(reactor))) {
+    finished_ = true;
+    ready.store(-1);
+    ready.notify_all();
+    return;
+  }
+  ready.store(1);
+  ready.notify_all();
+  loop();
+  LOG_INFO("shard %u stopped: %llu connections, %llu calls", setup_.index,
+           static_cast<unsigned long long>(connections()),
+           static_cast<unsigned long long>(calls()));
+  finished_ = true;
+}
+
+bool Shard::attach_reactor(std::unique_ptr<io::Reactor> reactor) {
+  set_reactor(std::move(reactor));
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    error_ = std::string("eventfd: ") + strerror(errno);
+    return false;
+  }
+  wake_op_.handler = this;
+  wake_op_.tag = kWakeTag;
+  this->reactor().poll_in(wake_fd_, wake_op_);
+  refresh_now();
+  return true;
+}
+
+void Shard::serve() {
+  if (serving_ || draining()) return;
+  serving_ = true;
+  for (size_t i = 0; i < accept_ops_.size(); ++i) {
+    accept_ops_[i].handler = this;
+    accept_ops_[i].tag = static_cast<uint8_t>(kAcceptTagBase + i);
+    reactor().accept(setup_.listen_fds[i], accept_ops_[i]);
+  }
+}
+
+void Shard::loop() {
+  while (!stop_) {
+    turn(-1);
+    if (draining() && downstream_count() == 0) stop_ = true;
+  }
+  // Drained (or timed out): every client connection is closing. Close upstreams and let every
+  // cancelled op, client and upstream, complete before the reactor goes away.
+  close_upstreams();
+  for (int i = 0; i < 1000; ++i) {
+    flush_dirty();
+    bool reaped = reap();
+    if (!connections_busy() && !reaped && i > 0) break;
+    reactor().run_once(1'000'000);
+  }
+  for (size_t i = 0; i < setup_.listen_fds.size(); ++i) {
+    if (setup_.listen_fds[i] >= 0 && !accept_ops_[i].active) {
+      reactor().close(setup_.listen_fds[i]);
+      setup_.listen_fds[i] = -1;
+    }
+  }
+}
+
+void Shard::post(ShardMessage* m) {
+  ShardMessage* head = inbox_.load(std::memory_order_relaxed);
+  do {
+    m->next = head;
+  } while (!inbox_.compare_exchange_weak(head, m, std::memory_order_release,
+                                         std::memory_order_relaxed));
+  uint64_t one = 1;
+  ssize_t r = ::write(wake_fd_, &one, sizeof one);
+  (void)r;
+}
+
+void Shard::post_endpoints(size_t cluster, lb::EndpointSetPtr set) {
+  post(new ShardMessage{nullptr, ShardMessage::Kind::kEndpoints, cluster, std::move(set)});
+}
+
+void Shard::post_serve() { post(new ShardMessage{nullptr, ShardMessage::Kind::kServe, 0, {}}); }
+
+void Shard::post_drain() { post(new ShardMessage{nullptr, ShardMessage::Kind::kDrain, 0, {}}); }
+
+void Shard::drain_inbox() {
+  ShardMessage* m = inbox_.exchange(nullptr, std::memory_order_acquire);
+  ShardMessage* fifo = nullptr;  // the stack holds newest first; handle in posting order
+  while (m != nullptr) {
+    ShardMessage* next = m->next;
+    m->next = fifo;
+    fifo = m;
+    m = next;
+  }
+  while (fifo != nullptr) {
+    ShardMessage* next = fifo->next;
+    handle(*fifo);
+    delete fifo;
+    fifo = next;
+  }
+}
+
+void Shard::handle(ShardMessage& m) {
+  switch (m.kind) {
+    case ShardMessage::Kind::kEndpoints: apply_endpoints(m.cluster, std::move(m.set)); break;
+    case ShardMessage::Kind::kServe: serve(); break;
+    case ShardMessage::Kind::kDrain:
+      if (!draining()) begin_drain();
+      break;
+  }
+}
+
+void Shard::on_complete(io::Op& op, const io::Completion& c) {
+  if (op.tag == kWakeTag) {
+    uint64_t v;
+    ssize_t r = ::read(wake_fd_, &v, sizeof v);
+    (void)r;
+    drain_inbox();
+    if (!c.more && !stop_) reactor().poll_in(wake_fd_, wake_op_);
+    return;
+  }
+  on_accept(op.tag - kAcceptTagBase, c);
+}
+
+void Shard::on_accept(size_t listener, const io::Completion& c) {
+  if (c.res >= 0) {
+    adopt(listener, c.res);  // refused or not, a final completion must still re-arm below
+  } else if (c.res != -ECANCELED && !draining()) {
+    LOG_WARN("shard %u: accept on %s: %s", setup_.index,
+             config().listeners[listener].address.text.c_str(), strerror(-c.res));
+  }
+  if (c.more) return;
+  int& fd = setup_.listen_fds[listener];
+  if (draining()) {
+    if (fd >= 0) reactor().close(fd);
+    fd = -1;
+  } else if (!accept_retry_.armed()) {
+    timers().arm(accept_retry_, now() + kAcceptRetryNs);  // the multishot ended (EMFILE...)
+  }
+}
+
+void Shard::begin_drain() {
+  LOG_INFO("shard %u: draining %zu connections", setup_.index, downstream_count());
+  for (size_t i = 0; i < accept_ops_.size(); ++i) {
+    if (accept_ops_[i].active) {
+      reactor().cancel(accept_ops_[i]);
+    } else if (setup_.listen_fds[i] >= 0) {
+      reactor().close(setup_.listen_fds[i]);
+      setup_.listen_fds[i] = -1;
+    }
+  }
+  timers().cancel(accept_retry_);
+  start_draining();
+  timers().arm(drain_deadline_, now() + config().proxy.drain_timeout.count());
+  if (downstream_count() == 0) stop_ = true;
+}
+
+void Shard::on_timer(io::Timer& t) {
+  if (t.tag == kAcceptRetry) {
+    for (size_t i = 0; i < accept_ops_.size(); ++i) {
+      if (!accept_ops_[i].active && setup_.listen_fds[i] >= 0) {
+        reactor().accept(setup_.listen_fds[i], accept_ops_[i]);
+      }
+    }
+    return;
+  }
+  LOG_WARN("shard %u: drain_timeout reached; closing %zu connections", setup_.index,
+           downstream_count());
+  close_downstreams("drain timeout");
+  stop_ = true;
+}
+
+}  // namespace ringlb::core::runtime

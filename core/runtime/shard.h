@@ -1,0 +1,95 @@
+#pragma once
+// Shard: one thread, one reactor, its own listener sockets (SO_REUSEPORT), and the proxy state
+// that thread owns (proxy::Context: client connections, upstream pools, calls, counters).
+// Owner: its own thread, except the post_* methods, which any thread may call. Shard code takes
+// no locks and makes no blocking calls.
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config/config.h"
+#include "core/io/reactor.h"
+#include "core/io/timer.h"
+#include "core/proxy/context.h"
+#include "lb/endpoint.h"
+
+namespace ringlb::core::runtime {
+
+/// A message from the control thread to one shard. Typed: each kind carries what it needs.
+struct ShardMessage {
+  enum class Kind : uint8_t {
+    kEndpoints,  // cluster `cluster` now has endpoint set `set`
+    kServe,      // start accepting clients (every DNS cluster had its first answer)
+    kDrain,      // stop accepting, GOAWAY every client, finish calls, then stop
+  };
+  ShardMessage* next = nullptr;
+  Kind kind = Kind::kEndpoints;
+  size_t cluster = 0;
+  lb::EndpointSetPtr set;
+};
+
+/// What the control thread hands a shard at start.
+struct ShardSetup {
+  unsigned index = 0;
+  io::IoBackend backend = io::IoBackend::kEpoll;
+  std::vector<int> listen_fds;                    // one per listener, this shard's own socket
+  std::vector<lb::EndpointSetPtr> endpoint_sets;  // one per cluster
+};
+
+class Shard final : public proxy::Context, public io::IoHandler, public io::TimerHandler {
+ public:
+  Shard(std::shared_ptr<const config::Config> config, ShardSetup setup,
+        base::Clock& clock = base::Clock::system());
+  ~Shard() override;
+
+  /// Thread body. Builds the reactor; `ready` is set to 1 (ok) or -1 (failed, see error()).
+  /// Clients are not accepted before a kServe message (post_serve).
+  void run(std::atomic<int>& ready);
+  /// Any thread: start accepting clients. Idempotent.
+  void post_serve();
+  /// Any thread: stop accepting and drain. Idempotent.
+  void post_drain();
+  /// Any thread: hand the shard a new snapshot for a cluster. Lock-free (a Treiber stack the
+  /// shard empties when its eventfd fires); the hot path keeps reading its own plain pointer.
+  void post_endpoints(size_t cluster, lb::EndpointSetPtr set);
+  /// Shard thread: handles every message posted so far (the eventfd handler calls it; public
+  /// so benchmarks can drive a shard that is not running).
+  void drain_inbox();
+
+  // Driving a shard without its thread: run() and loop() are built from these, so a benchmark
+  // or test that calls them directly (on one thread, in place of run()) drives the same code.
+  /// Installs `reactor` and arms the wake eventfd. The caller's thread becomes the shard
+  /// thread. False (see error()) if the eventfd failed.
+  bool attach_reactor(std::unique_ptr<io::Reactor> reactor);
+  /// Arms the accepts (what kServe does).
+  void serve();
+
+  const std::string& error() const { return error_; }
+  bool finished() const { return finished_.load(); }
+
+  void on_complete(io::Op& op, const io::Completion& c) override;
+  void on_timer(io::Timer& t) override;
+
+ private:
+  void post(ShardMessage* m);
+  void handle(ShardMessage& m);
+  void loop();
+  void begin_drain();
+  void on_accept(size_t listener, const io::Completion& c);
+
+  ShardSetup setup_;
+  std::vector<io::Op> accept_ops_;  // one per listener
+  int wake_fd_ = -1;
+  io::Op wake_op_;
+  io::Timer drain_deadline_;
+  io::Timer accept_retry_;
+  std::atomic<ShardMessage*> inbox_{nullptr};
+  std::atomic<bool> finished_{false};
+  bool serving_ = false;
+  bool stop_ = false;
+  std::string error_;
+};
+
+}  // namespace ringlb::core::runtime
