@@ -22,6 +22,7 @@ namespace {
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
 constexpr uint64_t kGiB = 1024 * kMiB;
+constexpr Duration kMaxDuration = std::chrono::hours(24 * 7);
 // Reading stops here so a config path pointing at /dev/zero or a log file fails fast.
 constexpr size_t kMaxConfigBytes = 16 * kMiB;
 
@@ -75,6 +76,15 @@ std::string format_size(uint64_t bytes) {
   if (bytes != 0 && bytes % kMiB == 0) return std::to_string(bytes / kMiB) + "MiB";
   if (bytes != 0 && bytes % kKiB == 0) return std::to_string(bytes / kKiB) + "KiB";
   return std::to_string(bytes) + " bytes";
+}
+
+std::string format_duration(Duration d) {
+  const int64_t ns = d.count();
+  if (ns != 0 && ns % 3'600'000'000'000 == 0) return std::to_string(ns / 3'600'000'000'000) + "h";
+  if (ns != 0 && ns % 60'000'000'000 == 0) return std::to_string(ns / 60'000'000'000) + "m";
+  if (ns % 1'000'000'000 == 0) return std::to_string(ns / 1'000'000'000) + "s";
+  if (ns % 1'000'000 == 0) return std::to_string(ns / 1'000'000) + "ms";
+  return std::to_string(ns) + "ns";
 }
 
 // Optimal string alignment distance: a swapped pair ("wrokers") is one edit, the most common
@@ -277,10 +287,32 @@ class Loader {
                ": expected a non-negative number and one unit of ns, us, ms, s, m, h "
                "(e.g. \"250ms\")");
     }
+    // Deadlines are computed as now + duration in signed 64-bit nanoseconds: anything past a
+    // week is a typo (or "9223372036s"), never a setting that works.
+    if (*d > kMaxDuration) {
+      fail(n, key, "duration " + quote(text) + " is out of range (at most 7 days)");
+    }
     return *d;
   }
 
+  /// A duration in [lo, hi], with an error naming both bounds.
+  Duration duration_in_range(const toml::node& n, std::string_view key, Duration lo,
+                             Duration hi) const {
+    Duration d = duration(n, key);
+    if (d < lo || d > hi) {
+      fail(n, key,
+           "must be between " + format_duration(lo) + " and " + format_duration(hi) + ", got " +
+               quote(expect_string(n, key)));
+    }
+    return d;
+  }
+
   uint32_t size_in_range(const toml::node& n, std::string_view key, uint64_t lo,
+                         uint64_t hi) const {
+    return static_cast<uint32_t>(size64_in_range(n, key, lo, std::min<uint64_t>(hi, UINT32_MAX)));
+  }
+
+  uint64_t size64_in_range(const toml::node& n, std::string_view key, uint64_t lo,
                          uint64_t hi) const {
     std::optional<uint64_t> bytes;
     if (const toml::value<int64_t>* i = n.as_integer()) {
@@ -304,7 +336,7 @@ class Loader {
            "must be between " + format_size(lo) + " and " + format_size(hi) + ", got " +
                format_size(*bytes));
     }
-    return static_cast<uint32_t>(*bytes);
+    return *bytes;
   }
 
   template <typename E>
@@ -348,7 +380,8 @@ class Loader {
     check_keys(
         t, "proxy",
         {"workers", "io_backend", "drain_timeout", "max_connections", "max_concurrent_streams",
-         "stream_buffer", "connection_window", "max_header_list_size", "idle_timeout"});
+         "stream_buffer", "connection_window", "max_header_list_size", "idle_timeout",
+         "retry_buffer", "memory_limit"});
     if (const toml::node* n = t.get("workers")) {
       if (const toml::value<std::string>* s = n->as_string()) {
         if (s->get() != "auto") {
@@ -370,7 +403,8 @@ class Loader {
                                         {"epoll", io::IoBackend::kEpoll}});
     }
     if (const toml::node* n = t.get("drain_timeout")) {
-      p.drain_timeout = duration(*n, "proxy.drain_timeout");
+      p.drain_timeout =
+          duration_in_range(*n, "proxy.drain_timeout", Duration::zero(), std::chrono::hours(1));
     }
     if (const toml::node* n = t.get("max_connections")) {
       p.max_connections = static_cast<uint32_t>(
@@ -405,6 +439,12 @@ class Loader {
     }
     if (const toml::node* n = t.get("idle_timeout")) {
       p.idle_timeout = duration(*n, "proxy.idle_timeout");
+    }
+    if (const toml::node* n = t.get("retry_buffer")) {
+      p.retry_buffer = size_in_range(*n, "proxy.retry_buffer", 0, 64 * kMiB);
+    }
+    if (const toml::node* n = t.get("memory_limit")) {
+      p.memory_limit = size64_in_range(*n, "proxy.memory_limit", 4 * kMiB, 1024 * kGiB);
     }
   }
 
@@ -486,8 +526,8 @@ class Loader {
                             ClusterConfig& c) const {
     if (const toml::node* n = t.get("connect_timeout")) {
       std::string key = join(path, "connect_timeout");
-      c.connect_timeout = duration(*n, key);
-      if (c.connect_timeout <= Duration::zero()) fail(*n, key, "must be greater than 0s");
+      c.connect_timeout = duration_in_range(*n, key, std::chrono::milliseconds(1),
+                                            std::chrono::minutes(1));
     }
   }
 
@@ -557,10 +597,8 @@ class Loader {
       }
     }
     if (const toml::node* n = t.get("query_timeout")) {
-      d.query_timeout = duration(*n, "discovery.query_timeout");
-      if (d.query_timeout <= Duration::zero()) {
-        fail(*n, "discovery.query_timeout", "must be greater than 0s");
-      }
+      d.query_timeout = duration_in_range(*n, "discovery.query_timeout",
+                                          std::chrono::milliseconds(1), std::chrono::minutes(1));
     }
   }
 

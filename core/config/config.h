@@ -38,6 +38,13 @@ struct ProxyConfig {
   uint32_t max_header_list_size = 64 * 1024;
   // Idle downstream connections (no open stream) are closed after this; 0 = never.
   Duration idle_timeout = std::chrono::minutes(10);
+  // Request body bytes kept per call so a call that never reached a backend can be replayed;
+  // past it the call is "truncated" and is never replayed.
+  uint32_t retry_buffer = 256 * 1024;
+  // Bytes all shards together may hold in buffers (split evenly between shards). Past it new
+  // calls get RESOURCE_EXHAUSTED and peers get no connection-level window back until the
+  // buffers drain. Sized for a 512 MB task.
+  uint64_t memory_limit = 256ull * 1024 * 1024;
 };
 
 struct RouteConfig {

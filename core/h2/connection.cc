@@ -90,17 +90,38 @@ void H2Connection::flush() {
   }
 }
 
-void H2Connection::append_data_frame(const nghttp2_frame& frame, const uint8_t* framehd,
-                                     mem::ChunkQueue& body, size_t n) {
-  static constexpr uint8_t kZeros[256] = {};
+void H2Connection::begin_data_frame(const nghttp2_frame& frame, const uint8_t* framehd) {
   out_.append(framehd, 9);
   size_t padlen = frame.data.padlen;  // 0 unless a padding callback is set (we set none)
   if (padlen > 0) {
     auto pad_length = static_cast<uint8_t>(padlen - 1);
     out_.append(&pad_length, 1);
   }
-  body.move_to(out_, n);
+}
+
+void H2Connection::end_data_frame(const nghttp2_frame& frame) {
+  static constexpr uint8_t kZeros[256] = {};
+  size_t padlen = frame.data.padlen;
   if (padlen > 1) out_.append(kZeros, padlen - 1);
+}
+
+void H2Connection::credit_connection(size_t n) {
+  if (n == 0 || state_ != State::kOpen) return;
+  if (host_.over_buffer_limit() || withheld_ > 0) {
+    if (withheld_ == 0) host_.hold_credit(this);
+    withheld_ += n;
+    return;
+  }
+  nghttp2_session_consume_connection(session_, n);
+  mark_dirty();
+}
+
+void H2Connection::release_withheld() {
+  size_t n = withheld_;
+  withheld_ = 0;
+  if (n == 0 || state_ != State::kOpen) return;
+  nghttp2_session_consume_connection(session_, n);
+  mark_dirty();
 }
 
 void H2Connection::on_sent(const io::Completion& c) {
@@ -117,6 +138,8 @@ void H2Connection::close(const char* why) {
   if (state_ == State::kClosing || state_ == State::kClosed) return;
   bool was_connecting = state_ == State::kConnecting;
   state_ = State::kClosing;
+  if (withheld_ > 0) host_.drop_credit(this);
+  withheld_ = 0;
   if (dirty) host_.remove_dirty(this);
   dirty = false;
   on_close(why);

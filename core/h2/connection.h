@@ -37,11 +37,23 @@ class H2Connection : public io::IoHandler {
   void close(const char* why);
 
   /// For nghttp2 send_data callbacks (NGHTTP2_DATA_FLAG_NO_COPY): queues one whole DATA frame,
-  /// `framehd` (9 bytes), padding fields if any, and `n` bytes moved out of `body`. The payload
-  /// is copied once, from the stream's queue into the output, instead of twice (into nghttp2's
-  /// frame buffer, then out of it).
-  void append_data_frame(const nghttp2_frame& frame, const uint8_t* framehd, mem::ChunkQueue& body,
-                         size_t n);
+  /// `framehd` (9 bytes), padding fields if any, and the payload that `payload(out)` appends
+  /// (frame.hd.length minus padding bytes). The payload is copied once, from the call's buffer
+  /// into the output, instead of twice (into nghttp2's frame buffer, then out of it).
+  template <typename Payload>
+  void append_data_frame(const nghttp2_frame& frame, const uint8_t* framehd, Payload&& payload) {
+    begin_data_frame(frame, framehd);
+    payload(out_);
+    end_data_frame(frame);
+  }
+
+  /// Gives the peer back connection-level window for `n` bytes it sent: at once, unless the host
+  /// is over its buffer limit; then when it is back under (Host::release_withheld). Stream-level
+  /// windows stay coupled to the other side, so this is what keeps one stalled stream from
+  /// stalling its whole connection while the host's memory stays bounded.
+  void credit_connection(size_t n);
+  /// Returns what credit_connection() held back. Host only.
+  void release_withheld();
 
   bool open() const { return state_ == State::kOpen; }
   bool closing() const { return state_ == State::kClosing || state_ == State::kClosed; }
@@ -50,6 +62,7 @@ class H2Connection : public io::IoHandler {
 
   base::ListLink dirty_link;  // in the shard's dirty list
   base::ListLink conn_link;   // in the shard's downstream list or an endpoint pool
+  base::ListLink withheld_link;  // in the host's list of connections with credit held back
   bool dirty = false;
 
  protected:
@@ -78,12 +91,15 @@ class H2Connection : public io::IoHandler {
   void on_recv(const io::Completion& c);
   void on_sent(const io::Completion& c);
   void maybe_release();
+  void begin_data_frame(const nghttp2_frame& frame, const uint8_t* framehd);
+  void end_data_frame(const nghttp2_frame& frame);
 
   static constexpr int kMaxIov = 64;
   static constexpr size_t kHighWater = 256 * 1024;
   mem::ChunkQueue out_;
   iovec iov_[kMaxIov];
   bool released_ = false;
+  size_t withheld_ = 0;  // connection-level credit held back while the host is over its limit
 };
 
 }  // namespace ringlb::core::h2

@@ -18,6 +18,15 @@ void HeaderBlock::clear() {
   list_size_ = 0;
 }
 
+void HeaderBlock::truncate(size_t count) {
+  while (refs_.size() > count) {
+    const Ref& r = refs_.back();
+    list_size_ -= r.name_len + r.value_len + 32;
+    buf_.resize(r.name_off);
+    refs_.pop_back();
+  }
+}
+
 std::string_view HeaderBlock::find(std::string_view name) const {
   for (const Ref& r : refs_) {
     if (std::string_view(buf_.data() + r.name_off, r.name_len) == name) {

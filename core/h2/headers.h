@@ -15,6 +15,8 @@ class HeaderBlock {
  public:
   void add(std::string_view name, std::string_view value, uint8_t flags = NGHTTP2_NV_FLAG_NONE);
   void clear();
+  /// Drops the fields after the first `count` (count <= count()).
+  void truncate(size_t count);
   bool empty() const { return refs_.empty(); }
   size_t count() const { return refs_.size(); }
   /// RFC 9113 size: names + values + 32 per field.

@@ -34,6 +34,12 @@ bool Host::reap() {
 void Host::turn(int64_t max_wait_ns) {
   refresh_now();
   timers_.run(now_ns_);
+  if (!withheld_.empty() && !over_buffer_limit()) {
+    while (H2Connection* c = withheld_.front()) {
+      withheld_.remove(c);
+      c->release_withheld();
+    }
+  }
   flush_dirty();
   reap();
   // now_ns_ is at most one flush old: a timer may fire that much late, for one clock read less.

@@ -5,6 +5,7 @@
 // completed. A shard is one (through proxy::Context); the control thread can own another for its
 // own HTTP/2 clients (health checks), and a test can drive a single connection on one.
 // Owner: one thread; every method is for that thread only.
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -45,6 +46,16 @@ class Host {
   /// A connection has completed every op; it is freed by reap().
   void retire(H2Connection* c) { graveyard_.push_back(c); }
 
+  /// Bytes buffered on this thread (chunks in use), and the limit past which connections stop
+  /// getting connection-level credit back and new calls are refused (SIZE_MAX = none).
+  size_t buffered() const { return chunks_.in_use_bytes(); }
+  size_t buffer_limit() const { return buffer_limit_; }
+  void set_buffer_limit(size_t bytes) { buffer_limit_ = bytes; }
+  bool over_buffer_limit() const { return buffered() >= buffer_limit_; }
+  /// Connection `c` holds back credit until the host is under its limit again.
+  void hold_credit(H2Connection* c) { withheld_.push_back(c); }
+  void drop_credit(H2Connection* c) { withheld_.remove(c); }
+
   /// Flushes every connection marked dirty (a few rounds: one flush can dirty another).
   void flush_dirty();
   /// Frees retired connections. True if there were any.
@@ -66,7 +77,9 @@ class Host {
   io::TimerQueue timers_;
   mem::ChunkPool chunks_;
   base::IntrusiveList<H2Connection, &H2Connection::dirty_link> dirty_;
+  base::IntrusiveList<H2Connection, &H2Connection::withheld_link> withheld_;
   std::vector<H2Connection*> graveyard_;
+  size_t buffer_limit_ = SIZE_MAX;
 };
 
 }  // namespace ringlb::core::h2

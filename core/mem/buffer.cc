@@ -4,9 +4,15 @@
 #include <cstdlib>
 #include <initializer_list>
 #include <cstring>
-#include <new>
+#include <cstdio>
 
 namespace ringlb::core::mem {
+
+void out_of_memory(size_t n) {
+  // DESIGN.md: out of memory aborts, loudly, and never unwinds through nghttp2 or c-ares.
+  fprintf(stderr, "ringlb: out of memory (allocating %zu bytes)\n", n);
+  std::abort();
+}
 
 ChunkPool::~ChunkPool() {
   for (Chunk** list : {&free_, &free_small_}) {
@@ -28,16 +34,18 @@ Chunk* ChunkPool::get(bool small) {
   } else {
     const size_t cap = small ? kSmallChunkSize : kChunkSize;
     c = static_cast<Chunk*>(std::malloc(kHeader + cap));
-    if (c == nullptr) throw std::bad_alloc();  // out of memory on the data path: crash loudly
+    if (c == nullptr) out_of_memory(kHeader + cap);  // no exception through nghttp2 frames
     c->capacity = static_cast<uint32_t>(cap);
   }
   c->next = nullptr;
   ++in_use_;
+  in_use_bytes_ += c->capacity;
   return c;
 }
 
 void ChunkPool::put(Chunk* c) {
   --in_use_;
+  in_use_bytes_ -= c->capacity;
   const bool small = c->capacity == kSmallChunkSize;
   Chunk*& list = small ? free_small_ : free_;
   size_t& idle = small ? idle_small_ : idle_;
@@ -84,6 +92,28 @@ size_t ChunkQueue::read(uint8_t* dst, size_t n) {
     consume(k);
   }
   return done;
+}
+
+void ChunkQueue::copy_to(ChunkQueue& dst, size_t offset, size_t n) const {
+  assert(offset + n <= size_);
+  if (n == 0) return;
+  const Chunk* c = head_;
+  size_t off = head_off_ + offset;  // offset within c
+  for (;;) {
+    size_t end = c == tail_ ? tail_len_ : c->capacity;
+    if (off < end) break;
+    off -= end;
+    c = c->next;
+  }
+  while (n > 0) {
+    size_t end = c == tail_ ? tail_len_ : c->capacity;
+    size_t k = end - off;
+    if (k > n) k = n;
+    dst.append(c->data + off, k);
+    n -= k;
+    c = c->next;
+    off = 0;
+  }
 }
 
 void ChunkQueue::move_to(ChunkQueue& dst, size_t n) {

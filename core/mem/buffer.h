@@ -11,6 +11,9 @@
 
 namespace ringlb::core::mem {
 
+/// Prints why and aborts: out of memory is never an exception on shard threads (DESIGN.md).
+[[noreturn]] void out_of_memory(size_t bytes);
+
 struct Chunk {
   Chunk* next = nullptr;
   uint32_t capacity = 0;  // kChunkSize or kSmallChunkSize
@@ -34,6 +37,8 @@ class ChunkPool {
   Chunk* get(bool small = false);
   void put(Chunk* c);
   size_t in_use() const { return in_use_; }
+  /// Payload bytes of the chunks handed out and not yet returned.
+  size_t in_use_bytes() const { return in_use_bytes_; }
   size_t idle() const { return idle_ + idle_small_; }
 
  private:
@@ -42,6 +47,7 @@ class ChunkPool {
   size_t idle_ = 0;
   size_t idle_small_ = 0;
   size_t in_use_ = 0;
+  size_t in_use_bytes_ = 0;
   size_t max_idle_;
 };
 
@@ -64,6 +70,9 @@ class ChunkQueue {
   int peek_iovecs(iovec* out, int max) const;
   /// Drops `n` bytes from the front (n <= size()).
   void consume(size_t n);
+  /// Appends a copy of `n` bytes starting `offset` bytes from the front to `dst`, keeping them
+  /// here (offset + n <= size()). Walks the chunks from the front: for bounded queues.
+  void copy_to(ChunkQueue& dst, size_t offset, size_t n) const;
   /// Moves `n` bytes (n <= size()) from the front of this queue to the back of `dst`: one copy,
   /// chunk by chunk.
   void move_to(ChunkQueue& dst, size_t n);

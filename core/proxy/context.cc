@@ -16,8 +16,10 @@ Context::Context(std::shared_ptr<const config::Config> config, unsigned index,
     c.config = &config_->clusters[i];
     c.index = i;
     c.seed = 0x9e3779b97f4a7c15ULL * (index + 1) + i;  // shards must not pick in lockstep
+    c.next_id = &next_endpoint_id_;
     c.apply(endpoint_sets[i]);
   }
+  set_buffer_limit(config_->proxy.memory_limit);  // a shard sets its share
 }
 
 Context::~Context() {
@@ -81,16 +83,20 @@ void Context::downstream_closed(DownstreamConn* c) {
   ++closing_downstreams_;
 }
 
-ProxyStream* Context::alloc_stream() {
-  if (free_streams_.empty()) {
-    stream_store_.push_back(std::make_unique<ProxyStream>(*this));
-    return stream_store_.back().get();
+Call* Context::alloc_call() {
+  ++calls_;
+  if (free_calls_.empty()) {
+    call_store_.push_back(std::make_unique<Call>(*this));
+    return call_store_.back().get();
   }
-  ProxyStream* s = free_streams_.back();
-  free_streams_.pop_back();
-  return s;
+  Call* c = free_calls_.back();
+  free_calls_.pop_back();
+  return c;
 }
 
-void Context::free_stream(ProxyStream* s) { free_streams_.push_back(s); }
+void Context::end_call(Call* c) {
+  on_call_end(c->record());
+  free_calls_.push_back(c);
+}
 
 }  // namespace ringlb::core::proxy

@@ -13,9 +13,10 @@
 #include "core/base/list.h"
 #include "core/config/config.h"
 #include "core/h2/host.h"
-#include "core/proxy/proxy_stream.h"
+#include "core/proxy/call.h"
+#include "core/proxy/call_record.h"
+#include "core/proxy/cluster.h"
 #include "core/proxy/router.h"
-#include "core/proxy/upstream.h"
 #include "lb/endpoint.h"
 
 namespace ringlb::core::proxy {
@@ -29,6 +30,10 @@ class Context : public h2::Host {
           const std::vector<lb::EndpointSetPtr>& endpoint_sets,
           base::Clock& clock = base::Clock::system());
   ~Context() override;
+
+  /// The end-of-call hook: once per call, when its client stream and every attempt have let
+  /// go. Metrics and the access log hang here. The record is valid during the call only.
+  virtual void on_call_end(const CallRecord& record) { (void)record; }
 
   const config::Config& config() const { return *config_; }
   const Router& router(size_t listener) const { return routers_[listener]; }
@@ -50,9 +55,9 @@ class Context : public h2::Host {
   void downstream_closed(DownstreamConn* c);
   void downstream_released() { --closing_downstreams_; }
   size_t downstream_count() const { return downstreams_.size(); }
-  ProxyStream* alloc_stream();
-  void free_stream(ProxyStream* s);
-  void count_call() { ++calls_; }
+  Call* alloc_call();
+  /// The call is over: its record goes to on_call_end, then the call back to the pool.
+  void end_call(Call* c);
   uint64_t calls() const { return calls_; }
   uint64_t connections() const { return connections_; }
 
@@ -67,8 +72,9 @@ class Context : public h2::Host {
   std::vector<Router> routers_;
   std::vector<ClusterState> clusters_;
   base::IntrusiveList<h2::H2Connection, &h2::H2Connection::conn_link> downstreams_;
-  std::vector<std::unique_ptr<ProxyStream>> stream_store_;
-  std::vector<ProxyStream*> free_streams_;
+  std::vector<std::unique_ptr<Call>> call_store_;
+  std::vector<Call*> free_calls_;
+  uint64_t next_endpoint_id_ = 0;  // EndpointState ids: unique on this shard
   size_t closing_downstreams_ = 0;  // closed, I/O not all completed yet
   bool draining_ = false;
   uint64_t connections_ = 0;

@@ -13,10 +13,6 @@ constexpr int64_t kDrainPingWaitNs = 1'000'000'000;
 
 DownstreamConn* conn_of(void* user) { return static_cast<DownstreamConn*>(user); }
 
-ProxyStream* stream_of(nghttp2_session* s, int32_t id) {
-  return ProxyStream::of_downstream(s, id);
-}
-
 // Built once; nghttp2 copies the callback table into each session.
 struct Callbacks {
   nghttp2_session_callbacks* cb = nullptr;
@@ -44,9 +40,10 @@ bool DownstreamConn::init() {
     nghttp2_session_callbacks_set_on_frame_recv_callback(c.cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c.cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(c.cb, on_stream_close);
-    nghttp2_session_callbacks_set_send_data_callback(c.cb, &ProxyStream::send_response_data);
+    nghttp2_session_callbacks_set_send_data_callback(c.cb, send_body);
     nghttp2_option_new(&c.opt);
-    // We send WINDOW_UPDATE only when the upstream has taken the bytes (flow coupling).
+    // Windows are given back by hand: the stream's when an attempt has taken the bytes (flow
+    // coupling), the connection's on receipt (credit_connection).
     nghttp2_option_set_no_auto_window_update(c.opt, 1);
     // CVE-2023-44487 (rapid reset) and CVE-2024-28182 (CONTINUATION flood).
     nghttp2_option_set_stream_reset_rate_limit(c.opt, 1000, 100);
@@ -58,8 +55,8 @@ bool DownstreamConn::init() {
     return c;
   }();
   const config::ProxyConfig& pc = ctx_.config().proxy;
-  if (nghttp2_session_server_new3(&session_, cbs.cb, this, cbs.opt,
-                                  ctx_.session_heap().mem()) != 0) {
+  if (nghttp2_session_server_new3(&session_, cbs.cb, this, cbs.opt, ctx_.session_heap().mem()) !=
+      0) {
     return false;
   }
   nghttp2_settings_entry iv[] = {
@@ -100,28 +97,61 @@ void DownstreamConn::send_final_goaway() {
 void DownstreamConn::on_timer(io::Timer& t) {
   if (t.tag == kDrainTimer) {
     send_final_goaway();
-  } else if (streams.empty()) {
+  } else if (calls.empty()) {
     start_drain();  // idle: the same polite two-phase goodbye
   }
 }
 
-void DownstreamConn::stream_begun() { ctx_.timers().cancel(idle_timer_); }
+void DownstreamConn::submit_response(int32_t id, h2::HeaderBlock& headers, bool end_stream) {
+  if (!open()) return;
+  nghttp2_data_provider prd;
+  prd.source.ptr = nullptr;
+  prd.read_callback = read_body;
+  int rv = nghttp2_submit_response(session_, id, headers.nva(), headers.count(),
+                                   end_stream ? nullptr : &prd);
+  if (rv != 0) LOG_DEBUG("submit_response: %s", nghttp2_strerror(rv));
+  mark_dirty();
+}
 
-void DownstreamConn::stream_done(ProxyStream* s) {
-  streams.remove(s);
+void DownstreamConn::resume(int32_t id) {
+  if (!open()) return;
+  nghttp2_session_resume_data(session_, id);
+  mark_dirty();
+}
+
+void DownstreamConn::consume(int32_t id, size_t n) {
+  if (!open() || n == 0) return;
+  nghttp2_session_consume_stream(session_, id, n);
+  mark_dirty();
+}
+
+void DownstreamConn::reset(int32_t id, uint32_t code) {
+  if (!open()) return;
+  nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, code);
+  mark_dirty();
+}
+
+void DownstreamConn::call_done(Call* c) {
+  calls.remove(c);
   const config::Duration idle = ctx_.config().proxy.idle_timeout;
-  if (streams.empty() && idle.count() > 0 && !draining_ && open()) {
+  if (calls.empty() && idle.count() > 0 && !draining_ && open()) {
     ctx_.timers().arm(idle_timer_, ctx_.now() + idle.count());
   }
+}
+
+Call* DownstreamConn::call_of(int32_t id) const {
+  // Pooled calls outlive their streams: trust the pointer only if it still names this stream.
+  auto* c = static_cast<Call*>(nghttp2_session_get_stream_user_data(session_, id));
+  return c != nullptr && c->ds == this && c->ds_id == id ? c : nullptr;
 }
 
 void DownstreamConn::on_close(const char* why) {
   LOG_DEBUG("shard %u: downstream closed: %s", ctx_.index(), why);
   ctx_.timers().cancel(idle_timer_);
   ctx_.timers().cancel(drain_timer_);
-  streams.for_each([this](ProxyStream* s) {
-    nghttp2_session_set_stream_user_data(session_, s->ds_id, nullptr);
-    s->on_downstream_closed(NGHTTP2_CANCEL);
+  calls.for_each([this](Call* c) {
+    nghttp2_session_set_stream_user_data(session_, c->ds_id, nullptr);
+    c->on_downstream_closed(NGHTTP2_CANCEL);
   });
   ctx_.downstream_closed(this);
 }
@@ -134,41 +164,40 @@ void DownstreamConn::on_released() {
 int DownstreamConn::on_begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* user) {
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   DownstreamConn* c = conn_of(user);
-  ProxyStream* st = c->ctx_.alloc_stream();
-  st->start(c, f->hd.stream_id);
-  nghttp2_session_set_stream_user_data(s, f->hd.stream_id, st);
-  c->streams.push_back(st);
-  c->stream_begun();
-  c->ctx_.count_call();
+  Call* call = c->ctx_.alloc_call();
+  call->begin(c, f->hd.stream_id);
+  nghttp2_session_set_stream_user_data(s, f->hd.stream_id, call);
+  c->calls.push_back(call);
+  c->ctx_.timers().cancel(c->idle_timer_);
   return 0;
 }
 
-int DownstreamConn::on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
+int DownstreamConn::on_header(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name,
                               size_t namelen, const uint8_t* value, size_t valuelen,
-                              uint8_t flags, void*) {
+                              uint8_t flags, void* user) {
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  ProxyStream* st = stream_of(s, f->hd.stream_id);
-  if (st == nullptr) return 0;
-  // Past the size limit the stream is answered RESOURCE_EXHAUSTED once its headers end.
-  st->add_request_header({reinterpret_cast<const char*>(name), namelen},
-                         {reinterpret_cast<const char*>(value), valuelen}, flags);
+  Call* call = conn_of(user)->call_of(f->hd.stream_id);
+  if (call == nullptr) return 0;
+  // Past the size limit the call is answered RESOURCE_EXHAUSTED once its headers end.
+  call->add_request_header({reinterpret_cast<const char*>(name), namelen},
+                           {reinterpret_cast<const char*>(value), valuelen}, flags);
   return 0;
 }
 
-int DownstreamConn::on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* user) {
+int DownstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* user) {
   DownstreamConn* c = conn_of(user);
   const bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   switch (f->hd.type) {
     case NGHTTP2_HEADERS: {
-      ProxyStream* st = stream_of(s, f->hd.stream_id);
-      if (st == nullptr) return 0;
-      if (f->headers.cat == NGHTTP2_HCAT_REQUEST) st->on_request_headers(end);
-      else if (end) st->on_request_end();  // request trailers: end of the request
+      Call* call = c->call_of(f->hd.stream_id);
+      if (call == nullptr) return 0;
+      if (f->headers.cat == NGHTTP2_HCAT_REQUEST) call->on_request_headers(end);
+      else if (end) call->on_request_end();  // request trailers: end of the request
       break;
     }
     case NGHTTP2_DATA: {
-      ProxyStream* st = stream_of(s, f->hd.stream_id);
-      if (st != nullptr && end) st->on_request_end();
+      Call* call = c->call_of(f->hd.stream_id);
+      if (call != nullptr && end) call->on_request_end();
       break;
     }
     case NGHTTP2_PING:
@@ -180,22 +209,57 @@ int DownstreamConn::on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, vo
 }
 
 int DownstreamConn::on_data_chunk(nghttp2_session* s, uint8_t, int32_t id, const uint8_t* data,
-                                  size_t len, void*) {
-  ProxyStream* st = stream_of(s, id);
-  if (st == nullptr) {
-    nghttp2_session_consume(s, id, len);  // a stream we no longer track: keep windows open
+                                  size_t len, void* user) {
+  DownstreamConn* c = conn_of(user);
+  c->credit_connection(len);
+  Call* call = c->call_of(id);
+  if (call == nullptr) {
+    nghttp2_session_consume_stream(s, id, len);  // a stream no call tracks: keep it open
     return 0;
   }
-  st->on_request_data(data, len);
+  call->on_request_data(data, len);
   return 0;
 }
 
-int DownstreamConn::on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code, void*) {
-  ProxyStream* st = stream_of(s, id);
-  if (st != nullptr) {
+int DownstreamConn::on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code,
+                                    void* user) {
+  Call* call = conn_of(user)->call_of(id);
+  if (call != nullptr) {
     nghttp2_session_set_stream_user_data(s, id, nullptr);
-    st->on_downstream_closed(error_code);
+    call->on_downstream_closed(error_code);
   }
+  return 0;
+}
+
+ssize_t DownstreamConn::read_body(nghttp2_session*, int32_t id, uint8_t*, size_t len,
+                                  uint32_t* flags, nghttp2_data_source*, void* user) {
+  DownstreamConn* c = conn_of(user);
+  Call* call = c->call_of(id);
+  if (call == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // stale: reset it
+  bool eof = false;
+  size_t n = call->response_ready(len, &eof);
+  // NO_COPY: nghttp2 calls send_body next, in this same mem_send, to move the bytes.
+  *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+  if (eof) {
+    *flags |= NGHTTP2_DATA_FLAG_EOF;
+    if (h2::HeaderBlock* t = call->pending_trailers()) {
+      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+      nghttp2_submit_trailer(c->session_, id, t->nva(), t->count());
+      t->clear();
+    }
+    return static_cast<ssize_t>(n);
+  }
+  return n == 0 ? static_cast<ssize_t>(NGHTTP2_ERR_DEFERRED) : static_cast<ssize_t>(n);
+}
+
+int DownstreamConn::send_body(nghttp2_session*, nghttp2_frame* frame, const uint8_t* framehd,
+                              size_t length, nghttp2_data_source*, void* user) {
+  DownstreamConn* c = conn_of(user);
+  Call* call = c->call_of(frame->hd.stream_id);
+  // read_body sized this frame a moment ago, in the same mem_send: the call is still there.
+  if (call == nullptr) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  c->append_data_frame(*frame, framehd,
+                       [&](mem::ChunkQueue& out) { call->response_send(out, length); });
   return 0;
 }
 

@@ -1,11 +1,15 @@
 #pragma once
-// DownstreamConn: one client connection, an nghttp2 server session. Owner: one shard.
+// DownstreamConn: one client connection, an nghttp2 server session, and the downstream side's
+// interface that calls use (submit a response, resume, consume, reset, trailers). It owns the
+// session's callbacks, the zero-copy response DATA path included. Owner: one shard.
 #include <cstddef>
+#include <cstdint>
 
-#include "core/h2/connection.h"
 #include "core/base/list.h"
-#include "core/proxy/proxy_stream.h"
+#include "core/h2/connection.h"
+#include "core/h2/headers.h"
 #include "core/io/timer.h"
+#include "core/proxy/call.h"
 
 namespace ringlb::core::proxy {
 
@@ -20,17 +24,29 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   /// Two-phase GOAWAY: a shutdown notice and a PING now, the final GOAWAY when the PING returns.
   void start_drain();
 
+  // The downstream side, as calls see it.
+  /// Sends response headers on stream `id`; the body (if !end_stream) comes from the call's
+  /// response_ready/response_send, trailers from its pending_trailers().
+  void submit_response(int32_t id, h2::HeaderBlock& headers, bool end_stream);
+  /// The call has more response bytes (or its end) for stream `id`.
+  void resume(int32_t id);
+  /// The call's attempts took `n` request bytes: the client may send that many more.
+  void consume(int32_t id, size_t n);
+  /// RST_STREAM on `id`; the call still hears of the close (on_downstream_closed).
+  void reset(int32_t id, uint32_t code);
+  /// The call is done with stream `id` (its close was reported).
+  void call_done(Call* c);
+
   size_t listener_index() const { return listener_index_; }
-  base::IntrusiveList<ProxyStream, &ProxyStream::ds_link> streams;
+  base::IntrusiveList<Call, &Call::ds_link> calls;
 
   void on_timer(io::Timer& t) override;
-  void stream_done(ProxyStream* s);
-  void stream_begun();
 
  private:
   void on_close(const char* why) override;
   void on_released() override;
   void send_final_goaway();
+  Call* call_of(int32_t id) const;
 
   static int on_begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* user);
   static int on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
@@ -40,6 +56,10 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   static int on_data_chunk(nghttp2_session* s, uint8_t flags, int32_t id, const uint8_t* data,
                            size_t len, void* user);
   static int on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code, void* user);
+  static ssize_t read_body(nghttp2_session* s, int32_t id, uint8_t* buf, size_t len,
+                           uint32_t* flags, nghttp2_data_source* src, void* user);
+  static int send_body(nghttp2_session* s, nghttp2_frame* frame, const uint8_t* framehd,
+                       size_t length, nghttp2_data_source* src, void* user);
 
   Context& ctx_;
   size_t listener_index_;

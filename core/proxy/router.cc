@@ -13,9 +13,10 @@ int cluster_index(const config::Config& config, const std::string& name) {
 Router::Router(const config::ListenerConfig& listener, const config::Config& config)
     : name_(listener.address.text) {
   for (const config::RouteConfig& r : listener.routes) {
-    routes_.push_back({r.prefix, {cluster_index(config, r.cluster), r.timeout.count()}});
+    int route = static_cast<int>(routes_.size());
+    routes_.push_back({r.prefix, {cluster_index(config, r.cluster), route, r.timeout.count()}});
   }
-  if (!listener.cluster.empty()) default_ = {cluster_index(config, listener.cluster), 0};
+  if (!listener.cluster.empty()) default_ = {cluster_index(config, listener.cluster), -1, 0};
 }
 
 RouteMatch Router::match(std::string_view path) const {

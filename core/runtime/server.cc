@@ -106,7 +106,7 @@ int run_server(const config::Config& config) {
   std::vector<std::thread> threads;
   std::vector<std::unique_ptr<std::atomic<int>>> ready;
   for (unsigned s = 0; s < workers; ++s) {
-    ShardSetup setup{s, choice->backend, fds[s], sets};
+    ShardSetup setup{s, workers, choice->backend, fds[s], sets};
     shards.push_back(std::make_unique<Shard>(snapshot, std::move(setup)));
     ready.push_back(std::make_unique<std::atomic<int>>(0));
     threads.emplace_back([sh = shards.back().get(), r = ready.back().get()] { sh->run(*r); });

@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -20,6 +21,7 @@ Shard::Shard(std::shared_ptr<const config::Config> config, ShardSetup setup, bas
     : proxy::Context(std::move(config), setup.index, setup.endpoint_sets, clock),
       setup_(std::move(setup)) {
   setup_.endpoint_sets.clear();  // the clusters hold them now
+  set_buffer_limit(this->config().proxy.memory_limit / std::max(1u, setup_.workers));
   accept_ops_.resize(setup_.listen_fds.size());
   drain_deadline_.handler = accept_retry_.handler = this;
   drain_deadline_.tag = kDrainDeadline;

@@ -33,6 +33,7 @@ struct ShardMessage {
 /// What the control thread hands a shard at start.
 struct ShardSetup {
   unsigned index = 0;
+  unsigned workers = 1;  // shards in all: each gets its share of proxy.memory_limit
   io::IoBackend backend = io::IoBackend::kEpoll;
   std::vector<int> listen_fds;                    // one per listener, this shard's own socket
   std::vector<lb::EndpointSetPtr> endpoint_sets;  // one per cluster

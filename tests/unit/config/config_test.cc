@@ -282,7 +282,31 @@ TEST_CASE("bad durations") {
   CHECK_ERROR(with_proxy("idle_timeout = \"-1s\"\n"),
               "t.toml:2:16: proxy.idle_timeout: invalid duration \"-1s\"");
   CHECK_ERROR(std::string(kMinimal) + "connect_timeout = \"0s\"\n",
-              "t.toml:8:19: cluster[0].connect_timeout: must be greater than 0s");
+              "t.toml:8:19: cluster[0].connect_timeout: must be between 1ms and 1m, got \"0s\"");
+}
+
+TEST_CASE("durations past a sane range are errors, not settings that fail every call") {
+  // Accepted before, then every deadline (now + 2^63 ns) overflowed and every call failed.
+  CHECK(error_of(std::string(kMinimal) + "connect_timeout = \"9223372036s\"\n") ==
+        "t.toml:8:19: cluster[0].connect_timeout: duration \"9223372036s\" is out of range "
+        "(at most 7 days)");
+  CHECK(error_of(std::string(kMinimal) + "connect_timeout = \"2m\"\n") ==
+        "t.toml:8:19: cluster[0].connect_timeout: must be between 1ms and 1m, got \"2m\"");
+  CHECK(error_of(with_proxy("idle_timeout = \"169h\"\n")) ==
+        "t.toml:2:16: proxy.idle_timeout: duration \"169h\" is out of range (at most 7 days)");
+  CHECK(error_of(with_proxy("drain_timeout = \"2h\"\n")) ==
+        "t.toml:2:17: proxy.drain_timeout: must be between 0s and 1h, got \"2h\"");
+  CHECK(ringlb::core::config::parse_config(with_proxy("idle_timeout = \"168h\"\n"), "t.toml")
+            .proxy.idle_timeout == std::chrono::hours(168));
+}
+
+TEST_CASE("retry_buffer and memory_limit") {
+  auto c = ringlb::core::config::parse_config(
+      with_proxy("retry_buffer = \"64KiB\"\nmemory_limit = \"1GiB\"\n"), "t.toml");
+  CHECK(c.proxy.retry_buffer == 64 * 1024);
+  CHECK(c.proxy.memory_limit == 1024ull * 1024 * 1024);
+  CHECK(error_of(with_proxy("memory_limit = \"1MiB\"\n")) ==
+        "t.toml:2:16: proxy.memory_limit: must be between 4MiB and 1024GiB, got 1MiB");
 }
 
 TEST_CASE("a bare integer duration asks for a unit") {

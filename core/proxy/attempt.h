@@ -1,0 +1,39 @@
+#pragma once
+// Attempt: one upstream stream serving a call: the endpoint it went to, the connection and
+// stream, how far into the request body it has read, and its per-try timer. A call owns its
+// attempts (a small fixed array: no allocation); an attempt is free when `conn` is null.
+// Owner: the shard of its call.
+#include <cstdint>
+
+#include "core/base/list.h"
+#include "core/io/timer.h"
+
+namespace ringlb::core::proxy {
+
+class Call;
+class UpstreamConn;
+struct EndpointState;
+
+struct Attempt {
+  enum class State : uint8_t {
+    kFree,       // not in use
+    kStarted,    // submitted on `conn`; nothing of it may have reached the backend yet
+    kSent,       // its HEADERS went out: the backend may be processing it
+    kCommitted,  // its response was accepted: the call's answer comes from here
+  };
+
+  Call* call = nullptr;
+  State state = State::kFree;
+  UpstreamConn* conn = nullptr;
+  EndpointState* endpoint = nullptr;
+  int32_t stream_id = 0;
+  uint64_t read_pos = 0;      // absolute position in the call's request body
+  bool peer_reset = false;    // the backend sent RST_STREAM (vs. a reset ringlb made)
+  bool header_overflow = false;  // ringlb reset it: its response headers passed the limit
+  io::Timer per_try;          // armed by a retry policy (none yet)
+  base::ListLink conn_link;   // in UpstreamConn::attempts
+
+  bool active() const { return state != State::kFree; }
+};
+
+}  // namespace ringlb::core::proxy

@@ -1,0 +1,138 @@
+#pragma once
+// Call: one client stream, from its request HEADERS to the last byte of the answer, served by
+// one or more attempts (upstream streams). Owner: one shard; pooled, reset on reuse.
+//
+// The request body goes into a bounded retry buffer, so an attempt that never reached a backend
+// (connect failed, REFUSED_STREAM, above a GOAWAY's last stream id, lost before its HEADERS went
+// out) is replayed on another endpoint, body included, until the call commits to the attempt
+// whose response it accepts. Flow control is coupled end to end per stream: the client may send
+// more only when an attempt has taken its bytes, and the backend only when the client's
+// connection has taken the response; connection-level windows are returned on receipt (see
+// Context::credit), so one stalled stream never stalls the others on its connection.
+//
+// Per-call code talks to the two sides only through their small interfaces (DownstreamConn,
+// UpstreamConn): it never calls nghttp2 itself.
+//
+// Lifetime: referenced by its downstream stream until that closes, and by each active attempt
+// until that attempt's upstream stream lets go; it returns to the pool when all have let go,
+// after its CallRecord went to the end-of-call hook.
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+#include "core/base/list.h"
+#include "core/h2/headers.h"
+#include "core/io/timer.h"
+#include "core/mem/buffer.h"
+#include "core/proxy/attempt.h"
+#include "core/proxy/call_record.h"
+#include "core/proxy/retry_buffer.h"
+#include "proto/grpc.h"
+
+namespace ringlb::core::proxy {
+
+class Context;
+class DownstreamConn;
+struct ClusterState;
+struct EndpointState;
+
+/// How an attempt's upstream stream ended, as far as replay is concerned.
+enum class AttemptEnd : uint8_t {
+  kStream,          // the stream closed (normally or by RST_STREAM `code`)
+  kConnectFailed,   // the connection never came up: nothing reached the backend
+  kConnectionLost,  // the connection died under the stream
+};
+
+class Call final : public io::TimerHandler {
+ public:
+  /// Where the response stands, as the client sees it.
+  enum class Phase : uint8_t {
+    kIdle,        // in the pool
+    kHeaders,     // receiving the request headers
+    kWaiting,     // attempts under way, nothing sent to the client yet
+    kResponding,  // response headers sent; body and trailers follow
+    kAnswered,    // the whole answer is queued for the client
+  };
+  static constexpr size_t kMaxAttempts = 2;  // at once (a hedge will use the second)
+
+  explicit Call(Context& ctx);
+
+  /// Prepares a pooled call for a new client stream `id` on `ds`.
+  void begin(DownstreamConn* ds, int32_t id);
+
+  // Downstream (client) events.
+  bool add_request_header(std::string_view name, std::string_view value, uint8_t flags);
+  void on_request_headers(bool end_stream);
+  void on_request_data(const uint8_t* data, size_t len);
+  void on_request_end();
+  /// The client's stream closed (normally, by RST_STREAM, or with its connection).
+  void on_downstream_closed(uint32_t error_code);
+
+  // Upstream (backend) events, per attempt.
+  void on_attempt_sent(Attempt& a);
+  bool add_response_header(Attempt& a, std::string_view name, std::string_view value,
+                           uint8_t flags, bool trailer);
+  void on_response_headers(Attempt& a, bool end_stream, bool trailer);
+  void on_response_data(Attempt& a, const uint8_t* data, size_t len);
+  void on_response_end(Attempt& a);
+  void on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::string_view why);
+
+  // The sides' data sources. Request: what attempt `a` may send next (<= max); `eof` when that
+  // ends the body. Response likewise for the client.
+  size_t request_ready(const Attempt& a, size_t max, bool* eof) const;
+  void request_send(Attempt& a, mem::ChunkQueue& out, size_t n);
+  size_t response_ready(size_t max, bool* eof) const;
+  void response_send(mem::ChunkQueue& out, size_t n);
+  /// Trailers to send after the last DATA, or nullptr.
+  h2::HeaderBlock* pending_trailers() { return trailers_.empty() ? nullptr : &trailers_; }
+
+  /// Ends the call with a status: trailers-only if nothing was sent yet, else trailers after
+  /// what is buffered (gRPC) or a reset (plain HTTP/2). Resets every attempt.
+  void fail(proto::StatusCode code, std::string_view message);
+
+  void on_timer(io::Timer& t) override;
+
+  Phase phase() const { return phase_; }
+  const CallRecord& record() const { return record_; }
+
+  base::ListLink ds_link;  // in DownstreamConn::calls
+  DownstreamConn* ds = nullptr;
+  int32_t ds_id = 0;
+
+ private:
+  void dispatch();
+  Attempt* free_attempt();
+  void start_attempt(Attempt& a, EndpointState& ep);
+  bool replayable(const Attempt& a, AttemptEnd how, uint32_t code) const;
+  bool has_other_attempt(const Attempt& a) const;
+  void end_attempt(Attempt& a);
+  void reset_attempt(Attempt& a);
+  void reset_attempts(const Attempt* keep);
+  void commit(Attempt& a);
+  void fail_from(Attempt& a, AttemptEnd how, uint32_t code, std::string_view why);
+  void respond_locally(proto::StatusCode code, std::string_view message);
+  void resume_downstream();
+  void resume_attempts();
+  bool has_attempts() const;
+  void maybe_release();
+  uint64_t active_readers_min_pos() const;
+
+  Context& ctx_;
+  Phase phase_ = Phase::kIdle;
+  bool req_end_ = false;            // the client sent END_STREAM
+  bool headers_too_large_ = false;  // the request header list passed the limit
+  ClusterState* cluster_ = nullptr;
+  int64_t deadline_ns_ = 0;         // 0 = none
+  uint64_t req_taken_ = 0;          // body bytes the client's window was given back for
+  std::array<Attempt, kMaxAttempts> attempts_;
+  std::array<uint64_t, CallRecord::kMaxTried> tried_ids_{};  // EndpointState ids, for avoid
+  h2::HeaderBlock req_headers_;     // kept until the call commits, so it can be re-sent
+  h2::HeaderBlock resp_headers_;
+  h2::HeaderBlock trailers_;
+  RetryBuffer req_body_;
+  mem::ChunkQueue resp_body_;
+  io::Timer deadline_;
+  CallRecord record_;
+};
+
+}  // namespace ringlb::core::proxy

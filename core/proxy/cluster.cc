@@ -1,0 +1,121 @@
+#include "core/proxy/cluster.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "core/proxy/upstream.h"
+
+namespace ringlb::core::proxy {
+
+ClusterState::~ClusterState() {
+  // Shard teardown: connections are closed and reclaimed before this runs.
+  for (EndpointState* ep : endpoints) delete ep;
+  for (EndpointState* ep : retiring) delete ep;
+}
+
+void ClusterState::apply(lb::EndpointSetPtr next) {
+  std::unordered_map<std::string, EndpointState*> old;
+  old.reserve(endpoints.size());
+  for (EndpointState* ep : endpoints) old.emplace(ep->key, ep);
+  std::vector<EndpointState*> fresh(next->size());
+  std::vector<uint32_t> counts(next->size());
+  for (size_t i = 0; i < next->size(); ++i) {
+    const lb::Endpoint& e = next->endpoints[i];
+    std::string key = lb::endpoint_key(e);
+    EndpointState* st;
+    if (auto it = old.find(key); it != old.end()) {
+      st = it->second;
+      old.erase(it);
+    } else {
+      // Back from retirement? Reuse it, connections and all.
+      auto r = std::find_if(retiring.begin(), retiring.end(),
+                            [&](EndpointState* x) { return x->key == key; });
+      if (r != retiring.end()) {
+        st = *r;
+        retiring.erase(r);
+      } else {
+        st = new EndpointState;
+        st->key = std::move(key);
+        st->id = next_id != nullptr ? ++*next_id : 0;
+      }
+    }
+    st->endpoint = e;
+    st->index = static_cast<int>(i);
+    fresh[i] = st;
+    counts[i] = st->outstanding;
+  }
+  // Install the new set before retiring anything: retiring can fail calls over to other
+  // endpoints, and those picks must already see the new set.
+  set = std::move(next);
+  endpoints = std::move(fresh);
+  outstanding = std::move(counts);
+  lb::Policy policy =
+      config->lb == config::LbPolicy::kP2c ? lb::Policy::kP2c : lb::Policy::kRoundRobin;
+  picker = lb::make_picker(policy, *set, seed + set->version);
+  for (auto& [key, st] : old) {
+    st->index = -1;
+    retiring.push_back(st);
+    st->conns.for_each([](h2::H2Connection* h) { static_cast<UpstreamConn*>(h)->retire(); });
+  }
+  for (size_t i = 0; i < retiring.size();) {
+    EndpointState* st = retiring[i];
+    if (st->unused()) {
+      retiring.erase(retiring.begin() + static_cast<std::ptrdiff_t>(i));
+      delete st;
+    } else {
+      ++i;
+    }
+  }
+}
+
+EndpointState* ClusterState::pick(std::span<const uint64_t> avoid) {
+  auto avoided = [&](int i) {
+    uint64_t id = endpoints[static_cast<size_t>(i)]->id;
+    return std::find(avoid.begin(), avoid.end(), id) != avoid.end();
+  };
+  int i = picker->pick(outstanding);
+  if (i < 0) return nullptr;
+  // A few more draws away from endpoints this call already tried; then take what we have.
+  for (int tries = 0; tries < 4 && avoided(i) && endpoints.size() > 1; ++tries) {
+    i = picker->pick(outstanding);
+  }
+  return endpoints[static_cast<size_t>(i)];
+}
+
+void ClusterState::call_started(EndpointState& ep) {
+  ++ep.outstanding;
+  if (ep.index >= 0) ++outstanding[static_cast<size_t>(ep.index)];
+}
+
+void ClusterState::call_finished(EndpointState& ep) {
+  --ep.outstanding;
+  if (ep.index >= 0) --outstanding[static_cast<size_t>(ep.index)];
+  else maybe_forget(ep);
+}
+
+void ClusterState::maybe_forget(EndpointState& ep) {
+  if (!ep.unused()) return;
+  auto it = std::find(retiring.begin(), retiring.end(), &ep);
+  if (it != retiring.end()) {
+    retiring.erase(it);
+    delete &ep;
+  }
+}
+
+base::Result<UpstreamConn*> ClusterState::connection_for(Context& ctx, EndpointState& ep) {
+  UpstreamConn* found = nullptr;
+  ep.conns.for_each([&found](h2::H2Connection* h) {
+    auto* c = static_cast<UpstreamConn*>(h);
+    if (found == nullptr && c->accepting() && c->has_room()) found = c;
+  });
+  if (found != nullptr) return found;
+  auto* c = new UpstreamConn(ctx, *this, ep);
+  if (auto started = c->start(); !started) {
+    delete c;
+    return base::Unexpected(started.error());
+  }
+  ep.conns.push_back(c);
+  return c;
+}
+
+}  // namespace ringlb::core::proxy
