@@ -7,8 +7,8 @@ set -euo pipefail
 build_pkgs=(g++ meson ninja-build pkg-config liburing-dev libnghttp2-dev libprotobuf-dev
   protobuf-compiler android-libboringssl-dev libc-ares-dev libtomlplusplus-dev doctest-dev
   libbenchmark-dev)
-test_pkgs=(python3 python3-grpcio python3-protobuf python3-pytest python3-dnslib nghttp2-client
-  iproute2 iptables procps)
+test_pkgs=(python3 python3-grpcio python3-protobuf python3-pytest python3-dnslib python3-h2
+  python3-seccomp nghttp2-client iproute2 iptables procps)
 bench_pkgs=(haproxy nginx-light gnuplot-nox)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")

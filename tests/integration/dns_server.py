@@ -12,6 +12,7 @@ answers at any time; every query is counted and logged.
     dns.set_drop("svc.test.local")                # no reply at all: the client times out
     dns.mode = "SERVFAIL"                         # every name (None: per-name rules)
     dns.delay = 0.3                               # seconds before each reply
+    dns.first_delay = 1.5                         # seconds before the first reply only
     dns.queries("svc.test.local", "A")            # count
     dns.stop(); dns.start()                       # same port
 
@@ -75,6 +76,7 @@ class DnsServer:
         self.zone: dict[str, _NameRule] = {}
         self.mode: str | None = None   # "drop" / "NXDOMAIN" / "SERVFAIL" / "REFUSED" for every name
         self.delay = 0.0               # seconds before each reply
+        self.first_delay = 0.0         # seconds before the reply to the first query (then delay)
         self.total = 0
         self.counts: collections.Counter = collections.Counter()   # (name, type name) -> queries
         self.log: collections.deque = collections.deque(maxlen=50_000)  # (t, name, type, what)
@@ -307,7 +309,7 @@ class DnsServer:
                 self.tcp_queries += 1
             what, reply = self._answer(req, qname, q.qtype)
             self.log.append((time.monotonic(), qname, tname, what))
-            delay = self.delay
+            delay = self.first_delay if self.total == 1 and self.first_delay > 0 else self.delay
         if reply is None:
             return
         out = reply.pack()

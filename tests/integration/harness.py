@@ -410,8 +410,14 @@ class Ringlb:
 
     direct = False
 
-    def __init__(self, config: dict, io_backend: str, workdir: Path, name: str = "ringlb"):
+    def __init__(self, config: dict, io_backend: str, workdir: Path, name: str = "ringlb",
+                 launcher: list[str] | None = None, expect_io: str | None = None,
+                 wait_ready: bool = True):
+        """launcher: argv placed before the binary (a wrapper that execs it, so pid stays
+        ringlb's). expect_io: the `io backend:` name to insist on (default: io_backend).
+        wait_ready=False returns at once; call wait_listening() / wait_ready() yourself."""
         self.bin = require_binary()
+        self.expect_io = expect_io or io_backend
         self.io_backend = io_backend
         self.config = config
         self.config_path = workdir / f"{name}.toml"
@@ -421,12 +427,14 @@ class Ringlb:
         self.returncode: int | None = None
         self.killed = False
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
-            self.proc = subprocess.Popen([str(self.bin), "--config", str(self.config_path)],
+            self.proc = subprocess.Popen([*(launcher or []), str(self.bin), "--config",
+                                          str(self.config_path)],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                          start_new_session=True)
         self.pid = self.proc.pid
         self.addresses: list[tuple[str, int]] = []
-        self._wait_ready()
+        if wait_ready:
+            self._wait_ready()
 
     # -- logs
     def stderr_text(self) -> str:
@@ -448,6 +456,24 @@ class Ringlb:
         pytest.fail(f"{msg}\n--- ringlb stderr ({self.stderr_path}) ---\n{self.stderr_text()[-4000:]}",
                     pytrace=False)
 
+    def wait_listening(self, timeout: float = READY_TIMEOUT) -> int:
+        """Waits for the first `listening on HOST:PORT` line (ready: or not); returns the port."""
+        end = time.monotonic() + timeout
+        while True:
+            m = LISTEN_RE.search(self.log_text())
+            if m:
+                return int(m.group(2))
+            if self.proc.poll() is not None:
+                self.returncode = self.proc.returncode
+                self._fail(f"ringlb exited with {self.proc.returncode} before `listening on`")
+            if time.monotonic() > end:
+                self.kill()
+                self._fail(f"ringlb printed no `listening on HOST:PORT` within {timeout}s")
+            time.sleep(0.005)
+
+    def wait_ready(self):
+        self._wait_ready()
+
     def _wait_ready(self):
         end = time.monotonic() + READY_TIMEOUT
         while True:
@@ -468,8 +494,9 @@ class Ringlb:
         io = IO_RE.search(text)
         if not io:
             self._fail("ringlb printed no `io backend: NAME` line before ready:")
-        if io.group(1) != self.io_backend:
-            self._fail(f"asked for io_backend = {self.io_backend!r}, ringlb says "
+        if io.group(1) != self.expect_io:
+            self._fail(f"asked for io_backend = {self.io_backend!r} (expecting "
+                       f"{self.expect_io!r}), ringlb says "
                        f"`io backend: {io.group(1)}`")
 
     # -- addresses
