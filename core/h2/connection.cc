@@ -9,7 +9,7 @@
 
 namespace ringlb::core::h2 {
 
-H2Connection::H2Connection(Host& host) : host_(host), out_(&host.chunks()) {
+H2Connection::H2Connection(Host& host) : host_(host), plain_(&host.chunks()) {
   recv_op_.handler = send_op_.handler = connect_op_.handler = this;
   recv_op_.tag = kRecv;
   send_op_.tag = kSend;
@@ -50,12 +50,8 @@ void H2Connection::on_recv(const io::Completion& c) {
     close(c.res == 0 ? "peer closed the connection" : strerror(-c.res));
     return;
   }
-  ssize_t r = nghttp2_session_mem_recv(session_, c.data, static_cast<size_t>(c.res));
-  if (r < 0) {
-    // Fatal for this connection only (bad preface, flood, callback failure). Protocol errors
-    // that nghttp2 answers with GOAWAY return >= 0 and end through want_read() in flush().
-    LOG_DEBUG("shard %u: closing connection: %s", host_.index(), nghttp2_strerror(int(r)));
-    close(nghttp2_strerror(static_cast<int>(r)));
+  if (auto r = transport_->on_recv(c.data, static_cast<size_t>(c.res), *this); !r) {
+    close(r.error().message.c_str());
     return;
   }
   if (state_ != State::kOpen) return;
@@ -64,10 +60,24 @@ void H2Connection::on_recv(const io::Completion& c) {
   mark_dirty();
 }
 
+bool H2Connection::on_plaintext(const uint8_t* data, size_t n) {
+  if (state_ != State::kOpen) return false;
+  ssize_t r = nghttp2_session_mem_recv(session_, data, n);
+  if (r < 0) {
+    // Fatal for this connection only (bad preface, flood, callback failure). Protocol errors
+    // that nghttp2 answers with GOAWAY return >= 0 and end through want_read() in flush().
+    LOG_DEBUG("host %u: closing connection: %s", host_.index(), nghttp2_strerror(int(r)));
+    close(nghttp2_strerror(static_cast<int>(r)));
+    return false;
+  }
+  return state_ == State::kOpen;
+}
+
 void H2Connection::flush() {
   dirty = false;
   if (state_ != State::kOpen) return;
-  while (out_.size() < kHighWater) {
+  mem::ChunkQueue& plain = transport_->plain_out();
+  while (plain.size() < kHighWater) {
     const uint8_t* data = nullptr;
     ssize_t n = nghttp2_session_mem_send(session_, &data);
     if (n < 0) {
@@ -75,34 +85,41 @@ void H2Connection::flush() {
       return;
     }
     if (n == 0) break;
-    out_.append(data, static_cast<size_t>(n));
+    plain.append(data, static_cast<size_t>(n));
   }
   if (state_ != State::kOpen) return;  // a data source callback may have closed us
-  if (!send_op_.active && !out_.empty()) {
+  if (auto sealed = transport_->seal(); !sealed) {
+    close(sealed.error().message.c_str());
+    return;
+  }
+  mem::ChunkQueue& wire = transport_->wire_out();
+  if (!send_op_.active && !wire.empty()) {
     send_op_.iov = iov_;
-    send_op_.iovcnt = out_.peek_iovecs(iov_, kMaxIov);
+    send_op_.iovcnt = wire.peek_iovecs(iov_, kMaxIov);
     host_.reactor().send(fd_, send_op_);
     return;
   }
-  if (!send_op_.active && out_.empty() && nghttp2_session_want_read(session_) == 0 &&
+  if (!send_op_.active && wire.empty() && plain.empty() &&
+      nghttp2_session_want_read(session_) == 0 &&
       nghttp2_session_want_write(session_) == 0) {
     close("session finished");
   }
 }
 
 void H2Connection::begin_data_frame(const nghttp2_frame& frame, const uint8_t* framehd) {
-  out_.append(framehd, 9);
+  mem::ChunkQueue& out = transport_->plain_out();
+  out.append(framehd, 9);
   size_t padlen = frame.data.padlen;  // 0 unless a padding callback is set (we set none)
   if (padlen > 0) {
     auto pad_length = static_cast<uint8_t>(padlen - 1);
-    out_.append(&pad_length, 1);
+    out.append(&pad_length, 1);
   }
 }
 
 void H2Connection::end_data_frame(const nghttp2_frame& frame) {
   static constexpr uint8_t kZeros[256] = {};
   size_t padlen = frame.data.padlen;
-  if (padlen > 1) out_.append(kZeros, padlen - 1);
+  if (padlen > 1) transport_->plain_out().append(kZeros, padlen - 1);
 }
 
 void H2Connection::credit_connection(size_t n) {
@@ -130,8 +147,8 @@ void H2Connection::on_sent(const io::Completion& c) {
     close(strerror(-c.res));
     return;
   }
-  out_.consume(static_cast<size_t>(c.res));
-  mark_dirty();  // the rest of out_, or more frames, or the end-of-session check
+  transport_->wire_out().consume(static_cast<size_t>(c.res));
+  mark_dirty();  // the rest of the output, or more frames, or the end-of-session check
 }
 
 void H2Connection::close(const char* why) {
@@ -158,7 +175,7 @@ void H2Connection::maybe_release() {
   state_ = State::kClosed;
   if (fd_ >= 0) host_.reactor().close(fd_);
   fd_ = -1;
-  out_.clear();
+  transport_->clear();
   on_released();
 }
 

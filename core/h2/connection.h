@@ -3,10 +3,11 @@
 // send ops, the nghttp2 session and the output queue. Owner: the thread of its Host (a shard,
 // or the control thread).
 //
-// Output: nghttp2 frames are pulled into `out_` in the shard's flush phase (once per loop turn)
-// and go out as one gathered send; while a send is in flight new frames queue behind it. We stop
+// Bytes pass through a Transport (plain today, TLS later) both ways. Output: nghttp2 frames are
+// pulled into the transport's plaintext queue in the host's flush phase (once per loop turn) and
+// go out as one gathered send; while a send is in flight new frames queue behind it. We stop
 // pulling at a high-water mark, so a slow peer leaves data in the per-stream buffers, where
-// HTTP/2 flow control bounds it, instead of in `out_`.
+// HTTP/2 flow control bounds it, instead of in the output queue.
 #include <nghttp2/nghttp2.h>
 
 #include <cstdint>
@@ -14,12 +15,13 @@
 #include "core/mem/buffer.h"
 #include "core/base/list.h"
 #include "core/io/reactor.h"
+#include "core/h2/transport.h"
 
 namespace ringlb::core::h2 {
 
 class Host;
 
-class H2Connection : public io::IoHandler {
+class H2Connection : public io::IoHandler, private TransportSink {
  public:
   enum class State : uint8_t { kConnecting, kOpen, kClosing, kClosed };
 
@@ -43,7 +45,7 @@ class H2Connection : public io::IoHandler {
   template <typename Payload>
   void append_data_frame(const nghttp2_frame& frame, const uint8_t* framehd, Payload&& payload) {
     begin_data_frame(frame, framehd);
-    payload(out_);
+    payload(transport_->plain_out());
     end_data_frame(frame);
   }
 
@@ -91,12 +93,14 @@ class H2Connection : public io::IoHandler {
   void on_recv(const io::Completion& c);
   void on_sent(const io::Completion& c);
   void maybe_release();
+  bool on_plaintext(const uint8_t* data, size_t n) override;
   void begin_data_frame(const nghttp2_frame& frame, const uint8_t* framehd);
   void end_data_frame(const nghttp2_frame& frame);
 
   static constexpr int kMaxIov = 64;
   static constexpr size_t kHighWater = 256 * 1024;
-  mem::ChunkQueue out_;
+  PlainTransport plain_;
+  Transport* transport_ = &plain_;  // a TLS transport replaces it before start_io()
   iovec iov_[kMaxIov];
   bool released_ = false;
   size_t withheld_ = 0;  // connection-level credit held back while the host is over its limit
