@@ -131,7 +131,7 @@ def test_stalled_server_streams_do_not_block_unary(backends, ringlb, record_prop
         assert started, (f"only {sum(b.stream_state.get(i) == 'running' for i in ids)} of "
                          f"{STALLED} server streams started at the backend, "
                          f"{sum(s.headers is not None for s in streams)} answered the client")
-        sent = _stable(lambda: sum(b.stream_sent.get(i, 0) for i in ids), 0.5, STALL_TIMEOUT)
+        sent = _stable(lambda: sum(b.stream_sent.get(i, 0) for i in ids), 1.0, STALL_TIMEOUT)
         assert sent is not None, "the backend kept streaming: the streams never stalled"
         stalled_kib = rl.rss_kib()
 
@@ -155,6 +155,15 @@ def test_stalled_server_streams_do_not_block_unary(backends, ringlb, record_prop
     finally:
         client.close()
     assert stub.unary(b"after", timeout=5) == b"after"
+    _released(record_property, rl)
+
+
+def _released(record_property, rl):
+    """VmRSS once the stalled streams are gone, for information."""
+    time.sleep(0.5)
+    kib = rl.rss_kib()
+    print(f"ringlb VmRSS {kib} KiB after the stalled streams were cancelled")
+    record_property("ringlb_vmrss_kib_released", kib)
 
 
 def test_unread_request_bodies_do_not_block_unary(backends, ringlb, record_property):
@@ -205,3 +214,4 @@ def test_unread_request_bodies_do_not_block_unary(backends, ringlb, record_prope
             # the connection still works once the stalled streams are gone
             status, msgs, err = client.unary("/test.Echo/Unary", b"after", 5.0)
             assert (status, msgs, err) == (0, [b"after"], "")
+            _released(record_property, rl)
