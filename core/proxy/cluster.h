@@ -38,6 +38,14 @@ struct EndpointState {
   bool unused() const { return index < 0 && outstanding == 0 && closing == 0 && conns.empty(); }
 };
 
+/// What a shard saw happen to an upstream connection (Context::on_upstream_event).
+enum class UpstreamEvent : uint8_t {
+  kConnectFailed,   // it never came up (refused, timed out, unreachable)
+  kConnectionLost,  // it died while in use, not closed by us or after a GOAWAY
+  kGoaway,          // the backend said GOAWAY
+};
+
+/// A shard's view of one cluster. Owner: shard.
 struct ClusterState {
   const config::ClusterConfig* config = nullptr;
   size_t index = 0;

@@ -34,6 +34,12 @@ class Context : public h2::Host {
   /// The end-of-call hook: once per call, when its client stream and every attempt have let
   /// go. Metrics and the access log hang here. The record is valid during the call only.
   virtual void on_call_end(const CallRecord& record) { (void)record; }
+  /// Something happened to an upstream connection. The shard has already acted locally (calls
+  /// replayed or failed); this is for telling the control thread.
+  virtual void on_upstream_event(UpstreamEvent e, const ClusterState& cluster,
+                                 const EndpointState& ep, std::string_view detail) {
+    (void)e, (void)cluster, (void)ep, (void)detail;
+  }
 
   const config::Config& config() const { return *config_; }
   const Router& router(size_t listener) const { return routers_[listener]; }

@@ -160,6 +160,11 @@ void UpstreamConn::on_timer(io::Timer&) {
 void UpstreamConn::on_close(const char* why) {
   LOG_DEBUG("shard %u: upstream %s closed: %s", ctx_.index(), name().c_str(), why);
   ctx_.timers().cancel(connect_timer_);
+  if (!goaway_ && !ctx_.draining()) {  // not retired, not after a GOAWAY, not shutting down
+    ctx_.on_upstream_event(
+        ever_connected_ ? UpstreamEvent::kConnectionLost : UpstreamEvent::kConnectFailed,
+        cluster_, endpoint_, why);
+  }
   goaway_ = true;
   endpoint_.conns.remove(this);
   ++endpoint_.closing;
@@ -222,6 +227,12 @@ int UpstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* 
     case NGHTTP2_GOAWAY:
       // No new streams here. nghttp2 closes the ones above the last stream id with
       // REFUSED_STREAM: the backend never saw them, so their calls are replayed elsewhere.
+      if (!c->goaway_) {
+        c->ctx_.on_upstream_event(UpstreamEvent::kGoaway, c->cluster_, c->endpoint_,
+                                  f->goaway.error_code == NGHTTP2_NO_ERROR
+                                      ? "GOAWAY (no error)"
+                                      : nghttp2_http2_strerror(f->goaway.error_code));
+      }
       c->goaway_ = true;
       break;
     default: break;

@@ -196,6 +196,22 @@ void Shard::begin_drain() {
   if (downstream_count() == 0) stop_ = true;
 }
 
+void Shard::on_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterState& cluster,
+                              const proxy::EndpointState& ep, std::string_view detail) {
+  if (setup_.reports == nullptr) return;
+  auto* r = new ShardReport;
+  switch (e) {
+    case proxy::UpstreamEvent::kConnectFailed: r->kind = ShardReport::Kind::kConnectFailed; break;
+    case proxy::UpstreamEvent::kConnectionLost: r->kind = ShardReport::Kind::kConnectionLost; break;
+    case proxy::UpstreamEvent::kGoaway: r->kind = ShardReport::Kind::kGoaway; break;
+  }
+  r->shard = setup_.index;
+  r->cluster = cluster.index;
+  r->endpoint = ep.endpoint.name;
+  r->detail.assign(detail);
+  setup_.reports->post(r);
+}
+
 void Shard::on_timer(io::Timer& t) {
   if (t.tag == kAcceptRetry) {
     for (size_t i = 0; i < accept_ops_.size(); ++i) {

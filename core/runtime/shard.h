@@ -13,6 +13,7 @@
 #include "core/io/reactor.h"
 #include "core/io/timer.h"
 #include "core/proxy/context.h"
+#include "core/runtime/reports.h"
 #include "lb/endpoint.h"
 
 namespace ringlb::core::runtime {
@@ -37,6 +38,7 @@ struct ShardSetup {
   io::IoBackend backend = io::IoBackend::kEpoll;
   std::vector<int> listen_fds;                    // one per listener, this shard's own socket
   std::vector<lb::EndpointSetPtr> endpoint_sets;  // one per cluster
+  ReportQueue* reports = nullptr;                 // to the control thread; may be null (tests)
 };
 
 class Shard final : public proxy::Context, public io::IoHandler, public io::TimerHandler {
@@ -72,6 +74,8 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
 
   void on_complete(io::Op& op, const io::Completion& c) override;
   void on_timer(io::Timer& t) override;
+  void on_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterState& cluster,
+                         const proxy::EndpointState& ep, std::string_view detail) override;
 
  private:
   void post(ShardMessage* m);

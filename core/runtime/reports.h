@@ -1,0 +1,48 @@
+#pragma once
+// Shard-to-control reports: what a shard saw happen to an upstream (connect failed, connection
+// lost, GOAWAY). Shards act on what they see at once and locally; they also tell the control
+// thread, which decides what every shard should see next (health, ejection: later issues) and
+// shows it to operators. Owner: the queue is shared: post() from any shard thread, take_all()
+// and the eventfd from the control thread only.
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ringlb::core::runtime {
+
+struct ShardReport {
+  enum class Kind : uint8_t { kConnectFailed, kConnectionLost, kGoaway };
+  ShardReport* next = nullptr;
+  Kind kind = Kind::kConnectFailed;
+  unsigned shard = 0;
+  size_t cluster = 0;
+  std::string endpoint;  // "ip:port"
+  std::string detail;    // why, in words
+};
+
+const char* report_kind_name(ShardReport::Kind k);
+
+/// A lock-free multi-producer queue (a Treiber stack handed over whole) plus an eventfd that
+/// wakes the control thread. Reports come out in the order each shard posted them.
+class ReportQueue {
+ public:
+  ReportQueue();
+  ~ReportQueue();
+  ReportQueue(const ReportQueue&) = delete;
+  ReportQueue& operator=(const ReportQueue&) = delete;
+
+  /// Any thread. Takes ownership of `r`. Never blocks (one eventfd write).
+  void post(ShardReport* r);
+  /// Control thread: every report posted so far, oldest first. Clears the eventfd.
+  std::vector<ShardReport*> take_all();
+  /// For the control thread's reactor (poll_in). -1 if the eventfd could not be made.
+  int fd() const { return fd_; }
+
+ private:
+  std::atomic<ShardReport*> head_{nullptr};
+  int fd_ = -1;
+};
+
+}  // namespace ringlb::core::runtime
