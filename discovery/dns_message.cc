@@ -403,7 +403,6 @@ Resolved endpoints_from_answer(const DnsAnswer& answer, RecordType type, uint16_
   }
 
   std::unordered_set<std::string> seen_srv;  // identical SRV records count once
-  std::unordered_set<std::string> seen_unresolved;
   for (const DnsRecord* s : srvs) {
     if (s->priority != lowest) continue;
     const std::string target = fold_name(s->target);
@@ -415,10 +414,9 @@ Resolved endpoints_from_answer(const DnsAnswer& answer, RecordType type, uint16_
     const uint32_t weight = s->weight == 0 ? 1 : s->weight;
     auto it = addrs.find(target);
     if (it == addrs.end()) {
-      std::string un_key = target + '\0' + std::to_string(s->port);
-      if (seen_unresolved.insert(un_key).second) {
-        out.unresolved_srv.emplace_back(std::string(strip_root_dot(s->target)), s->port);
-      }
+      // Distinct records only (seen_srv), so two records of one target and port with different
+      // weights both count, as they do when the addresses came with the answer.
+      out.unresolved_srv.push_back({std::string(strip_root_dot(s->target)), s->port, weight});
       continue;
     }
     std::unordered_set<std::string> this_srv;  // a repeated address under one target counts once

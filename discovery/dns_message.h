@@ -48,11 +48,22 @@ struct DnsAnswer {
 /// counted by the header are ignored.
 std::optional<DnsAnswer> parse_dns_response(std::span<const uint8_t> msg, std::string& error);
 
+/// One SRV record whose target had no address in the message: the caller looks the target up
+/// (A and AAAA) and gives each address this port and weight.
+struct SrvTarget {
+  std::string name;  // presentation form, no trailing dot
+  uint16_t port = 0;
+  uint32_t weight = 1;  // SRV weight, 0 already read as 1
+
+  bool operator==(const SrvTarget&) const = default;
+};
+
 struct Resolved {
   std::vector<lb::Endpoint> endpoints;  // addr/addr_len/weight/name ("ip:port", IPv6 [ip]:port)
   uint32_t ttl = 0;                     // minimum TTL over the records used; 0 if none
-  // SRV targets (name, port) with no address in the message; the caller resolves them itself.
-  std::vector<std::pair<std::string, uint16_t>> unresolved_srv;
+  // SRV records (lowest priority, each distinct record once) whose target has no address in the
+  // message; the caller resolves them itself (SrvLookup).
+  std::vector<SrvTarget> unresolved_srv;
 };
 
 /// A/AAAA: each address of that type in the answer section with `port`, weight 1. The owner name

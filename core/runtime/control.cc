@@ -4,18 +4,16 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 
 #include "core/base/log.h"
 #include "core/runtime/shard.h"
-#include "discovery/dns_message.h"
+#include "discovery/followed_name.h"
+#include "discovery/srv_lookup.h"
 
 namespace ringlb::core::runtime {
 
-using discovery::QueryOutcome;
 using discovery::RecordType;
 
 namespace {
@@ -30,29 +28,13 @@ RecordType record_type(config::DnsRecord r) {
   }
 }
 
-const char* record_name(config::DnsRecord r) {
-  switch (r) {
-    case config::DnsRecord::kAAAA: return "AAAA";
-    case config::DnsRecord::kSRV: return "SRV";
-    default: return "A";
-  }
-}
-
-// Route 53 answers at most 8 records, picked at random per answer. With M members a member is
-// missing from one answer with probability 1 - 8/M, so holding it for h intervals wrongly
-// drops about 8 (1 - 8/M)^(h+1) members per refresh. Size h so that stays under 1/100.
-int64_t capped_answer_hold(int64_t interval_ns, size_t members) {
-  if (members <= 8) return 3 * interval_ns;
-  double miss = 1.0 - 8.0 / static_cast<double>(members);
-  double h = std::ceil(std::log(0.01 / 8.0) / std::log(miss)) - 1.0;
-  h = std::clamp(h, 3.0, 100.0);
-  return static_cast<int64_t>(h) * interval_ns;
-}
-
-std::string seconds_text(int64_t ns) {
-  char b[32];
-  snprintf(b, sizeof b, "%.3gs", static_cast<double>(ns) / 1e9);
-  return b;
+discovery::RefreshPolicy refresh_policy(const config::DnsConfig& dns) {
+  discovery::RefreshPolicy p;
+  p.min_refresh_ns = dns.min_refresh.count();
+  p.max_refresh_ns = dns.max_refresh.count();
+  p.stale_after_ns = dns.stale_after.count();
+  p.hold_ns = dns.hold.count() < 0 ? -1 : dns.hold.count();
+  return p;
 }
 
 }  // namespace
@@ -64,33 +46,24 @@ sigset_t control_signals() {
   return sigs;
 }
 
-/// One DNS-followed cluster. Owner: the control thread.
+/// One DNS-followed cluster: the membership policy (discovery::FollowedName) plus the I/O state
+/// the controller keeps for it. Owner: the control thread.
 struct Controller::DnsCluster final : io::TimerHandler {
-  DnsCluster(Controller& o, size_t i, const config::ClusterConfig& c, discovery::RefreshPolicy p,
-             uint64_t seed)
-      : owner(o), index(i), config(&c), schedule(p, seed) {
+  DnsCluster(Controller& o, size_t i, const config::ClusterConfig& c, uint64_t seed)
+      : owner(o),
+        index(i),
+        config(&c),
+        follow(c.dns.name, record_type(c.dns.record), refresh_policy(c.dns), seed) {
     timer.handler = this;
   }
   void on_timer(io::Timer&) override { owner.query(*this); }
   Controller& owner;
   size_t index;
   const config::ClusterConfig* config;
-  discovery::Membership members;
-  discovery::RefreshSchedule schedule;
+  discovery::FollowedName follow;
+  discovery::SrvLookup srv;  // SRV follow-up lookups for targets the answer gave no address for
   io::Timer timer;
-  uint64_t version = 1;
-  bool in_flight = false;
-  bool answered = false;  // a first outcome is in
-  std::string published_note;
-  bool published = false;
-  // SRV follow-up lookups for targets the answer gave no address for.
-  int srv_pending = 0;
-  std::vector<lb::Endpoint> srv_found;
-  uint32_t srv_ttl = 0;
-  // For the admin surface.
-  std::string last_result = "no answer yet";
-  int64_t last_refresh_ns = 0;
-  int64_t empty_since_ns = 0;
+  bool in_flight = false;  // a refresh (the query, then any SRV target lookups) is out
 };
 
 /// A c-ares socket as the reactor watches it. Lives until its ops have completed, even after
@@ -134,12 +107,7 @@ bool Controller::start(std::string& error) {
   for (size_t i = 0; i < config_.clusters.size(); ++i) {
     const config::ClusterConfig& c = config_.clusters[i];
     if (!c.uses_dns()) continue;
-    discovery::RefreshPolicy p;
-    p.min_refresh_ns = c.dns.min_refresh.count();
-    p.max_refresh_ns = c.dns.max_refresh.count();
-    p.stale_after_ns = c.dns.stale_after.count();
-    p.hold_ns = c.dns.hold.count() < 0 ? -1 : c.dns.hold.count();
-    dns_.push_back(std::make_unique<DnsCluster>(*this, i, c, p, seed + i));
+    dns_.push_back(std::make_unique<DnsCluster>(*this, i, c, seed + i));
   }
   if (dns_.empty()) return true;
   std::vector<std::string> servers;
@@ -163,7 +131,7 @@ void Controller::await_first_answers(int64_t max_wait_ns) {
   int64_t deadline = base::mono_now_ns() + max_wait_ns;
   for (;;) {
     bool all = true;
-    for (auto& d : dns_) all &= d->answered;
+    for (auto& d : dns_) all &= d->follow.answered();
     int64_t left = deadline - base::mono_now_ns();
     if (all || left <= 0 || draining_) return;
     turn(left);
@@ -272,8 +240,6 @@ void Controller::on_timer(io::Timer& t) {
 void Controller::query(DnsCluster& c) {
   if (c.in_flight) return;
   c.in_flight = true;
-  c.srv_pending = 0;
-  c.srv_found.clear();
   DnsCluster* cp = &c;
   resolver_->query(c.config->dns.name, static_cast<uint16_t>(record_type(c.config->dns.record)),
                    [this, cp](int status, std::span<const uint8_t> msg) {
@@ -283,146 +249,55 @@ void Controller::query(DnsCluster& c) {
 }
 
 void Controller::on_answer(DnsCluster& c, int status, std::span<const uint8_t> message) {
-  if (status == ARES_EDESTRUCTION) return;
+  if (status == ARES_EDESTRUCTION) return;  // the controller is going away
   const config::DnsConfig& dns = c.config->dns;
-  if (status == ARES_ENOTFOUND || status == ARES_ENODATA) {
-    record(c, QueryOutcome::kEmpty, 0, {}, status == ARES_ENOTFOUND ? "NXDOMAIN" : "no records");
+  discovery::LookupResult r =
+      discovery::interpret_answer(status, message, record_type(dns.record), dns.port);
+  if (r.unresolved.empty()) {
+    finish(c, r);
     return;
   }
-  if (status != ARES_SUCCESS) {
-    record(c, QueryOutcome::kFailure, 0, {}, ares_strerror(status));
-    return;
+  // SRV targets without addresses in the answer: look each up (A and AAAA); the refresh
+  // finishes when all are in.
+  DnsCluster* cp = &c;
+  for (discovery::SrvLookup::Query& q : c.srv.begin(std::move(r.endpoints), r.ttl, r.unresolved)) {
+    resolver_->query(
+        q.name, static_cast<uint16_t>(q.type),
+        [this, cp, round = q.round, index = q.index](int st, std::span<const uint8_t> msg) {
+          on_srv_target(*cp, round, index, st, msg);
+        });
   }
-  std::string error;
-  std::optional<discovery::DnsAnswer> answer = discovery::parse_dns_response(message, error);
-  if (!answer) {
-    record(c, QueryOutcome::kFailure, 0, {}, "malformed answer: " + error);
-    return;
-  }
-  discovery::Resolved r = discovery::endpoints_from_answer(*answer, record_type(dns.record),
-                                                           dns.port);
-  if (dns.record == config::DnsRecord::kSRV && !r.unresolved_srv.empty()) {
-    // Targets without addresses in the answer: look each up (A) and finish when all are in.
-    c.srv_found = std::move(r.endpoints);
-    c.srv_ttl = r.ttl;
-    c.srv_pending = static_cast<int>(r.unresolved_srv.size());
-    DnsCluster* cp = &c;
-    for (auto& [target, port] : r.unresolved_srv) {
-      uint16_t p = port;
-      resolver_->query(target, static_cast<uint16_t>(RecordType::kA),
-                       [this, cp, p](int st, std::span<const uint8_t> msg) {
-                         on_srv_target(*cp, st, msg, p);
-                       });
-    }
-    rearm_resolver_timer();
-    return;
-  }
-  if (r.endpoints.empty()) {
-    record(c, QueryOutcome::kEmpty, r.ttl, {}, "no usable records");
-    return;
-  }
-  record(c, QueryOutcome::kOk, r.ttl, r.endpoints, "");
+  rearm_resolver_timer();
 }
 
-void Controller::on_srv_target(DnsCluster& c, int status, std::span<const uint8_t> message,
-                               uint16_t port) {
+void Controller::on_srv_target(DnsCluster& c, uint64_t round, size_t index, int status,
+                               std::span<const uint8_t> message) {
   if (status == ARES_EDESTRUCTION) return;
-  if (status == ARES_SUCCESS) {
-    std::string error;
-    if (auto answer = discovery::parse_dns_response(message, error)) {
-      discovery::Resolved r = discovery::endpoints_from_answer(*answer, RecordType::kA, port);
-      for (lb::Endpoint& e : r.endpoints) c.srv_found.push_back(std::move(e));
-      if (r.ttl < c.srv_ttl) c.srv_ttl = r.ttl;
-    }
-  }
-  if (--c.srv_pending > 0) return;
-  if (c.srv_found.empty()) {
-    record(c, QueryOutcome::kEmpty, c.srv_ttl, {}, "SRV targets have no addresses");
-  } else {
-    std::vector<lb::Endpoint> found = std::move(c.srv_found);
-    record(c, QueryOutcome::kOk, c.srv_ttl, found, "");
-  }
+  if (c.srv.on_result(round, index, status, message)) finish(c, c.srv.result());
 }
 
-int64_t Controller::hold_for(const DnsCluster& c, size_t answer_size) const {
-  if (c.config->dns.hold.count() >= 0) return c.config->dns.hold.count();  // configured
-  int64_t hold = c.schedule.hold_ns();
-  if (answer_size >= 8) {  // the answer may be capped: expect members to come and go
-    size_t members = std::max(c.members.members().size(), answer_size);
-    hold = std::max(hold, capped_answer_hold(c.schedule.good_interval_ns(), members));
-  }
-  return hold;
-}
-
-void Controller::record(DnsCluster& c, QueryOutcome outcome, uint32_t ttl,
-                        const std::vector<lb::Endpoint>& endpoints, const std::string& detail) {
+void Controller::finish(DnsCluster& c, const discovery::LookupResult& result) {
   c.in_flight = false;
   const int64_t now = base::mono_now_ns();
-  const config::DnsConfig& dns = c.config->dns;
-  int64_t delay = c.schedule.record(outcome, ttl, now);
-  c.last_refresh_ns = now;
-  bool changed = false;
-  std::string note;
-  switch (outcome) {
-    case QueryOutcome::kOk:
-      c.empty_since_ns = 0;
-      c.last_result = "ok: " + std::to_string(endpoints.size()) + " records, ttl " +
-                      std::to_string(ttl) + "s";
-      changed = c.members.merge(endpoints, now, hold_for(c, endpoints.size()));
-      break;
-    case QueryOutcome::kEmpty:
-      if (c.empty_since_ns == 0) c.empty_since_ns = now;
-      c.last_result = detail;
-      note = "DNS name " + dns.name + ": " + detail;
-      if (c.schedule.stale(now)) {
-        note += " for " + seconds_text(now - c.empty_since_ns) + " (past stale_after)";
-        changed = c.members.clear();
-      }
-      break;
-    case QueryOutcome::kFailure:
-      c.last_result = detail;
-      note = "DNS name " + dns.name + ": " + detail;
-      break;
+  discovery::FollowedName::Step step = c.follow.record(result, now);
+  if (step.log == discovery::FollowedName::Log::kInfo) {
+    LOG_INFO("cluster %s: %s", c.config->name.c_str(), step.log_text.c_str());
+  } else if (step.log == discovery::FollowedName::Log::kWarn) {
+    LOG_WARN("cluster %s: %s", c.config->name.c_str(), step.log_text.c_str());
   }
-  if (c.schedule.state_changed()) {
-    if (outcome == QueryOutcome::kOk) {
-      LOG_INFO("cluster %s: DNS %s %s: %s; %zu members", c.config->name.c_str(),
-               dns.name.c_str(), record_name(dns.record), c.last_result.c_str(),
-               c.members.members().size());
-    } else {
-      LOG_WARN("cluster %s: DNS %s %s: %s; keeping %zu members, retry in %s",
-               c.config->name.c_str(), dns.name.c_str(), record_name(dns.record),
-               detail.c_str(), c.members.members().size(), seconds_text(delay).c_str());
-    }
+  if (step.publish) {
+    LOG_INFO("cluster %s: publishing %zu endpoints (version %llu)", c.config->name.c_str(),
+             step.publish->size(), static_cast<unsigned long long>(step.publish->version));
+    for (Shard* s : shards_) s->post_endpoints(c.index, step.publish);
   }
-  // Readiness waits for a real answer (records or NXDOMAIN); failures keep the bounded wait.
-  if (outcome != QueryOutcome::kFailure) c.answered = true;
-  // Shards need a new snapshot when members change, or when the set is empty and the reason
-  // clients will read has changed.
-  if (c.members.members().empty() && note.empty()) note = "DNS name " + dns.name + ": no members";
-  if (changed || !c.published || (c.members.members().empty() && note != c.published_note)) {
-    publish(c, c.members.members().empty() ? note : std::string());
-  }
-  timers_.arm(c.timer, now + delay);
-}
-
-void Controller::publish(DnsCluster& c, const std::string& note) {
-  lb::EndpointSetPtr snap = c.members.snapshot(++c.version);
-  auto set = std::make_shared<lb::EndpointSet>(*snap);
-  set->note = note;
-  c.published = true;
-  c.published_note = note;
-  LOG_INFO("cluster %s: publishing %zu endpoints (version %llu)", c.config->name.c_str(),
-           set->size(), static_cast<unsigned long long>(set->version));
-  lb::EndpointSetPtr shared = std::move(set);
-  for (Shard* s : shards_) s->post_endpoints(c.index, shared);
+  timers_.arm(c.timer, now + step.next_query_in_ns);
 }
 
 std::vector<Controller::DnsStatus> Controller::dns_status() const {
   std::vector<DnsStatus> out;
   for (const auto& d : dns_) {
-    out.push_back({d->config->name, d->config->dns.name, d->members.members().size(),
-                   d->last_result, d->last_refresh_ns});
+    out.push_back({d->config->name, d->config->dns.name, d->follow.membership().members().size(),
+                   d->follow.last_result(), d->follow.last_refresh_ns()});
   }
   return out;
 }

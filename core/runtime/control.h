@@ -1,7 +1,9 @@
 #pragma once
 // Controller: the control thread's event loop once the shards run. It takes the signals
 // (SIGTERM/SIGINT: drain; a second one: exit at once), follows DNS names with c-ares through
-// its own reactor and timers, and hands each shard new endpoint snapshots by message.
+// its own reactor and timers, and hands each shard new endpoint snapshots by message. It keeps
+// only the I/O: what an answer means and what it does to a cluster's members is decided in
+// discovery/ (interpret_answer, SrvLookup, FollowedName).
 // Owner: the control thread. Shards never call into it.
 #include <signal.h>
 
@@ -14,8 +16,7 @@
 #include "core/config/config.h"
 #include "core/io/reactor.h"
 #include "core/io/timer.h"
-#include "discovery/membership.h"
-#include "discovery/refresh.h"
+#include "discovery/answer.h"
 #include "discovery/resolver.h"
 #include "lb/endpoint.h"
 
@@ -56,11 +57,9 @@ class Controller final : public io::IoHandler, public io::TimerHandler, public d
   struct Watch;
   void query(DnsCluster& c);
   void on_answer(DnsCluster& c, int status, std::span<const uint8_t> message);
-  void on_srv_target(DnsCluster& c, int status, std::span<const uint8_t> message, uint16_t port);
-  void record(DnsCluster& c, discovery::QueryOutcome outcome, uint32_t ttl,
-              const std::vector<lb::Endpoint>& endpoints, const std::string& detail);
-  void publish(DnsCluster& c, const std::string& note);
-  int64_t hold_for(const DnsCluster& c, size_t answer_size) const;
+  void on_srv_target(DnsCluster& c, uint64_t round, size_t index, int status,
+                     std::span<const uint8_t> message);
+  void finish(DnsCluster& c, const discovery::LookupResult& result);
   void rearm_resolver_timer();
   void turn(int64_t max_wait_ns);
   bool shards_finished() const;

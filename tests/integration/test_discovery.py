@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import json
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -546,3 +547,132 @@ def test_no_dns_answer_ready_after_5s_and_calls_name_the_dns_name(dns, host_back
         f"no successful call within 4 s of the DNS server answering again " \
         f"({dns.queries(NAME)} queries in all)"
     assert time.monotonic() - t_back < 4
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. SRV targets are looked up as AAAA too: an IPv6-only target reaches a backend on [::1]
+# ---------------------------------------------------------------------------------------------
+def ipv6_loopback_reason() -> str:
+    """"" when ::1 can be bound here, else why not (the test is then skipped, saying so)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError as e:
+        return f"IPv6 loopback ::1 is not usable on this host ({e})"
+    return ""
+
+
+def test_srv_targets_looked_up_as_aaaa_reach_ipv6_backends(dns, ringlb):
+    reason = ipv6_loopback_reason()
+    if reason:
+        pytest.skip(reason)
+    made: list[HostBackend] = []
+    try:
+        # v6only.test.local: an AAAA record only. dual.test.local: A and AAAA, one port, with a
+        # backend on each address (so both lookups of one target must be merged).
+        b6 = HostBackend("v6only", "[::1]", 0)
+        made.append(b6)
+        d6 = d4 = None
+        for _ in range(10):
+            d6 = HostBackend("dual6", "[::1]", 0)
+            made.append(d6)
+            try:
+                d4 = HostBackend("dual4", "127.0.0.1", d6.port)
+                made.append(d4)
+                break
+            except OSError:
+                continue
+        assert d4 is not None, "could not bind one port on both ::1 and 127.0.0.1 in 10 tries"
+        dns.set_aaaa("v6only.test.local", ["::1"], ttl=5)
+        dns.set_a("dual.test.local", ["127.0.0.1"], ttl=5)
+        dns.set_aaaa("dual.test.local", ["::1"], ttl=5)
+        srv = "_grpc._tcp.v6.test.local"
+        dns.set_srv(srv, [(10, 1, b6.port, "v6only.test.local"),
+                          (10, 1, d6.port, "dual.test.local")], ttl=1, glue=False)
+        rl = start_ringlb(ringlb, dns, [dns_cluster(srv, record="SRV", min_refresh="200ms",
+                                                    max_refresh="1s")])
+        stub = Stub(channel(rl.port))
+        seen = collections.Counter()
+        for i in range(90):
+            _, call = stub.unary.with_call(b"v6-%d" % i, timeout=5)
+            seen[md_dict(call.initial_metadata()).get("x-backend")] += 1
+        lookups = {(n, t): dns.queries(n, t) for n in ("v6only.test.local", "dual.test.local")
+                   for t in ("A", "AAAA")}
+        assert set(seen) == {"v6only", "dual6", "dual4"} and min(seen.values()) >= 20, \
+            f"90 calls over SRV targets resolved by A and AAAA lookups: {dict(seen)}; " \
+            f"target queries: {lookups}"
+        assert all(lookups.values()), f"each SRV target must be asked for A and AAAA: {lookups}"
+        text = rl.stderr_text()
+        ok = re.search(OK_RE.format(c="main", n=re.escape(srv), t="SRV"), text)
+        assert ok and ok.group(2) == "3", \
+            f"expected `DNS {srv} SRV: ok: 3 records ...; 3 members` in ringlb's log"
+    finally:
+        for b in made:
+            try:
+                b.stop()
+            except Exception:
+                pass
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. A failed SRV target lookup fails the refresh (last set kept); NXDOMAIN removes the target
+# ---------------------------------------------------------------------------------------------
+def test_srv_target_lookup_failure_keeps_last_set(dns, backends, ringlb):
+    b0, b1 = backends(2)
+    srv = "_grpc._tcp.fail.test.local"
+    t0, t1 = "t0.fail.test.local", "t1.fail.test.local"
+    dns.set_a(t0, ["127.0.0.1"], ttl=1)
+    dns.set_a(t1, ["127.0.0.1"], ttl=1)
+    dns.set_srv(srv, [(10, 1, b0.port, t0), (10, 1, b1.port, t1)], ttl=1, glue=False)
+    # hold 0: a target whose lookup counted as "no address" would leave at once; stale_after 1s:
+    # the SERVFAIL spell below outlasts it, and failures must not count as empty answers.
+    rl = start_ringlb(ringlb, dns, [dns_cluster(srv, record="SRV", min_refresh="200ms",
+                                                max_refresh="500ms", hold="0s",
+                                                stale_after="1s")],
+                      discovery={"query_timeout": "300ms"})
+    t_base = time.monotonic()
+    load = Load(rl.port, threads=2)
+    try:
+        assert wait_until(lambda: len(load.backends()) == 2, timeout=4), \
+            f"calls before the failure reached only {dict(load.backends())}"
+        # -- t1's lookups get SERVFAIL: the refresh fails as a whole, b1 stays a member
+        dns.set_rcode(t1, "SERVFAIL")
+        t_fail = time.monotonic()
+        q_fail = dns.queries(t1)
+        time.sleep(2.0)  # several refreshes: backoff 0.25 s, 0.5 s, then 0.5 s (max_refresh)
+        t_fail_end = time.monotonic()
+        q_during = dns.queries(t1) - q_fail
+        during = load.backends(t_fail + 0.5)
+        errs = load.errors()
+        assert not errs, "calls failed while an SRV target's lookup got SERVFAIL: " + \
+            fmt_errors(errs, t_base)
+        assert q_during >= 2, f"ringlb stopped retrying the failing target ({q_during} queries)"
+        assert during[b1.name] and during[b0.name], \
+            f"last good set not kept while {t1} got SERVFAIL for {t_fail_end - t_fail:.1f}s " \
+            f"(hold 0s): calls went to {dict(during)}"
+        text = rl.stderr_text()
+        assert re.search(rf"DNS {re.escape(srv)} SRV: SRV target {re.escape(t1)} A+: .*keeping 2 "
+                         rf"members", text), \
+            "expected a warning naming the failed target lookup and keeping 2 members"
+
+        # -- NXDOMAIN for t1: an answer, so b1 has no address and leaves (hold 0)
+        dns.set_rcode(t1, "NXDOMAIN")
+        q_nx = dns.queries(t1)
+        assert wait_until(lambda: dns.queries(t1) > q_nx, timeout=3), "no lookup of t1 after NXDOMAIN"
+        t_q = time.monotonic()
+        time.sleep(1.2)
+        late_b1 = [r for r in load.snapshot() if r[2] == b1.name and r[0] > t_q + 0.7]
+        assert not late_b1, (f"{len(late_b1)} calls went to b1 more than 0.7 s after its SRV target "
+                             f"answered NXDOMAIN")
+        assert load.backends(t_q + 0.7)[b0.name], "b0 got no calls after t1 went away"
+
+        # -- t1 resolves again: b1 is back
+        dns.clear(t1)
+        t_back = time.monotonic()
+        assert wait_until(lambda: load.backends(t_back)[b1.name], timeout=3), \
+            f"b1 not used within 3 s of its target resolving again: {dict(load.backends(t_back))}"
+    finally:
+        load.stop()
+    errs = load.errors()
+    assert not errs, fmt_errors(errs, t_base)
+    assert rl.alive()

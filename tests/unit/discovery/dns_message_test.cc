@@ -17,6 +17,7 @@ using ringlb::discovery::parse_dns_response;
 using ringlb::discovery::RecordType;
 using ringlb::discovery::Resolved;
 using ringlb::discovery::same_dns_name;
+using ringlb::discovery::SrvTarget;
 
 namespace {
 
@@ -586,8 +587,9 @@ TEST_CASE("endpoints: SRV ports and weights come from the SRV, addresses from ad
   CHECK(port_of(*b6) == 50052);
   CHECK(r.ttl == 40);  // the unrelated record's TTL 1 is not used
   REQUIRE(r.unresolved_srv.size() == 1);
-  CHECK(r.unresolved_srv[0].first == "task-c.pay.local");
-  CHECK(r.unresolved_srv[0].second == 50053);
+  CHECK(r.unresolved_srv[0].name == "task-c.pay.local");
+  CHECK(r.unresolved_srv[0].port == 50053);
+  CHECK(r.unresolved_srv[0].weight == 2);
 }
 
 TEST_CASE("endpoints: SRV uses only the lowest priority value") {
@@ -662,8 +664,10 @@ TEST_CASE("endpoints: SRV edge cases") {
     Resolved r = endpoints_from_answer(parse_ok(msg), RecordType::kSRV, 0);
     REQUIRE(r.endpoints.size() == 1);
     CHECK(r.endpoints[0].weight == 4);
-    REQUIRE(r.unresolved_srv.size() == 1);  // (name, port) listed once
-    CHECK(r.unresolved_srv[0] == std::pair<std::string, uint16_t>("gone.pay.local", 90));
+    // Each distinct record once: both weights count, as they would with glue.
+    REQUIRE(r.unresolved_srv.size() == 2);
+    CHECK(r.unresolved_srv[0] == SrvTarget{"gone.pay.local", 90, 1});
+    CHECK(r.unresolved_srv[1] == SrvTarget{"gone.pay.local", 90, 2});
   }
   SUBCASE("two targets on one address:port add their weights") {
     auto msg = build_dns_response(
