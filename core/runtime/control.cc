@@ -77,12 +77,14 @@ struct Controller::Watch final : io::IoHandler {
   bool read = false, write = false, dead = false;
 };
 
-Controller::Controller(const config::Config& config, std::vector<Shard*> shards)
-    : config_(config), shards_(std::move(shards)) {
+Controller::Controller(const config::Config& config, std::vector<Shard*> shards,
+                       ReportQueue* reports)
+    : config_(config), shards_(std::move(shards)), reports_(reports) {
   resolver_timer_.handler = poll_timer_.handler = this;
   resolver_timer_.tag = kTimerResolver;
   poll_timer_.tag = kTimerPoll;
-  signal_op_.handler = this;
+  signal_op_.handler = reports_op_.handler = this;
+  reports_op_.tag = 1;
 }
 
 Controller::~Controller() {
@@ -102,6 +104,7 @@ bool Controller::start(std::string& error) {
     return false;
   }
   reactor_->poll_in(signal_fd_, signal_op_);
+  if (reports_ != nullptr && reports_->fd() >= 0) reactor_->poll_in(reports_->fd(), reports_op_);
 
   uint64_t seed = static_cast<uint64_t>(base::mono_now_ns());
   for (size_t i = 0; i < config_.clusters.size(); ++i) {
@@ -176,7 +179,32 @@ void Controller::on_signal() {
   }
 }
 
-void Controller::on_complete(io::Op&, const io::Completion& c) {
+void Controller::on_reports() {
+  // Shards have already acted (replayed or failed the calls). Here: counts for operators, and
+  // one log line per endpoint per 10 s at most, so a dead endpoint cannot flood the log.
+  constexpr int64_t kLogEveryNs = 10'000'000'000;
+  const int64_t now = base::mono_now_ns();
+  for (ShardReport* r : reports_->take_all()) {
+    const std::string& cluster = config_.clusters[r->cluster].name;
+    EndpointReports& e = endpoint_reports_[cluster + "/" + r->endpoint];
+    ++e.counts[static_cast<size_t>(r->kind)];
+    e.last_detail = r->detail;
+    e.last_ns = now;
+    if (e.logged_ns == 0 || now - e.logged_ns >= kLogEveryNs) {
+      e.logged_ns = now;
+      LOG_WARN("cluster %s: upstream %s: %s (%s; shard %u)", cluster.c_str(), r->endpoint.c_str(),
+               report_kind_name(r->kind), r->detail.c_str(), r->shard);
+    }
+    delete r;
+  }
+}
+
+void Controller::on_complete(io::Op& op, const io::Completion& c) {
+  if (&op == &reports_op_) {
+    on_reports();
+    if (!c.more) reactor_->poll_in(reports_->fd(), reports_op_);
+    return;
+  }
   on_signal();  // the only op the controller itself owns
   if (!c.more) reactor_->poll_in(signal_fd_, signal_op_);
 }

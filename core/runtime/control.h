@@ -16,6 +16,7 @@
 #include "core/config/config.h"
 #include "core/io/reactor.h"
 #include "core/io/timer.h"
+#include "core/runtime/reports.h"
 #include "discovery/answer.h"
 #include "discovery/resolver.h"
 #include "lb/endpoint.h"
@@ -29,7 +30,9 @@ sigset_t control_signals();
 
 class Controller final : public io::IoHandler, public io::TimerHandler, public discovery::ResolverIo {
  public:
-  Controller(const config::Config& config, std::vector<Shard*> shards);
+  /// `reports`: what the shards post (may be null); the controller reads it on its thread.
+  Controller(const config::Config& config, std::vector<Shard*> shards,
+             ReportQueue* reports = nullptr);
   ~Controller();
 
   /// Reactor, signalfd, resolver; sends the first queries. False (and `error`) on failure.
@@ -48,6 +51,17 @@ class Controller final : public io::IoHandler, public io::TimerHandler, public d
   };
   std::vector<DnsStatus> dns_status() const;
 
+  /// What the shards reported about one endpoint, for the admin surface.
+  struct EndpointReports {
+    uint64_t counts[3] = {};  // by ShardReport::Kind
+    std::string last_detail;
+    int64_t last_ns = 0;
+    int64_t logged_ns = 0;
+  };
+  const std::unordered_map<std::string, EndpointReports>& endpoint_reports() const {
+    return endpoint_reports_;
+  }
+
   void on_complete(io::Op& op, const io::Completion& c) override;
   void on_timer(io::Timer& t) override;
   void watch(int fd, bool read, bool write) override;
@@ -65,6 +79,7 @@ class Controller final : public io::IoHandler, public io::TimerHandler, public d
   bool shards_finished() const;
   void on_signal();
   void on_watch(Watch& w, io::Op& op, const io::Completion& c);
+  void on_reports();
 
   const config::Config& config_;
   std::vector<Shard*> shards_;
@@ -77,6 +92,9 @@ class Controller final : public io::IoHandler, public io::TimerHandler, public d
   io::Timer poll_timer_;
   int signal_fd_ = -1;
   io::Op signal_op_;
+  ReportQueue* reports_ = nullptr;
+  io::Op reports_op_;
+  std::unordered_map<std::string, EndpointReports> endpoint_reports_;  // by "cluster/endpoint"
   bool draining_ = false;
 };
 

@@ -102,11 +102,12 @@ int run_server(const config::Config& config) {
 
   auto snapshot = std::make_shared<const config::Config>(config);
   std::vector<lb::EndpointSetPtr> sets = initial_endpoint_sets(config);
+  ReportQueue reports;  // shards -> control thread; outlives both
   std::vector<std::unique_ptr<Shard>> shards;
   std::vector<std::thread> threads;
   std::vector<std::unique_ptr<std::atomic<int>>> ready;
   for (unsigned s = 0; s < workers; ++s) {
-    ShardSetup setup{s, workers, choice->backend, fds[s], sets};
+    ShardSetup setup{s, workers, choice->backend, fds[s], sets, &reports};
     shards.push_back(std::make_unique<Shard>(snapshot, std::move(setup)));
     ready.push_back(std::make_unique<std::atomic<int>>(0));
     threads.emplace_back([sh = shards.back().get(), r = ready.back().get()] { sh->run(*r); });
@@ -128,7 +129,7 @@ int run_server(const config::Config& config) {
   }
   std::vector<Shard*> shard_ptrs;
   for (auto& sh : shards) shard_ptrs.push_back(sh.get());
-  Controller controller(config, shard_ptrs);
+  Controller controller(config, shard_ptrs, &reports);
   if (!controller.start(error)) {
     LOG_ERROR("control thread: %s", error.c_str());
     for (auto& sh : shards) sh->post_drain();
