@@ -1,7 +1,11 @@
 // ringlb entry point: argument handling only. Control thread.
 #include <nghttp2/nghttp2ver.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <new>
 #include <cstring>
 #include <string>
 
@@ -23,6 +27,15 @@ void usage(FILE* out) {
           "       ringlb --version\n");
 }
 
+// Out of memory aborts, loudly (DESIGN.md rule 4): operator new never throws, so no bad_alloc can
+// unwind through nghttp2's or c-ares' C frames on a shard or the control thread.
+[[noreturn]] void out_of_memory() {
+  static const char kMsg[] = "ringlb: out of memory\n";
+  ssize_t n = ::write(2, kMsg, sizeof kMsg - 1);
+  (void)n;
+  std::abort();
+}
+
 bool set_level(const char* name) {
   using ringlb::core::base::LogLevel;
   if (!strcmp(name, "debug")) ringlb::core::base::set_log_level(LogLevel::kDebug);
@@ -36,6 +49,7 @@ bool set_level(const char* name) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::set_new_handler(out_of_memory);
   if (argc < 2) {
     usage(stderr);
     return 2;
