@@ -1,5 +1,7 @@
 #include "core/h2/host.h"
 
+#include <malloc.h>
+
 namespace ringlb::core::h2 {
 namespace {
 constexpr int kFlushRounds = 4;
@@ -31,9 +33,24 @@ bool Host::reap() {
   return true;
 }
 
+void Host::maybe_trim() {
+  // After a burst (slow readers, a big response fan-out) the chunks go back to malloc, but
+  // glibc keeps the pages: a 512 MB task would stay at its peak. Give them back to the OS once
+  // the buffers have shrunk to a quarter of their peak, and only after a real burst.
+  constexpr size_t kMinPeak = 16u << 20;
+  const size_t b = buffered();
+  if (b > buffered_peak_) {
+    buffered_peak_ = b;
+  } else if (buffered_peak_ >= kMinPeak && b < buffered_peak_ / 4) {
+    malloc_trim(0);
+    buffered_peak_ = b;
+  }
+}
+
 void Host::turn(int64_t max_wait_ns) {
   refresh_now();
   timers_.run(now_ns_);
+  if (over_buffer_limit()) relieve_memory_pressure();
   if (!withheld_.empty() && !over_buffer_limit()) {
     while (H2Connection* c = withheld_.front()) {
       withheld_.remove(c);
@@ -42,6 +59,7 @@ void Host::turn(int64_t max_wait_ns) {
   }
   flush_dirty();
   reap();
+  maybe_trim();
   // now_ns_ is at most one flush old: a timer may fire that much late, for one clock read less.
   int64_t timeout = dirty_.empty() ? timers_.next_timeout(now_ns_) : 0;
   if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns)) timeout = max_wait_ns;

@@ -66,6 +66,10 @@ class Host {
 
  protected:
   void set_reactor(std::unique_ptr<io::Reactor> r) { reactor_ = std::move(r); }
+  /// Called at the start of a turn while the host is over its buffer limit: free what can be
+  /// freed (the proxy resets the calls holding the most). Withheld connection credit goes back
+  /// once under the limit again.
+  virtual void relieve_memory_pressure() {}
 
  private:
   unsigned index_;
@@ -80,6 +84,9 @@ class Host {
   base::IntrusiveList<H2Connection, &H2Connection::withheld_link> withheld_;
   std::vector<H2Connection*> graveyard_;
   size_t buffer_limit_ = SIZE_MAX;
+  size_t buffered_peak_ = 0;  // since the last malloc_trim
+
+  void maybe_trim();
 };
 
 }  // namespace ringlb::core::h2

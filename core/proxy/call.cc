@@ -488,6 +488,29 @@ void Call::respond_locally(StatusCode code, std::string_view message) {
   h.clear();
 }
 
+void Call::shed() {
+  static constexpr std::string_view kWhy =
+      "ringlb: this worker is over its share of proxy.memory_limit and this call held the most "
+      "buffered data";
+  resp_body_.clear();
+  if (ds != nullptr && (phase_ == Phase::kHeaders || phase_ == Phase::kWaiting)) {
+    fail(StatusCode::kResourceExhausted, kWhy);
+  } else {
+    ctx_.timers().cancel(deadline_);
+    reset_attempts(nullptr);
+    if (ds != nullptr && phase_ != Phase::kAnswered) {
+      record_.local = true;
+      record_.message.assign(kWhy);
+      record_.grpc_status = static_cast<int>(StatusCode::kResourceExhausted);
+    }
+    trailers_.clear();
+    phase_ = Phase::kAnswered;
+    if (ds != nullptr) ds->reset(ds_id, NGHTTP2_ENHANCE_YOUR_CALM);
+  }
+  if (!has_attempts()) req_body_.reset(0);  // no attempt reads it any more
+  maybe_release();
+}
+
 void Call::on_timer(io::Timer&) {
   fail(StatusCode::kDeadlineExceeded,
        phase_ == Phase::kResponding

@@ -90,6 +90,13 @@ class Call final : public io::TimerHandler {
   /// what is buffered (gRPC) or a reset (plain HTTP/2). Resets every attempt.
   void fail(proto::StatusCode code, std::string_view message);
 
+  /// The shard is over its memory limit and this call holds much of it: drop what it buffers,
+  /// cancel its attempts, and answer RESOURCE_EXHAUSTED (trailers-only) or, mid-response,
+  /// RST_STREAM(ENHANCE_YOUR_CALM), which gRPC clients see as RESOURCE_EXHAUSTED.
+  void shed();
+  /// Bytes this call holds in its own buffers (request and response bodies).
+  size_t buffered_bytes() const { return req_body_.held() + resp_body_.size(); }
+
   void on_timer(io::Timer& t) override;
 
   Phase phase() const { return phase_; }

@@ -2,6 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
+#include "core/base/log.h"
+
 #include "core/proxy/downstream.h"
 
 namespace ringlb::core::proxy {
@@ -66,6 +70,32 @@ bool Context::connections_busy() const {
     }
   }
   return false;
+}
+
+void Context::relieve_memory_pressure() {
+  // Rare (only while over the limit), so a scan of every call and a sort are fine here.
+  std::vector<std::pair<size_t, Call*>> held;
+  for (auto& c : call_store_) {
+    size_t b = c->phase() == Call::Phase::kIdle ? 0 : c->buffered_bytes();
+    if (b >= 4096) held.emplace_back(b, c.get());
+  }
+  std::sort(held.begin(), held.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  const size_t target = buffer_limit() / 8 * 7;
+  size_t now = buffered();
+  size_t shed = 0, freed = 0;
+  for (auto& [bytes, call] : held) {
+    if (now <= target) break;
+    call->shed();
+    now -= std::min(now, bytes);
+    freed += bytes;
+    ++shed;
+  }
+  if (shed > 0 && (shed_logged_ns_ == 0 || this->now() - shed_logged_ns_ > 10'000'000'000)) {
+    shed_logged_ns_ = this->now();
+    LOG_WARN("shard %u: over its share of proxy.memory_limit (%zu MiB): reset %zu calls holding "
+             "the most buffered data (%zu KiB)",
+             index(), buffer_limit() >> 20, shed, freed >> 10);
+  }
 }
 
 void Context::start_draining() {

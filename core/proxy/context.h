@@ -68,6 +68,10 @@ class Context : public h2::Host {
   uint64_t connections() const { return connections_; }
 
  protected:
+  /// Over the buffer limit: resets the calls holding the most buffered bytes (a client that
+  /// does not read its responses, say) until under 7/8 of the limit.
+  void relieve_memory_pressure() override;
+
   /// Stops new calls and connections and sends every client the two-phase GOAWAY.
   void start_draining();
   /// Closes every client connection at once (drain timeout).
@@ -81,6 +85,7 @@ class Context : public h2::Host {
   std::vector<std::unique_ptr<Call>> call_store_;
   std::vector<Call*> free_calls_;
   uint64_t next_endpoint_id_ = 0;  // EndpointState ids: unique on this shard
+  int64_t shed_logged_ns_ = 0;     // the last "calls reset for memory" line
   size_t closing_downstreams_ = 0;  // closed, I/O not all completed yet
   bool draining_ = false;
   uint64_t connections_ = 0;
