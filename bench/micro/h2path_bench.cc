@@ -27,6 +27,7 @@
 #include "core/io/reactor.h"
 #include "core/runtime/server.h"
 #include "core/runtime/shard.h"
+#include "tests/support/h2_peers.h"
 #include "tests/support/memory_reactor.h"
 
 namespace {
@@ -38,270 +39,78 @@ using core::io::Op;
 using core::io::OpKind;
 
 // ---------------------------------------------------------------------------------------------
-// The bench's own peers: plain nghttp2, what a gRPC client and server put on the wire.
+// The bench's peers: plain nghttp2 (tests/support/h2_peers.h, shared with the unit tests), what a
+// gRPC client and server put on the wire.
 
 constexpr std::string_view kPath = "/bench.Echo/Call";
 constexpr size_t kBodySize = 69;  // the 5-byte gRPC message header + 64 bytes of payload
 
-const std::array<uint8_t, kBodySize> kBody = [] {
-  std::array<uint8_t, kBodySize> b{};
-  b[4] = kBodySize - 5;  // uncompressed, length 64 (big-endian)
-  for (size_t i = 5; i < kBodySize; ++i) b[i] = static_cast<uint8_t>('a' + i % 26);
+const std::string kBody = [] {
+  std::string b(kBodySize, '\0');
+  b[4] = static_cast<char>(kBodySize - 5);  // uncompressed, length 64 (big-endian)
+  for (size_t i = 5; i < kBodySize; ++i) b[i] = static_cast<char>('a' + i % 26);
   return b;
 }();
 
-nghttp2_nv nv(std::string_view name, std::string_view value) {
-  return {const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(name.data())),
-          const_cast<uint8_t*>(reinterpret_cast<const uint8_t*>(value.data())), name.size(),
-          value.size(), NGHTTP2_NV_FLAG_NO_COPY_NAME | NGHTTP2_NV_FLAG_NO_COPY_VALUE};
-}
-
-std::string_view sv(const uint8_t* p, size_t n) { return {reinterpret_cast<const char*>(p), n}; }
-
-// Copies up to `len` of the 69 bytes from `*offset` on; sets EOF when all are out.
-size_t copy_body(size_t* offset, uint8_t* buf, size_t len, uint32_t* flags) {
-  size_t n = std::min(len, kBodySize - *offset);
-  std::memcpy(buf, kBody.data() + *offset, n);
-  *offset += n;
-  if (*offset == kBodySize) *flags |= NGHTTP2_DATA_FLAG_EOF;
-  return n;
-}
-
-class Peer {
+/// The gRPC client: submits a batch of calls and checks what came back for each.
+class Client {
  public:
-  Peer() = default;
-  Peer(const Peer&) = delete;
-  Peer& operator=(const Peer&) = delete;
-  ~Peer() {
-    if (session_ != nullptr) nghttp2_session_del(session_);
-  }
+  Client() : peer_(/*keep_bodies=*/false) {}
 
-  /// Everything the session wants to send, into `out` (replacing it). False on a session error.
-  bool pull(std::vector<uint8_t>& out) {
-    out.clear();
-    for (;;) {
-      const uint8_t* data = nullptr;
-      ssize_t n = nghttp2_session_mem_send(session_, &data);
-      if (n < 0) return fail("mem_send", n);
-      if (n == 0) return true;
-      out.insert(out.end(), data, data + n);
-    }
-  }
-  /// Feeds what the other side sent. False on a session error.
-  bool push(const std::vector<uint8_t>& in) {
-    if (in.empty()) return true;
-    ssize_t n = nghttp2_session_mem_recv(session_, in.data(), in.size());
-    return n < 0 ? fail("mem_recv", n) : true;
-  }
-  const std::string& error() const { return error_; }
-
- protected:
-  bool fail(const char* what, ssize_t rv) {
-    if (error_.empty()) {
-      error_ = std::string(what) + ": " + nghttp2_strerror(static_cast<int>(rv));
-    }
-    return false;
-  }
-
-  nghttp2_session* session_ = nullptr;
-  std::string error_;
-};
-
-/// The gRPC client: submits a batch of calls and records what came back for each.
-class Client final : public Peer {
- public:
-  Client() {
-    nghttp2_session_callbacks* cb;
-    nghttp2_session_callbacks_new(&cb);
-    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    nghttp2_session_client_new(&session_, cb, this);
-    nghttp2_session_callbacks_del(cb);
-    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, nullptr, 0);
-  }
+  bool pull(std::vector<uint8_t>& out) { return peer_.pull(out); }
+  bool push(const std::vector<uint8_t>& in) { return peer_.push(in); }
+  const std::string& error() const { return peer_.error(); }
 
   /// Submits `n` calls. False if nghttp2 refused one.
   bool start(size_t n) {
-    static const nghttp2_nv kHeaders[] = {
-        nv(":method", "POST"),
-        nv(":scheme", "http"),
-        nv(":path", kPath),
-        nv(":authority", "bench"),
-        nv("content-type", "application/grpc"),
-        nv("te", "trailers"),
-    };
-    calls_.assign(n, Call{});  // the stream user data points here: no growth while in flight
-    done_ = 0;
-    for (Call& c : calls_) {
-      nghttp2_data_provider prd;
-      prd.source.ptr = &c;
-      prd.read_callback = read_body;
-      int32_t id =
-          nghttp2_submit_request(session_, nullptr, kHeaders, std::size(kHeaders), &prd, &c);
-      if (id < 0) return fail("submit_request", id);
+    static const test::Request kRequest = test::grpc_request(kPath, kBody);
+    peer_.recycle();  // the last batch's streams (all closed) go back to the pool
+    for (size_t i = 0; i < n; ++i) {
+      if (peer_.submit(kRequest) < 0) return false;
     }
     return true;
   }
-  bool all_done() const { return done_ == calls_.size(); }
+  bool all_done() const { return peer_.all_closed(); }
   /// Empty if every call ended well: status 200, grpc-status 0, 69 DATA bytes, no reset.
   std::string check() const {
-    for (const Call& c : calls_) {
-      if (c.status != 200 || c.grpc_status != 0 || c.data != kBodySize || c.error != 0) {
-        return "call failed: :status " + std::to_string(c.status) + ", grpc-status " +
-               std::to_string(c.grpc_status) + ", " + std::to_string(c.data) +
-               " DATA bytes, RST/close code " + std::to_string(c.error);
+    for (const test::H2Client::Stream* c : peer_.streams()) {
+      if (c->status != 200 || c->grpc_status != 0 || c->body_bytes != kBodySize ||
+          c->close_code != 0) {
+        return "call failed: :status " + std::to_string(c->status) + ", grpc-status " +
+               std::to_string(c->grpc_status) + ", " + std::to_string(c->body_bytes) +
+               " DATA bytes, RST/close code " + std::to_string(c->close_code);
       }
     }
     return {};
   }
 
  private:
-  struct Call {
-    size_t sent = 0;
-    int status = 0;
-    int grpc_status = -1;
-    size_t data = 0;
-    uint32_t error = 0;
-  };
-
-  static Call* call_of(nghttp2_session* s, int32_t id) {
-    return static_cast<Call*>(nghttp2_session_get_stream_user_data(s, id));
-  }
-  static int to_int(std::string_view v) {  // -1 unless a plain decimal number
-    if (v.empty() || v.size() > 9) return -1;
-    int n = 0;
-    for (char ch : v) {
-      if (ch < '0' || ch > '9') return -1;
-      n = n * 10 + (ch - '0');
-    }
-    return n;
-  }
-
-  static ssize_t read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t len, uint32_t* flags,
-                           nghttp2_data_source* src, void*) {
-    return static_cast<ssize_t>(copy_body(&static_cast<Call*>(src->ptr)->sent, buf, len, flags));
-  }
-  static int on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
-                       size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void*) {
-    Call* c = call_of(s, f->hd.stream_id);
-    if (c == nullptr) return 0;
-    std::string_view n = sv(name, namelen);
-    if (n == ":status") c->status = to_int(sv(value, valuelen));
-    else if (n == "grpc-status") c->grpc_status = to_int(sv(value, valuelen));
-    return 0;
-  }
-  static int on_data_chunk(nghttp2_session* s, uint8_t, int32_t id, const uint8_t*, size_t len,
-                           void*) {
-    if (Call* c = call_of(s, id)) c->data += len;
-    return 0;
-  }
-  static int on_stream_close(nghttp2_session* s, int32_t id, uint32_t code, void* user) {
-    if (Call* c = call_of(s, id)) {
-      c->error = code;
-      ++static_cast<Client*>(user)->done_;
-    }
-    return 0;
-  }
-
-  std::vector<Call> calls_;
-  size_t done_ = 0;
+  test::H2Client peer_;
 };
 
 /// The gRPC backend: answers each complete request with 200, 69 bytes and grpc-status 0, or
 /// grpc-status 3 if the request was not the one the client sends (wrong path or body size).
-class Backend final : public Peer {
+class Backend {
  public:
-  Backend() {
-    nghttp2_session_callbacks* cb;
-    nghttp2_session_callbacks_new(&cb);
-    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(cb, on_header);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
-    nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-    nghttp2_session_server_new(&session_, cb, this);
-    nghttp2_session_callbacks_del(cb);
-    nghttp2_settings_entry iv[] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 1024}};
-    nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, std::size(iv));
-  }
+  Backend() : peer_(mode()) {}
+
+  bool pull(std::vector<uint8_t>& out) { return peer_.pull(out); }
+  bool push(const std::vector<uint8_t>& in) { return peer_.push(in); }
+  const std::string& error() const { return peer_.error(); }
+  /// The last batch's exchanges (all closed) go back to the pool.
+  void recycle() { peer_.recycle(); }
 
  private:
-  struct Exchange {
-    bool path_ok = false;
-    size_t received = 0;
-    size_t sent = 0;
-  };
-
-  // Pooled: a steady run allocates nothing per call. The pool owns every Exchange, so streams
-  // still open when a failed run ends leak nothing.
-  Exchange* alloc() {
-    if (free_.empty()) {
-      all_.push_back(std::make_unique<Exchange>());
-      return all_.back().get();
-    }
-    Exchange* e = free_.back();
-    free_.pop_back();
-    *e = Exchange{};
-    return e;
-  }
-  static Exchange* of(nghttp2_session* s, int32_t id) {
-    return static_cast<Exchange*>(nghttp2_session_get_stream_user_data(s, id));
+  static std::shared_ptr<test::H2Backend::Mode> mode() {
+    auto m = std::make_shared<test::H2Backend::Mode>();
+    m->keep_bodies = false;
+    m->response_body = kBody;
+    m->expect_path = kPath;
+    m->expect_body = kBodySize;
+    return m;
   }
 
-  static int on_begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* user) {
-    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
-      nghttp2_session_set_stream_user_data(s, f->hd.stream_id,
-                                           static_cast<Backend*>(user)->alloc());
-    }
-    return 0;
-  }
-  static int on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
-                       size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void*) {
-    Exchange* e = of(s, f->hd.stream_id);
-    if (e != nullptr && sv(name, namelen) == ":path") e->path_ok = sv(value, valuelen) == kPath;
-    return 0;
-  }
-  static int on_data_chunk(nghttp2_session* s, uint8_t, int32_t id, const uint8_t*, size_t len,
-                           void*) {
-    if (Exchange* e = of(s, id)) e->received += len;
-    return 0;
-  }
-  static int on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void*) {
-    if ((f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) ||
-        (f->hd.flags & NGHTTP2_FLAG_END_STREAM) == 0) {
-      return 0;
-    }
-    Exchange* e = of(s, f->hd.stream_id);
-    if (e == nullptr) return 0;
-    static const nghttp2_nv kHeaders[] = {nv(":status", "200"),
-                                          nv("content-type", "application/grpc")};
-    nghttp2_data_provider prd;
-    prd.source.ptr = e;
-    prd.read_callback = read_body;
-    nghttp2_submit_response(s, f->hd.stream_id, kHeaders, std::size(kHeaders), &prd);
-    return 0;
-  }
-  static ssize_t read_body(nghttp2_session* s, int32_t id, uint8_t* buf, size_t len,
-                           uint32_t* flags, nghttp2_data_source* src, void*) {
-    static const nghttp2_nv kOk[] = {nv("grpc-status", "0")};
-    static const nghttp2_nv kBad[] = {nv("grpc-status", "3")};
-    auto* e = static_cast<Exchange*>(src->ptr);
-    size_t n = copy_body(&e->sent, buf, len, flags);
-    if (*flags & NGHTTP2_DATA_FLAG_EOF) {
-      *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-      bool ok = e->path_ok && e->received == kBodySize;
-      nghttp2_submit_trailer(s, id, ok ? kOk : kBad, 1);
-    }
-    return static_cast<ssize_t>(n);
-  }
-  static int on_stream_close(nghttp2_session* s, int32_t id, uint32_t, void* user) {
-    if (Exchange* e = of(s, id)) static_cast<Backend*>(user)->free_.push_back(e);
-    return 0;
-  }
-
-  std::vector<std::unique_ptr<Exchange>> all_;
-  std::vector<Exchange*> free_;
+  test::H2Backend peer_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -357,6 +166,7 @@ class RinglbRig {
 
   /// One batch of `n` calls through ringlb. False (see error()) if any call failed.
   bool run(size_t n) {
+    backend_.recycle();
     if (!client_.start(n)) return fail(client_.error());
     for (int round = 0; round < kMaxRounds; ++round) {
       if (!client_.pull(buf_)) return fail(client_.error());
@@ -407,6 +217,7 @@ class PeersRig {
   int64_t turns() const { return 0; }
 
   bool run(size_t n) {
+    backend_.recycle();
     if (!client_.start(n)) return fail(client_.error());
     for (int round = 0; round < kMaxRounds; ++round) {
       if (!client_.pull(buf_)) return fail(client_.error());

@@ -7,15 +7,19 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <map>
+#include <string>
 #include <vector>
 
+#include "core/io/net.h"
 #include "core/io/reactor.h"
 
 namespace ringlb::test {
 
 // MemoryReactor: the Reactor contract with no kernel I/O. Sends land in a per-fd "wire" buffer
-// the bench reads; the bench injects what a peer sent as recv completions. Connects succeed at
-// once; accepts and polls never fire. As the real reactors do, every completion is delivered
+// the driver (a test or the bench) reads; the driver injects what a peer sent as recv
+// completions. Connects succeed at once unless the driver chose otherwise for that address
+// (fail with an errno, or hang until cancelled); accepts and polls never fire. As the real reactors do, every completion is delivered
 // from run_once() (never from inside a submit call), Op::active turns true on submit and false
 // just before the final completion, and cancel() still ends in a final completion.
 class MemoryReactor final : public core::io::Reactor {
@@ -50,10 +54,18 @@ class MemoryReactor final : public core::io::Reactor {
     queue_.push_back({&op, static_cast<int>(total), false, false});  // all of it, always
   }
 
-  void connect(int fd, const sockaddr*, socklen_t, Op& op) override {
+  void connect(int fd, const sockaddr* addr, socklen_t len, Op& op) override {
     begin(op, OpKind::kConnect, fd);
+    std::string to = core::io::format_address(addr, len);
+    int res = 0;
+    if (auto it = connect_results_.find(to); it != connect_results_.end()) res = it->second;
     connects_.push_back(fd);
-    queue_.push_back({&op, 0, false, false});
+    connect_log_.push_back({fd, to, res});
+    if (res == kHang) {
+      state(fd).out = &op;  // completes only when cancelled
+      return;
+    }
+    queue_.push_back({&op, res, false, false});
   }
 
   void cancel(Op& op) override {
@@ -73,6 +85,7 @@ class MemoryReactor final : public core::io::Reactor {
   void close(int fd) override {
     forget(fd);
     closes_.push_back(fd);
+    if (static_cast<size_t>(fd) < open_.size()) open_[static_cast<size_t>(fd)] = false;
     ::close(fd);  // the fds are real (unconnected sockets), so closing them is the real thing
   }
 
@@ -98,7 +111,40 @@ class MemoryReactor final : public core::io::Reactor {
     return n;
   }
 
-  // Bench side.
+  // Driver side.
+  /// Connects to `address` ("127.0.0.1:1") from now on complete with `res` (0 = success,
+  /// -ECONNREFUSED and the like = failure), or never (kHang) until cancelled.
+  static constexpr int kHang = 1;
+  void set_connect_result(const std::string& address, int res) {
+    connect_results_[address] = res;
+  }
+  struct ConnectEntry {
+    int fd;
+    std::string address;
+    int res;  // what the connect completed (or will complete) with; kHang: never
+  };
+  /// Every connect so far, in order.
+  const std::vector<ConnectEntry>& connect_log() const { return connect_log_; }
+  /// True from the first op on `fd` until the owner closes it through the reactor.
+  bool is_open(int fd) const {
+    return fd >= 0 && static_cast<size_t>(fd) < open_.size() && open_[static_cast<size_t>(fd)];
+  }
+  /// The handler of the recv (or accept, poll_in) armed on `fd`, or nullptr.
+  core::io::IoHandler* in_handler(int fd) {
+    FdState* st = find(fd);
+    return st != nullptr && st->in != nullptr ? st->in->handler : nullptr;
+  }
+  /// Nothing is queued: run_once() would deliver nothing.
+  bool idle() const { return queue_.empty(); }
+  /// The armed recv on `fd` fails with `err` (-ECONNRESET, say), as a socket error would.
+  void inject_error(int fd, int err) {
+    FdState* st = find(fd);
+    if (st == nullptr || st->in == nullptr || st->in->kind != OpKind::kRecv) return;
+    Op* op = st->in;
+    st->in = nullptr;
+    queue_.push_back({op, err, false, false});
+  }
+
   /// What a peer sent to `fd`: one recv completion with these bytes (coalesced with any not yet
   /// delivered), on the recv armed on `fd`.
   void inject(int fd, const std::vector<uint8_t>& bytes) {
@@ -128,7 +174,7 @@ class MemoryReactor final : public core::io::Reactor {
  private:
   struct FdState {
     Op* in = nullptr;   // accept, recv or poll_in
-    Op* out = nullptr;  // poll_out (sends and connects complete at once)
+    Op* out = nullptr;  // poll_out, or a connect left hanging (sends complete at once)
     bool data_queued = false;
     std::vector<uint8_t> inbox;  // injected, not yet delivered
     std::vector<uint8_t> wire;   // sent, not yet taken
@@ -148,7 +194,11 @@ class MemoryReactor final : public core::io::Reactor {
     if (fd < 0 || static_cast<size_t>(fd) >= fds_.size()) return nullptr;
     return &fds_[static_cast<size_t>(fd)];
   }
-  static void begin(Op& op, OpKind kind, int fd) {
+  void begin(Op& op, OpKind kind, int fd) {
+    if (fd >= 0) {
+      if (static_cast<size_t>(fd) >= open_.size()) open_.resize(static_cast<size_t>(fd) + 16);
+      open_[static_cast<size_t>(fd)] = true;
+    }
     op.kind = kind;
     op.fd = fd;
     op.active = true;
@@ -184,7 +234,10 @@ class MemoryReactor final : public core::io::Reactor {
   std::vector<Pending> batch_;
   std::vector<uint8_t> scratch_;
   std::vector<int> connects_;
+  std::vector<ConnectEntry> connect_log_;
+  std::map<std::string, int> connect_results_;
   std::vector<int> closes_;
+  std::vector<bool> open_;
 };
 
 }  // namespace ringlb::test
