@@ -50,14 +50,16 @@ void Host::maybe_trim() {
 void Host::turn(int64_t max_wait_ns) {
   refresh_now();
   timers_.run(now_ns_);
+  flush_dirty();
+  // After the flush: what could go out has moved on, so what is still held is held for peers
+  // that do not read.
   if (over_buffer_limit()) relieve_memory_pressure();
   if (!withheld_.empty() && !over_buffer_limit()) {
     while (H2Connection* c = withheld_.front()) {
       withheld_.remove(c);
-      c->release_withheld();
+      c->release_withheld();  // marks it dirty: the WINDOW_UPDATE goes out next turn
     }
   }
-  flush_dirty();
   reap();
   maybe_trim();
   // now_ns_ is at most one flush old: a timer may fire that much late, for one clock read less.
