@@ -1,6 +1,8 @@
 // libFuzzer target: the bytes one client sends to ringlb. Each input is one client connection's
 // byte stream, split into recv chunks wherever the 7-byte marker "~SPLIT~" occurs (the marker
-// itself is dropped; an input without one arrives as a single chunk). The bytes go into a real
+// itself is dropped; an input without one arrives as a single chunk). The marker "~IDLE~" also
+// splits, and moves the clock past proxy.idle_timeout there, so ringlb starts its two-phase
+// GOAWAY (shutdown notice and PING) and what follows can answer it. The bytes go into a real
 // runtime::Shard (DownstreamConn, ProxyStream, UpstreamConn, nghttp2 on both sides) over the
 // in-memory reactor of tests/support/memory_reactor.h, driven on this thread the way
 // bench/micro/h2path_bench.cc drives it, with a fake clock.
@@ -48,6 +50,7 @@ using core::io::Op;
 using core::io::OpKind;
 
 constexpr std::string_view kSplit = "~SPLIT~";
+constexpr std::string_view kIdle = "~IDLE~";
 constexpr uint16_t kDeadPort = 2;
 constexpr int kSettleTurns = 8;     // after each chunk and at the end: calls run to completion
 constexpr int kShutdownTurns = 64;  // to close and reclaim everything; more means stuck
@@ -265,16 +268,25 @@ std::shared_ptr<const core::config::Config> make_config() {
       "<h2_downstream_fuzz>"));
 }
 
-std::vector<std::string_view> split(std::string_view in) {
-  std::vector<std::string_view> chunks;
+struct Chunk {
+  std::string_view bytes;
+  bool idle_after = false;  // the chunk ended at "~IDLE~"
+};
+
+std::vector<Chunk> split(std::string_view in) {
+  std::vector<Chunk> chunks;
   for (;;) {
-    const void* at = memmem(in.data(), in.size(), kSplit.data(), kSplit.size());
-    if (at == nullptr) break;
-    size_t n = static_cast<size_t>(static_cast<const char*>(at) - in.data());
-    if (n > 0) chunks.push_back(in.substr(0, n));
-    in.remove_prefix(n + kSplit.size());
+    // memmem: libFuzzer watches its arguments, so mutations learn the markers.
+    const void* s = memmem(in.data(), in.size(), kSplit.data(), kSplit.size());
+    const void* i = memmem(in.data(), in.size(), kIdle.data(), kIdle.size());
+    if (s == nullptr && i == nullptr) break;
+    const bool idle = s == nullptr || (i != nullptr && i < s);
+    const char* at = static_cast<const char*>(idle ? i : s);
+    size_t n = static_cast<size_t>(at - in.data());
+    chunks.push_back({in.substr(0, n), idle});
+    in.remove_prefix(n + (idle ? kIdle : kSplit).size());
   }
-  if (!in.empty()) chunks.push_back(in);
+  if (!in.empty()) chunks.push_back({in, false});
   return chunks;
 }
 
@@ -307,7 +319,7 @@ class Rig {
 
   void feed(std::string_view chunk) {
     // Once ringlb has closed the client, the fd number may belong to an upstream socket.
-    if (!reactor_->mem().closed(ds_fd_)) {
+    if (!chunk.empty() && !reactor_->mem().closed(ds_fd_)) {
       reactor_->mem().inject(ds_fd_, std::vector<uint8_t>(chunk.begin(), chunk.end()));
     }
     settle(kSettleTurns);
@@ -372,11 +384,19 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Rig rig(g_config);
-  for (std::string_view chunk : split({reinterpret_cast<const char*>(data), size})) {
-    rig.feed(chunk);
+  for (const Chunk& chunk : split({reinterpret_cast<const char*>(data), size})) {
+    rig.feed(chunk.bytes);
+    if (chunk.idle_after) {
+      rig.jump(g_config->proxy.idle_timeout.count());
+      rig.settle(kSettleTurns);
+    }
   }
   rig.settle(kSettleTurns);
   rig.jump(60'000'000'000);  // past every call deadline and connect timeout
+  rig.settle(kSettleTurns);
+  rig.jump(g_config->proxy.idle_timeout.count());  // idle: shutdown notice and PING
+  rig.settle(kSettleTurns);
+  rig.jump(2'000'000'000);  // the PING was not answered: final GOAWAY
   rig.settle(kSettleTurns);
   return 0;
 }

@@ -9,7 +9,8 @@ config: the TOML examples from README.md and docs, and small variants.
 h2_downstream: what a real gRPC client (python3-grpcio) sends for unary, streaming, deadline and
   health calls, captured on loopback with recv boundaries kept as "~SPLIT~" markers; and client
   streams written with python3-h2 for the paths the fuzz rig routes specially (/dead., /rst.,
-  /goaway., /slow.), resets, pings, big bodies and headers, CONTINUATION, bad prefaces.
+  /goaway., /slow.), resets, pings, big bodies and headers, CONTINUATION, bad prefaces, and an
+  idle connection ("~IDLE~") answering ringlb's drain PING.
 Traffic stays on 127.0.0.1.
 """
 from __future__ import annotations
@@ -98,7 +99,9 @@ def dns_seeds() -> None:
         RR("api.internal.local", QTYPE.CNAME, rdata=CNAME(svc), ttl=300),
         RR(svc, QTYPE.A, rdata=A(ips[4]), ttl=60),
         RR(svc, QTYPE.A, rdata=A(ips[5]), ttl=60)]))
-    esc = DNSRecord.question("a\\.b.weird\\\\name.local", "A").reply()
+    escq = DNSRecord.question("a\\.b.weird\\\\name.local", "A")
+    escq.header.id = 4243
+    esc = escq.reply()
     esc.add_answer(RR("a\\.b.weird\\\\name.local", QTYPE.A, rdata=A(ips[6]), ttl=7))
     write("dns_message", "escaped_labels", esc.pack())
     write("dns_message", "root_question", reply(".", "A"))
@@ -110,12 +113,17 @@ def dns_seeds() -> None:
     loop = bytes(base[:12 + len(svc) + 2 + 4]) + b"\xc0" + bytes([12 + len(svc) + 2 + 4]) + \
         bytes(base[12 + len(svc) + 2 + 4 + 2:])
     write("dns_message", "pointer_loop", loop)
-    write("dns_message", "query_not_response",
-          DNSRecord.question(svc, "A").pack())
+    query = DNSRecord.question(svc, "A")
+    query.header.id = 4244
+    write("dns_message", "query_not_response", query.pack())
     write("dns_message", "header_only", bytes(base[:12]))
 
 
 # --- config ------------------------------------------------------------------------------------
+
+MINIMAL = ('[[listener]]\naddress = "127.0.0.1:8080"\ncluster = "a"\n'
+           '[[cluster]]\nname = "a"\nendpoints = ["127.0.0.1:50051"]\n')
+
 
 def config_seeds() -> None:
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
@@ -123,8 +131,18 @@ def config_seeds() -> None:
     blocks = re.findall(r"```toml\n(.*?)```", readme, re.S)
     for i, b in enumerate(blocks):
         write("config", f"readme_{i}.toml", b.encode())
-    minimal = ('[[listener]]\naddress = "127.0.0.1:8080"\ncluster = "a"\n'
-               '[[cluster]]\nname = "a"\nendpoints = ["127.0.0.1:50051"]\n')
+    # Every key of the README example alone with the minimal config, so each loader branch has
+    # a short seed of its own.
+    if blocks:
+        for line in blocks[0].splitlines():
+            m = re.match(r"(\w+) = (.*?)(\s+#.*)?$", line)
+            if m and m.group(1) in ("workers", "io_backend", "drain_timeout", "max_connections",
+                                    "max_concurrent_streams", "stream_buffer",
+                                    "connection_window", "max_header_list_size",
+                                    "idle_timeout"):
+                write("config", f"proxy_{m.group(1)}.toml",
+                      f"[proxy]\n{m.group(1)} = {m.group(2)}\n".encode() + MINIMAL.encode())
+    minimal = MINIMAL
     seeds = {
         "minimal.toml": minimal,
         "ipv6.toml": minimal.replace("127.0.0.1:8080", "[::1]:8080").replace(
@@ -348,6 +366,20 @@ def h2_seeds() -> None:
     hdr = len(block[:half]).to_bytes(3, "big") + b"\x01" + bytes([flags]) + frame[5:9]
     cont = len(block[half:]).to_bytes(3, "big") + b"\x09\x04" + frame[5:9]
     write("h2_downstream", "h2_continuation", pre + hdr + block[:half] + cont + block[half:])
+
+    # Idle past proxy.idle_timeout: ringlb sends a shutdown notice and a PING; the client acks
+    # it (zero payload), then tries one more call, which the final GOAWAY must refuse.
+    idle = b"~IDLE~"
+    ping_ack = b"\x00\x00\x08\x06\x01\x00\x00\x00\x00" + bytes(8)
+    c = client()
+    first = c.data_to_send()
+    c.send_headers(1, grpc_headers("/echo.Svc/Call"))
+    c.send_data(1, body, end_stream=True)
+    first += c.data_to_send()
+    c.send_headers(3, grpc_headers("/echo.Svc/Late"))
+    c.send_data(3, body, end_stream=True)
+    write("h2_downstream", "h2_idle_drain_ping_ack", first + idle + ping_ack + SPLIT + c.data_to_send())
+    write("h2_downstream", "h2_idle_no_ack", first + idle + SPLIT + c.data_to_send())
 
     write("h2_downstream", "h2_preface_only", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
     write("h2_downstream", "h2_bad_preface", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

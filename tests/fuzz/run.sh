@@ -103,6 +103,8 @@ echo "fuzz: built ${#targets[@]} target(s) in $(($(date +%s) - start))s"
 # --- run -------------------------------------------------------------------------------------
 # Leaks are checked per input; a slow input (> 10 s) counts as a finding too.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
+sym=/usr/lib/llvm-14/bin/llvm-symbolizer  # Debian's llvm-14; clang-14 alone has none on PATH
+[ -x "$sym" ] && export ASAN_SYMBOLIZER_PATH=${ASAN_SYMBOLIZER_PATH:-$sym}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 failed=0
 for t in "${targets[@]}"; do
