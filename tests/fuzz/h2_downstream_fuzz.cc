@@ -313,6 +313,7 @@ class Rig {
                    reactor_->mem().connects().size(),
                    static_cast<unsigned long long>(Backend::answered - answered_before_),
                    to_client_, reactor_->mem().closed(ds_fd_) ? "yes" : "no");
+      std::fprintf(stderr, "h2_downstream_fuzz: frames to the client:%s\n", frames().c_str());
     }
     shutdown();
   }
@@ -338,7 +339,32 @@ class Rig {
     reactor_->serve_backends();
     if (!reactor_->mem().closed(ds_fd_) && reactor_->mem().take_wire(ds_fd_, out_)) {
       to_client_ += out_.size();
+      if (trace_) sent_.insert(sent_.end(), out_.begin(), out_.end());
     }
+  }
+
+  // " SETTINGS HEADERS(1) ... GOAWAY(last 2147483647)": what ringlb sent, frame by frame.
+  std::string frames() const {
+    static const char* const kNames[] = {"DATA",   "HEADERS", "PRIORITY", "RST_STREAM",
+                                         "SETTINGS", "PUSH_PROMISE", "PING", "GOAWAY",
+                                         "WINDOW_UPDATE", "CONTINUATION"};
+    std::string out;
+    for (size_t p = 0; p + 9 <= sent_.size();) {
+      size_t len = (size_t{sent_[p]} << 16) | (size_t{sent_[p + 1]} << 8) | sent_[p + 2];
+      uint8_t type = sent_[p + 3];
+      uint32_t id = ((uint32_t{sent_[p + 5]} << 24) | (uint32_t{sent_[p + 6]} << 16) |
+                     (uint32_t{sent_[p + 7]} << 8) | sent_[p + 8]) & 0x7fffffffu;
+      out += " ";
+      out += type < 10 ? kNames[type] : "?";
+      if (id != 0) out += "(" + std::to_string(id) + ")";
+      if (type == 7 && len >= 8 && p + 13 <= sent_.size()) {
+        uint32_t last = ((uint32_t{sent_[p + 9]} << 24) | (uint32_t{sent_[p + 10]} << 16) |
+                         (uint32_t{sent_[p + 11]} << 8) | sent_[p + 12]) & 0x7fffffffu;
+        out += "(last " + std::to_string(last) + ")";
+      }
+      p += 9 + len;
+    }
+    return out;
   }
 
   // Both peers hang up, as Shard::loop ends: every connection closes and every op completes.
@@ -365,6 +391,7 @@ class Rig {
   int ds_fd_ = -1;
   std::vector<uint8_t> out_;
   size_t to_client_ = 0;
+  std::vector<uint8_t> sent_;  // everything ringlb sent the client, when tracing
   const bool trace_ = getenv("RINGLB_FUZZ_TRACE") != nullptr;
   const uint64_t answered_before_ = Backend::answered;
 };
