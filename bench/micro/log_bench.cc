@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "core/base/log.h"
@@ -77,6 +78,25 @@ void BM_LogQueued(benchmark::State& state) {
       benchmark::Counter(static_cast<double>(dropped) / static_cast<double>(state.iterations()));
 }
 BENCHMARK(BM_LogQueued)->ArgName("pipe")->Arg(0)->Arg(1);
+
+// The usual case on a shard: an occasional line, the writer asleep, so the caller also pays the
+// eventfd write that wakes it. Between timed lines the writer empties the ring and goes back to
+// sleep (log_flush, then a short sleep outside the timing).
+void BM_LogQueuedIdle(benchmark::State& state) {
+  StderrSink sink(true);
+  base::start_log_writer();
+  int i = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    base::log_flush();
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+    state.ResumeTiming();
+    LOG_INFO("listener %s: upstream %s reset the stream (%d)", "0.0.0.0:8080", "10.0.1.5:50051",
+             ++i);
+  }
+  base::stop_log_writer();
+}
+BENCHMARK(BM_LogQueuedIdle)->Iterations(2000);
 
 // The same with the writer stuck (its pipe is never read): every line past the ring is a drop,
 // which is what a shard pays when stderr blocks.

@@ -38,9 +38,9 @@ size_t format_line(char* line, LogLevel level, const char* fmt, va_list ap) {
   clock_gettime(CLOCK_REALTIME, &ts);
   tm t;
   gmtime_r(&ts.tv_sec, &t);
-  int n = snprintf(line, kMax, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ringlb[%s] ",
-                   t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec,
-                   ts.tv_nsec / 1000000, kNames[static_cast<int>(level)]);
+  int n = snprintf(line, kMax, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ ringlb[%s] ", t.tm_year + 1900,
+                   t.tm_mon + 1, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec / 1000000,
+                   kNames[static_cast<int>(level)]);
   int m = vsnprintf(line + n, kMax - n - 1, fmt, ap);
   size_t len = n + (m < 0 ? 0 : std::min<size_t>(m, kMax - n - 2));
   line[len++] = '\n';
@@ -195,12 +195,12 @@ class LogWriter {
   }
 
   LogRing ring_;
-  int wake_fd_;                               // eventfd: producers and stop() -> writer thread
+  int wake_fd_;  // eventfd: producers and stop() -> writer thread
   std::thread thread_;
-  std::atomic<bool> sleeping_{false};         // writer: about to block on wake_fd_
-  std::atomic<bool> stop_{false};             // stop_log_writer() -> writer thread
-  std::atomic<uint64_t> dropped_{0};          // producers add, the writer reports and clears
-  std::atomic<int> flush_waiters_{0};         // log_flush() callers waiting on flush_cv_
+  std::atomic<bool> sleeping_{false};  // writer: about to block on wake_fd_
+  std::atomic<bool> stop_{false};      // stop_log_writer() -> writer thread
+  std::atomic<uint64_t> dropped_{0};   // producers add, the writer reports and clears
+  std::atomic<int> flush_waiters_{0};  // log_flush() callers waiting on flush_cv_
   std::mutex flush_mu_;
   std::condition_variable flush_cv_;
 };
@@ -211,7 +211,7 @@ class LogWriter {
 std::atomic<uint64_t> g_gate{0};
 std::atomic<LogWriter*> g_writer{nullptr};  // set while bit 0 of g_gate may be set
 // Serialises start and stop (and keeps log_flush() off a writer being destroyed).
-std::timed_mutex g_control_mu;
+std::mutex g_control_mu;
 // Direct writes take this; stop holds it across the switch to direct writing, so a thread's
 // direct line never overtakes its own earlier line still in the ring. Uncontended otherwise.
 std::mutex g_direct_mu;
@@ -224,15 +224,21 @@ void direct_write(char* line, size_t len) {
 
 }  // namespace
 
-void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level)); }
+void set_log_level(LogLevel level) {
+  g_level.store(static_cast<int>(level));
+}
 
 bool log_enabled(LogLevel level) {
   return static_cast<int>(level) >= g_level.load(std::memory_order_relaxed);
 }
 
-void set_log_fd(int fd) { g_fd.store(fd); }
+void set_log_fd(int fd) {
+  g_fd.store(fd);
+}
 
-uint64_t log_dropped_lines() { return g_dropped_total.load(std::memory_order_relaxed); }
+uint64_t log_dropped_lines() {
+  return g_dropped_total.load(std::memory_order_relaxed);
+}
 
 void log(LogLevel level, const char* fmt, ...) {
   char line[LogRing::kLineMax];
@@ -286,8 +292,14 @@ void stop_log_writer() {
 
 bool log_flush(int timeout_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  std::unique_lock lock(g_control_mu, deadline);
-  if (!lock.owns_lock()) return false;  // a stop is under way and stuck on a blocked stderr
+  // Polls rather than a timed mutex: TSan does not follow pthread_mutex_clocklock. Contended
+  // only while a start or stop runs, and a stop stuck on a blocked stderr must not hold us.
+  std::unique_lock lock(g_control_mu, std::try_to_lock);
+  while (!lock.owns_lock()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    lock.try_lock();
+  }
   LogWriter* w = g_writer.load();
   return w == nullptr || w->flush(deadline);
 }

@@ -54,8 +54,8 @@ uint64_t log_dropped_lines();
 /// writer is stopped.
 void set_log_fd(int fd);
 
-#define RINGLB_LOG(level, ...)                                                 \
-  do {                                                                         \
+#define RINGLB_LOG(level, ...)                                                                   \
+  do {                                                                                           \
     if (::ringlb::core::base::log_enabled(level)) ::ringlb::core::base::log(level, __VA_ARGS__); \
   } while (0)
 #define LOG_DEBUG(...) RINGLB_LOG(::ringlb::core::base::LogLevel::kDebug, __VA_ARGS__)

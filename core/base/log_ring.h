@@ -107,9 +107,9 @@ class LogRing {
 
   size_t mask_ = 0;
   std::unique_ptr<Slot[]> slots_;
-  alignas(64) std::atomic<uint64_t> tail_{0};    // producers' claims
-  alignas(64) uint64_t head_ = 0;                // consumer only
-  std::atomic<uint64_t> popped_{0};              // head_, published for log_flush()
+  alignas(64) std::atomic<uint64_t> tail_{0};  // producers' claims
+  alignas(64) uint64_t head_ = 0;              // consumer only
+  std::atomic<uint64_t> popped_{0};            // head_, published for log_flush()
 };
 
 }  // namespace ringlb::core::base
