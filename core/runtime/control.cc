@@ -170,6 +170,7 @@ void Controller::on_signal() {
     }
     if (draining_) {
       LOG_WARN("second signal (%s): exiting now", strsignal(sig));
+      base::log_flush();  // the line above must get out before we go
       _exit(128 + sig);
     }
     draining_ = true;

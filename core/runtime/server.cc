@@ -58,6 +58,11 @@ std::vector<lb::EndpointSetPtr> initial_endpoint_sets(const config::Config& conf
 }
 
 int run_server(const config::Config& config) {
+  // From here on shards (and everyone) only enqueue log lines; every return below flushes them.
+  base::start_log_writer();
+  struct StopLogWriter {
+    ~StopLogWriter() { base::stop_log_writer(); }
+  } stop_log_writer;
   std::string error;
   auto choice = io::choose_reactor(config.proxy.io_backend, error);
   if (!choice) {
