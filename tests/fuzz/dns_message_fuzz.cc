@@ -59,7 +59,7 @@ void check_endpoints(const DnsAnswer& a, RecordType type) {
     if (!keys.insert(ringlb::lb::endpoint_key(e)).second) die("duplicate endpoint", e.name);
   }
   if (type != RecordType::kSRV && !r.unresolved_srv.empty()) {
-    die("unresolved SRV targets for an address query", r.unresolved_srv.front().first);
+    die("unresolved SRV targets for an address query", r.unresolved_srv.front().name);
   }
 }
 
