@@ -134,10 +134,11 @@ void ProxyStream::on_request_headers(bool end_stream) {
 void ProxyStream::dispatch() {
   ++attempts_;
   ClusterState& cl = *cluster_;
-  int i = cl.picker->pick(cl.outstanding);
+  lb::PickContext pick{.outstanding = cl.outstanding};
+  int i = cl.picker->pick(pick);
   if (i >= 0 && cl.endpoints[static_cast<size_t>(i)] == last_failed_endpoint_ &&
       cl.set->size() > 1) {
-    i = cl.picker->pick(cl.outstanding);  // one more draw, away from the failure
+    i = cl.picker->pick(pick);  // one more draw, away from the failure
   }
   if (i < 0) {
     std::string msg = "ringlb: cluster \"" + cl.config->name + "\" has no endpoints";
