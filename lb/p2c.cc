@@ -177,7 +177,10 @@ int P2cPicker::pick_avoiding(const Tables& t, Id id, const PickContext& ctx) {
 template <typename Id>
 int P2cPicker::draw_avoiding(const Tables& t, Id id, std::span<const int> avoid, int except) {
   if (except >= 0 && t.n < 2) return -1;
-  for (int k = 0; k < kAvoidDraws; ++k) {
+  // With n <= |avoid| + 1 there may be no allowed position at all: rejection would spend all its
+  // draws to learn that, while the exact pass over so few positions is cheap.
+  const int draws = t.n <= avoid.size() + 1 ? 0 : kAvoidDraws;
+  for (int k = 0; k < draws; ++k) {
     uint32_t p;
     if (except < 0) {
       p = t.weighted ? t.draw(next_random()) : reduce32(static_cast<uint32_t>(next_random()), t.n);

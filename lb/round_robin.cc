@@ -189,6 +189,7 @@ int RoundRobinPicker::pick_slow(PickContext& ctx) {
     return choose(all_, nullptr, ctx.avoid);
   }
   if (el->version() != eligible_version_) rebuild_eligible(*el);
+  if (ctx.avoid.empty()) return static_cast<int>(eligible_ids_[eligible_.next()]);
   return choose(eligible_, eligible_ids_.data(), ctx.avoid);
 }
 
@@ -219,11 +220,37 @@ int RoundRobinPicker::choose(WrrSequence& seq, const uint32_t* ids, std::span<co
   __builtin_trap();  // broken invariant: checked above that some position is not avoided
 }
 
+void WrrSequence::build_filtered(const WrrSequence& base, std::span<const uint32_t> ids,
+                                 uint64_t mixed, std::vector<uint32_t>& pos_of) {
+  assert(base.mode_ == Mode::kSchedule && !ids.empty());
+  constexpr uint32_t kOut = UINT32_MAX;
+  pos_of.assign(base.n_, kOut);
+  for (uint32_t k = 0; k < ids.size(); ++k) pos_of[ids[k]] = k;
+  schedule_.clear();
+  for (uint32_t e : base.schedule_) {
+    if (pos_of[e] != kOut) schedule_.push_back(pos_of[e]);
+  }
+  heap_.clear();
+  mode_ = Mode::kSchedule;
+  n_ = static_cast<uint32_t>(ids.size());
+  period_ = schedule_.size();
+  step_ = 0;
+  next_ = static_cast<uint32_t>(mixed % period_);
+}
+
 void RoundRobinPicker::rebuild_eligible(const Eligibility& el) {
   eligible_weights(*set_, el, eligible_ids_, eligible_weights_);
   // A fresh start point per version: shards (different seeds) and successive rebuilds do not
   // all restart the new period at its first entry.
-  eligible_.build(eligible_weights_, mix_seed(seed_ ^ el.version()), max_schedule_);
+  const uint64_t mixed = mix_seed(seed_ ^ el.version());
+  bool full_weights = true;
+  for (uint32_t i : eligible_ids_)
+    full_weights &= el.weight_permille(i) == Eligibility::kFullWeight;
+  if (full_weights && all_.mode() == Mode::kSchedule) {
+    eligible_.build_filtered(all_, eligible_ids_, mixed, pos_of_);
+  } else {
+    eligible_.build(eligible_weights_, mixed, max_schedule_);
+  }
   eligible_version_ = el.version();
 }
 

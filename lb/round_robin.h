@@ -24,8 +24,11 @@
 // (snapshot weight x slow-start share), rebuilt on the first pick after the eligibility version
 // moves. So an ineligible endpoint's turns go to the others exactly in proportion to their
 // weights, and the per-period counts above hold among the eligible set. Each rebuild starts at a
-// fresh seed-derived point of the new period. Avoided endpoints (a call's earlier tries) are
-// skipped by drawing on: their turns are spent, as if they had served the retry.
+// fresh seed-derived point of the new period. When only flags changed (no slow start) and the
+// member sequence is a precomputed schedule, the eligible one is that schedule with the
+// ineligible entries dropped: O(period), a copy instead of an EDF run (~0.4 ms at 1,000 mixed
+// weights). Avoided endpoints (a call's earlier tries) are skipped by drawing on: their turns are
+// spent, as if they had served the retry.
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -43,6 +46,11 @@ class WrrSequence {
   /// `weights` >= 1 each (not yet reduced); `mixed` (a mix_seed output) picks the start point;
   /// `max_schedule` as in RoundRobinPicker. Reuses the vectors' capacity.
   void build(std::span<const uint32_t> weights, uint64_t mixed, size_t max_schedule);
+  /// The subsequence of `base` (a kSchedule sequence) over the endpoints `ids` (ascending, a
+  /// subset of base's positions), renumbered 0..ids.size()-1: base's counts per period hold for
+  /// those endpoints, at O(base period) instead of a fresh EDF run. `pos_of` is scratch.
+  void build_filtered(const WrrSequence& base, std::span<const uint32_t> ids, uint64_t mixed,
+                      std::vector<uint32_t>& pos_of);
   /// The next position, or -1 when built empty.
   int next();
 
@@ -96,7 +104,8 @@ class RoundRobinPicker final : public Picker {
   /// The sequence over all members.
   Mode mode() const { return all_.mode(); }
   uint64_t period() const { return all_.period(); }
-  /// The sequence over the eligible endpoints, as of the last pick that needed it.
+  /// The sequence over the eligible endpoints, as of the last pick that needed it. Its period may
+  /// be a multiple of the gcd-reduced one when it was filtered from the member schedule.
   Mode eligible_mode() const { return eligible_.mode(); }
   uint64_t eligible_period() const { return eligible_.period(); }
 
@@ -112,6 +121,7 @@ class RoundRobinPicker final : public Picker {
   WrrSequence eligible_;  // positions index eligible_ids_
   std::vector<uint32_t> eligible_ids_;
   std::vector<uint32_t> eligible_weights_;
+  std::vector<uint32_t> pos_of_;   // scratch for build_filtered
   uint64_t eligible_version_ = 0;  // Eligibility::version() it was built for; 0 = never
   uint32_t scan_ = 0;              // where the avoid fallback scan starts next
 };

@@ -246,16 +246,20 @@ TEST_CASE("round_robin: ineligible turns go to the others in proportion to weigh
         auto set = make_set(weights);
         Eligibility el(n);
         mark(el, 3, stride, kUnhealthy);
-        uint64_t g = 0, period = 0;
-        for (size_t i = 0; i < n; ++i) {
-          if (el.eligible(i)) g = std::gcd(g, uint64_t{weights[i]});
-        }
-        for (size_t i = 0; i < n; ++i) period += el.eligible(i) ? weights[i] / g : 0;
+        uint64_t eligible_weight = 0;
+        for (size_t i = 0; i < n; ++i) eligible_weight += el.eligible(i) ? weights[i] : 0;
         RoundRobinPicker p(set, 5, budget);
-        auto r = run_ctx(p, 3 * period, std::vector<uint32_t>(n, 0), &el);
-        CHECK(p.eligible_period() == period);
+        std::vector<uint32_t> outstanding(n, 0);
+        PickContext first{.outstanding = outstanding, .eligibility = &el};
+        p.pick(first);  // builds the eligible sequence, so its period is known
+        const uint64_t period = p.eligible_period();
+        REQUIRE(period % eligible_weight == 0);  // weight 1 is eligible: nothing for a gcd to reduce
+        // Filtered from the member schedule when there is one, else a fresh EDF heap.
+        CHECK(p.eligible_mode() ==
+              (budget ? RoundRobinPicker::Mode::kSchedule : RoundRobinPicker::Mode::kEdf));
+        auto r = run_ctx(p, 3 * period, outstanding, &el);
         for (size_t i = 0; i < n; ++i) {
-          CHECK(r.counts[i] == (el.eligible(i) ? 3 * weights[i] / g : 0));
+          CHECK(r.counts[i] == (el.eligible(i) ? 3 * period / eligible_weight * weights[i] : 0));
         }
       }
     }
