@@ -253,7 +253,8 @@ TEST_CASE("round_robin: ineligible turns go to the others in proportion to weigh
         PickContext first{.outstanding = outstanding, .eligibility = &el};
         p.pick(first);  // builds the eligible sequence, so its period is known
         const uint64_t period = p.eligible_period();
-        REQUIRE(period % eligible_weight == 0);  // weight 1 is eligible: nothing for a gcd to reduce
+        // Weight 1 is among the eligible: no gcd to reduce, so whole periods hold whole sums.
+        REQUIRE(period % eligible_weight == 0);
         // Filtered from the member schedule when there is one, else a fresh EDF heap.
         CHECK(p.eligible_mode() ==
               (budget ? RoundRobinPicker::Mode::kSchedule : RoundRobinPicker::Mode::kEdf));
