@@ -1,6 +1,7 @@
 #include "core/proxy/cluster.h"
 
 #include <algorithm>
+#include <array>
 #include <unordered_map>
 
 #include "core/proxy/upstream.h"
@@ -49,6 +50,11 @@ void ClusterState::apply(lb::EndpointSetPtr next) {
   set = std::move(next);
   endpoints = std::move(fresh);
   outstanding = std::move(counts);
+  eligibility.resize(endpoints.size());
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    eligibility.set_flags(i, endpoints[i]->ineligible);
+    eligibility.set_weight_permille(i, endpoints[i]->weight_permille);
+  }
   lb::Policy policy =
       config->lb == config::LbPolicy::kP2c ? lb::Policy::kP2c : lb::Policy::kRoundRobin;
   picker = lb::make_picker(policy, *set, seed + set->version);
@@ -69,17 +75,31 @@ void ClusterState::apply(lb::EndpointSetPtr next) {
 }
 
 EndpointState* ClusterState::pick(std::span<const uint64_t> avoid) {
-  auto avoided = [&](int i) {
-    uint64_t id = endpoints[static_cast<size_t>(i)]->id;
-    return std::find(avoid.begin(), avoid.end(), id) != avoid.end();
-  };
-  int i = picker->pick(outstanding);
-  if (i < 0) return nullptr;
-  // A few more draws away from endpoints this call already tried; then take what we have.
-  for (int tries = 0; tries < 4 && avoided(i) && endpoints.size() > 1; ++tries) {
-    i = picker->pick(outstanding);
+  // Endpoints this call already tried, by their index in the current set (a retry only: the
+  // first attempt has none, and pays nothing for this).
+  std::array<int, 8> avoid_index;
+  size_t n = 0;
+  for (uint64_t id : avoid) {
+    for (size_t i = 0; i < endpoints.size() && n < avoid_index.size(); ++i) {
+      if (endpoints[i]->id == id) avoid_index[n++] = static_cast<int>(i);
+    }
   }
-  return endpoints[static_cast<size_t>(i)];
+  lb::PickContext ctx;
+  ctx.outstanding = outstanding;
+  ctx.eligibility = &eligibility;
+  ctx.avoid = std::span<const int>(avoid_index.data(), n);
+  ctx.attempt = static_cast<uint32_t>(avoid.size());
+  int i = picker->pick(ctx);
+  return i < 0 ? nullptr : endpoints[static_cast<size_t>(i)];
+}
+
+void ClusterState::set_eligibility(EndpointState& ep, uint8_t ineligible_bits,
+                                   uint16_t weight_permille) {
+  ep.ineligible = ineligible_bits;
+  ep.weight_permille = weight_permille;
+  if (ep.index < 0) return;  // not in the set: nothing to pick from
+  eligibility.set_flags(static_cast<size_t>(ep.index), ineligible_bits);
+  eligibility.set_weight_permille(static_cast<size_t>(ep.index), weight_permille);
 }
 
 void ClusterState::call_started(EndpointState& ep) {

@@ -12,6 +12,7 @@
 #include "core/base/result.h"
 #include "core/config/config.h"
 #include "core/h2/connection.h"
+#include "lb/eligibility.h"
 #include "lb/endpoint.h"
 #include "lb/picker.h"
 
@@ -30,6 +31,10 @@ struct EndpointState {
   uint64_t id = 0;        // unique on this shard, never reused: calls remember endpoints by it
   int index = -1;         // position in the cluster's current set; -1 once removed (draining)
   uint32_t outstanding = 0;
+  // Eligibility, kept here so it survives snapshot swaps (copied into the cluster's
+  // lb::Eligibility at its index): lb::kUnhealthy | kEjected | kDraining bits, slow-start share.
+  uint8_t ineligible = 0;
+  uint16_t weight_permille = lb::Eligibility::kFullWeight;
   // Connections that left `conns` (closing) but whose I/O has not all completed yet; they
   // still refer to this state, so it must outlive them.
   uint32_t closing = 0;
@@ -54,6 +59,7 @@ struct ClusterState {
   lb::EndpointSetPtr set;
   std::unique_ptr<lb::Picker> picker;
   std::vector<uint32_t> outstanding;        // the picker's input, index-aligned with set
+  lb::Eligibility eligibility;              // who may take calls now, index-aligned with set
   std::vector<EndpointState*> endpoints;    // index-aligned with set
   std::vector<EndpointState*> retiring;     // removed from the set, calls or connections left
 
@@ -67,6 +73,9 @@ struct ClusterState {
   /// An endpoint for a new attempt, preferring one whose id is not in `avoid`; nullptr when the
   /// cluster has no endpoints.
   EndpointState* pick(std::span<const uint64_t> avoid);
+  /// Marks `ep` (in)eligible (lb::kUnhealthy, kEjected, kDraining bits) and its slow-start
+  /// share, without a new snapshot. The next pick sees it.
+  void set_eligibility(EndpointState& ep, uint8_t ineligible_bits, uint16_t weight_permille);
   /// A connection that can take one more stream to `ep`, opening one if needed.
   base::Result<UpstreamConn*> connection_for(Context& ctx, EndpointState& ep);
   void call_started(EndpointState& ep);

@@ -14,6 +14,7 @@
 #include "lb/endpoint.h"
 #include "lb/p2c.h"
 #include "lb/round_robin.h"
+#include "lb_test_util.h"
 
 using ringlb::lb::EndpointSet;
 using ringlb::lb::make_picker;
@@ -24,43 +25,10 @@ using ringlb::lb::RoundRobinPicker;
 
 namespace {
 
-EndpointSet make_set(const std::vector<uint32_t>& weights) {
-  EndpointSet set;
-  for (size_t i = 0; i < weights.size(); ++i) {
-    ringlb::lb::Endpoint e;
-    sockaddr_in sin{};
-    sin.sin_family = AF_INET;
-    sin.sin_port = htons(50051);
-    sin.sin_addr.s_addr = htonl(0x0a000000u + static_cast<uint32_t>(i));
-    std::memcpy(&e.addr, &sin, sizeof(sin));
-    e.addr_len = sizeof(sin);
-    e.weight = weights[i];
-    e.name = "10.0.0." + std::to_string(i) + ":50051";
-    set.endpoints.push_back(std::move(e));
-  }
-  return set;
-}
-
-std::vector<int> run(Picker& p, size_t picks, const std::vector<uint32_t>& outstanding) {
-  std::vector<int> out;
-  out.reserve(picks);
-  for (size_t i = 0; i < picks; ++i) out.push_back(p.pick(outstanding));
-  return out;
-}
-
-std::vector<uint64_t> counts_of(const std::vector<int>& seq, size_t n) {
-  std::vector<uint64_t> counts(n, 0);
-  size_t out_of_range = 0;
-  for (int i : seq) {
-    if (i < 0 || static_cast<size_t>(i) >= n) {
-      ++out_of_range;
-    } else {
-      ++counts[static_cast<size_t>(i)];
-    }
-  }
-  REQUIRE(out_of_range == 0);
-  return counts;
-}
+using ringlb::lb::test::counts_of;
+using ringlb::lb::test::make_set;
+using ringlb::lb::test::pick_one;
+using ringlb::lb::test::run;
 
 // Longest run of one index, counting across the wrap so a periodic sequence is judged whole.
 size_t longest_cyclic_run(const std::vector<int>& seq, int who) {
@@ -111,7 +79,7 @@ TEST_CASE("pickers: empty set returns -1") {
   std::vector<uint32_t> none;
   for (Policy policy : {Policy::kRoundRobin, Policy::kP2c}) {
     auto p = make_picker(policy, empty, 42);
-    for (int i = 0; i < 10; ++i) CHECK(p->pick(none) == -1);
+    for (int i = 0; i < 10; ++i) CHECK(pick_one(*p, none) == -1);
   }
 }
 
@@ -121,7 +89,7 @@ TEST_CASE("pickers: single endpoint is always chosen") {
     std::vector<uint32_t> outstanding{123};
     for (Policy policy : {Policy::kRoundRobin, Policy::kP2c}) {
       auto p = make_picker(policy, set, 3);
-      for (int i = 0; i < 100; ++i) CHECK(p->pick(outstanding) == 0);
+      for (int i = 0; i < 100; ++i) CHECK(pick_one(*p, outstanding) == 0);
     }
   }
 }
@@ -159,7 +127,7 @@ TEST_CASE("round_robin: shards start at different offsets") {
   std::vector<int> firsts;
   for (uint64_t shard = 0; shard < 8; ++shard) {
     RoundRobinPicker p(set, shard);
-    firsts.push_back(p.pick(outstanding));
+    firsts.push_back(pick_one(p, outstanding));
   }
   std::sort(firsts.begin(), firsts.end());
   CHECK(std::unique(firsts.begin(), firsts.end()) - firsts.begin() >= 6);
@@ -392,7 +360,7 @@ TEST_CASE("p2c: weighted draws follow the weights") {
     for (size_t i = 0; i < 100'000; ++i) {
       int& slot = in_flight[i % in_flight.size()];
       if (slot >= 0) --outstanding[static_cast<size_t>(slot)];
-      slot = p.pick(outstanding);
+      slot = pick_one(p, outstanding);
       ++outstanding[static_cast<size_t>(slot)];
       ++c[static_cast<size_t>(slot)];
     }
@@ -433,7 +401,7 @@ TEST_CASE("pickers: no net heap growth while picking") {
       auto p = make_picker(policy, set, 4);
       const size_t before = mallinfo2().uordblks;
       int sink = 0;
-      for (int i = 0; i < 100'000; ++i) sink += p->pick(outstanding);
+      for (int i = 0; i < 100'000; ++i) sink += pick_one(*p, outstanding);
       CHECK(mallinfo2().uordblks == before);
       CHECK(sink >= 0);
     }
