@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh Debian 12 machine: installs what is missing, builds, runs
-# the doctest unit tests and the integration tests (real binary, real gRPC peers, both reactor
-# backends), then the integration suite once more against an ASan/UBSan build and once against a
-# TSan build (shards, the control thread and snapshot swaps run on several threads).
-# Usage: bash tests/run.sh   (RINGLB_SKIP_ASAN=1 / RINGLB_SKIP_TSAN=1 leave a sanitizer pass out)
+# The whole test suite, from a fresh Debian 12 machine: installs what is missing, builds, checks
+# the layering and clang-format, runs the doctest unit tests (also under a seccomp filter that
+# denies io_uring) and the integration tests (real binary, real gRPC peers, both reactor
+# backends), then the unit and integration tests against an ASan/UBSan build, the integration
+# suite against a TSan build (shards, the control thread and snapshot swaps run on several
+# threads), and the libFuzzer targets for a bounded number of runs.
+# Usage: bash tests/run.sh   (RINGLB_SKIP_ASAN=1 / RINGLB_SKIP_TSAN=1 / RINGLB_SKIP_FUZZ=1 leave
+# a pass out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -84,7 +87,10 @@ RINGLB_BIN="$root/build/ringlb" pytest_run "integration"
 
 if [ "${RINGLB_SKIP_ASAN:-0}" != 1 ]; then
   echo "== integration tests against an ASan/UBSan build"
-  build build-asan -Db_sanitize=address,undefined -Dbuildtype=debugoptimized -Dbench=false -Dtests=false || exit 1
+  build build-asan -Db_sanitize=address,undefined -Dbuildtype=debugoptimized -Dbench=false -Dtests=true || exit 1
+  echo "== unit tests against the ASan/UBSan build"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    unit_run "unit-asan" ./build-asan/tests/unit_tests
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     RINGLB_BIN="$root/build-asan/ringlb" pytest_run "integration-asan" \
     --ignore=tests/integration/test_bench_smoke.py  # measures the harness, not memory safety
@@ -97,6 +103,13 @@ if [ "${RINGLB_SKIP_TSAN:-0}" != 1 ]; then
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     RINGLB_BIN="$root/build-tsan/ringlb" pytest_run "integration-tsan" \
     --ignore=tests/integration/test_bench_smoke.py
+fi
+
+if [ "${RINGLB_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzz targets (libFuzzer, ASan/UBSan; bounded runs)"
+  fout=$(bash tests/fuzz/run.sh 2>&1); fst=$?
+  echo "$fout" | tail -n 8
+  count "fuzz" "$fst" "$(echo "$fout" | grep -c ': ok,')" "$(echo "$fout" | grep -c ': FAILED')"
 fi
 
 echo
