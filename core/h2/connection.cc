@@ -99,7 +99,7 @@ void H2Connection::flush() {
     host_.reactor().send(fd_, send_op_);
     return;
   }
-  if (!send_op_.active && wire.empty() && plain.empty() &&
+  if (!send_op_.active && wire.empty() && plain.empty() && !hold_open() &&
       nghttp2_session_want_read(session_) == 0 &&
       nghttp2_session_want_write(session_) == 0) {
     close("session finished");

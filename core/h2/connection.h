@@ -77,6 +77,9 @@ class H2Connection : public io::IoHandler, private TransportSink {
   virtual void on_connected(int res) { (void)res; }
   /// After input was processed: a chance to act on state nghttp2 changed (GOAWAY and so on).
   virtual void after_input() {}
+  /// True while the connection must stay open although nghttp2 wants neither to read nor to
+  /// write (a drain waiting for its PING to come back before the final GOAWAY).
+  virtual bool hold_open() const { return false; }
   /// Every op has completed; the fd is closed. The shard reclaims the object.
   virtual void on_released() = 0;
 

@@ -43,6 +43,9 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   void on_timer(io::Timer& t) override;
 
  private:
+  // The shutdown notice makes nghttp2 want nothing more on an idle connection; the drain still
+  // waits for the PING (or its timer) before the final GOAWAY.
+  bool hold_open() const override { return draining_ && !final_goaway_sent_; }
   void on_close(const char* why) override;
   void on_released() override;
   void send_final_goaway();
