@@ -227,14 +227,54 @@ int serve_until_stopped(const sigset_t& wait_signals, pid_t& proxy, uint16_t tar
   return 0;
 }
 
-// Blocks `signals` in this thread and, through inheritance, in every thread started after.
-// They are taken by sigwait, never by handlers. Returns the mask before.
-sigset_t block_signals(std::initializer_list<int> signals) {
-  sigset_t set, old;
+sigset_t signal_set(std::initializer_list<int> signals) {
+  sigset_t set;
   sigemptyset(&set);
   for (int s : signals) sigaddset(&set, s);
-  pthread_sigmask(SIG_BLOCK, &set, &old);
-  return old;
+  return set;
+}
+
+// One SO_REUSEPORT listening socket per loop thread on `addr`. With port 0 the others join the
+// port the first one got. Logs why and returns false on failure (nothing left open).
+bool open_listeners(io::SocketAddress addr, unsigned count, std::vector<int>& fds) {
+  std::string error;
+  for (unsigned i = 0; i < count; ++i) {
+    if (i == 1) addr = io::local_address(fds[0]);
+    int fd = io::make_listen_socket(reinterpret_cast<sockaddr*>(&addr.storage), addr.len, error);
+    if (fd < 0) {
+      LOG_ERROR("ringlb backend: cannot listen: %s", error.c_str());
+      for (int f : fds) close(f);
+      fds.clear();
+      return false;
+    }
+    fds.push_back(fd);
+  }
+  return true;
+}
+
+// Serves `fds` (one loop thread each, owning its socket) until SIGINT or SIGTERM, which the
+// caller has blocked. Returns the exit code.
+int serve_backend(const std::vector<int>& fds, const std::string& name, unsigned delay_ms,
+                  io::IoBackend backend, const sigset_t& stop_signals) {
+  std::string bound = io::local_address(fds[0]).text, error;
+  Backends loops;  // stopped when it goes
+  for (int fd : fds) {
+    if (!loops.empty() && loops.back() == nullptr) {
+      close(fd);  // an earlier loop failed: this socket has no owner yet
+    } else {
+      loops.push_back(BackendLoop::start(fd, name, delay_ms * 1'000'000LL, backend, error));
+    }
+  }
+  if (loops.back() == nullptr) {
+    LOG_ERROR("ringlb backend: %s", error.c_str());
+    return 1;
+  }
+  printf("ringlb backend %s listening on %s (h2c, %zu thread%s, delay %u ms)\n", name.c_str(),
+         bound.c_str(), fds.size(), fds.size() == 1 ? "" : "s", delay_ms);
+  fflush(stdout);
+  int sig;
+  sigwait(&stop_signals, &sig);
+  return 0;
 }
 
 }  // namespace
@@ -261,47 +301,14 @@ int run_backend(int argc, char** argv) {
   }
   std::optional<io::IoBackend> backend = pick_reactor(want);
   if (!backend) return 1;
-  sigset_t old_mask = block_signals({SIGINT, SIGTERM});
+  // Signals are taken by sigwait, never by handlers: block them before any thread starts so
+  // every thread inherits the mask.
+  sigset_t stop_signals = signal_set({SIGINT, SIGTERM}), old_mask;
+  pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
   std::vector<int> fds;
-  std::string error;
-  for (unsigned i = 0; i < threads; ++i) {
-    // With port 0 the other threads' sockets join the port the first one got (SO_REUSEPORT).
-    if (i == 1) addr = io::local_address(fds[0]);
-    int fd = io::make_listen_socket(reinterpret_cast<sockaddr*>(&addr->storage), addr->len, error);
-    if (fd < 0) {
-      LOG_ERROR("ringlb backend: cannot listen: %s", error.c_str());
-      for (int f : fds) close(f);
-      return 1;
-    }
-    fds.push_back(fd);
-  }
-  std::string bound = io::local_address(fds[0]).text;
-  int rc = 0;
-  {
-    Backends loops;  // each owns its socket from here on
-    for (int fd : fds) {
-      if (rc != 0) {
-        close(fd);
-        continue;
-      }
-      loops.push_back(BackendLoop::start(fd, name, delay_ms * 1'000'000LL, *backend, error));
-      if (loops.back() == nullptr) {
-        LOG_ERROR("ringlb backend: %s", error.c_str());
-        rc = 1;
-      }
-    }
-    if (rc == 0) {
-      printf("ringlb backend %s listening on %s (h2c, %u thread%s, delay %u ms)\n", name.c_str(),
-             bound.c_str(), threads, threads == 1 ? "" : "s", delay_ms);
-      fflush(stdout);
-      sigset_t stop_signals;
-      sigemptyset(&stop_signals);
-      sigaddset(&stop_signals, SIGINT);
-      sigaddset(&stop_signals, SIGTERM);
-      int sig;
-      sigwait(&stop_signals, &sig);
-    }
-  }
+  int rc = open_listeners(*addr, threads, fds)
+               ? serve_backend(fds, name, delay_ms, *backend, stop_signals)
+               : 1;
   pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   return rc;
 }
@@ -322,13 +329,10 @@ int run_demo(int argc, char** argv, const char* self_exe) {
   if (!ok) return 2;
   std::optional<io::IoBackend> reactor = pick_reactor(io::IoBackend::kAuto);
   if (!reactor) return 1;
-  // SIGCHLD says the proxy died while we wait for Ctrl-C.
-  sigset_t old_mask = block_signals({SIGINT, SIGTERM, SIGCHLD}), stop_signals, wait_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  wait_signals = stop_signals;
-  sigaddset(&wait_signals, SIGCHLD);
+  // As in run_backend; SIGCHLD says the proxy died while we wait for Ctrl-C.
+  sigset_t stop_signals = signal_set({SIGINT, SIGTERM});
+  sigset_t wait_signals = signal_set({SIGINT, SIGTERM, SIGCHLD}), old_mask;
+  pthread_sigmask(SIG_BLOCK, &wait_signals, &old_mask);
   if (!direct && !port_is_free(port)) return 1;
 
   int rc = 1;
