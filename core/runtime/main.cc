@@ -22,7 +22,8 @@ void usage(FILE* out) {
           "       ringlb check FILE          validate a config file and exit\n"
           "       ringlb demo [--port N]     run 3 local gRPC backends behind ringlb and show\n"
           "                                  how one connection's calls spread\n"
-          "       ringlb backend --listen ADDR --name NAME [--delay-ms N]\n"
+          "       ringlb backend --listen ADDR --name NAME [--delay-ms N] [--threads N]\n"
+          "                                  [--io-backend auto|io_uring|epoll]\n"
           "                                  a small gRPC echo backend (tests, benchmarks)\n"
           "       ringlb --version\n");
 }
