@@ -48,9 +48,12 @@ LookupResult interpret_answer(int status, std::span<const uint8_t> message, Reco
 
 const char* record_type_name(RecordType t) {
   switch (t) {
-    case RecordType::kA: return "A";
-    case RecordType::kAAAA: return "AAAA";
-    case RecordType::kSRV: return "SRV";
+    case RecordType::kA:
+      return "A";
+    case RecordType::kAAAA:
+      return "AAAA";
+    case RecordType::kSRV:
+      return "SRV";
   }
   return "?";
 }

@@ -14,8 +14,8 @@ struct Pending {
 
 }  // namespace
 
-std::unique_ptr<Resolver> Resolver::create(const std::vector<std::string>& servers,
-                                           int timeout_ms, ResolverIo& io, std::string& error) {
+std::unique_ptr<Resolver> Resolver::create(const std::vector<std::string>& servers, int timeout_ms,
+                                           ResolverIo& io, std::string& error) {
   static std::once_flag once;
   static int init_status = ARES_SUCCESS;
   std::call_once(once, [] { init_status = ares_library_init(ARES_LIB_INIT_ALL); });
@@ -79,7 +79,9 @@ void Resolver::process(int fd, bool readable, bool writable) {
   ares_process_fd(channel_, readable ? fd : ARES_SOCKET_BAD, writable ? fd : ARES_SOCKET_BAD);
 }
 
-void Resolver::on_timeout() { ares_process_fd(channel_, ARES_SOCKET_BAD, ARES_SOCKET_BAD); }
+void Resolver::on_timeout() {
+  ares_process_fd(channel_, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+}
 
 int64_t Resolver::next_timeout_ns() const {
   timeval tv{};

@@ -31,8 +31,8 @@ class Resolver {
   using Callback = std::function<void(int status, std::span<const uint8_t> message)>;
 
   /// `servers`: "ip:port" / "[ip6]:port" texts; empty = the system's resolv.conf.
-  static std::unique_ptr<Resolver> create(const std::vector<std::string>& servers,
-                                          int timeout_ms, ResolverIo& io, std::string& error);
+  static std::unique_ptr<Resolver> create(const std::vector<std::string>& servers, int timeout_ms,
+                                          ResolverIo& io, std::string& error);
   ~Resolver();
   Resolver(const Resolver&) = delete;
   Resolver& operator=(const Resolver&) = delete;

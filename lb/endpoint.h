@@ -13,8 +13,8 @@ namespace ringlb::lb {
 struct Endpoint {
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
-  uint32_t weight = 1;   // >= 1
-  std::string name;      // "10.0.1.5:50051", for logs and grpc-message texts
+  uint32_t weight = 1;  // >= 1
+  std::string name;     // "10.0.1.5:50051", for logs and grpc-message texts
 };
 
 /// An immutable snapshot of one cluster's endpoints. Shared between threads by shared_ptr to

@@ -33,10 +33,10 @@
 namespace {
 
 using namespace ringlb;
-using test::MemoryReactor;
 using core::io::Completion;
 using core::io::Op;
 using core::io::OpKind;
+using test::MemoryReactor;
 
 // ---------------------------------------------------------------------------------------------
 // The bench's peers: plain nghttp2 (tests/support/h2_peers.h, shared with the unit tests), what a
@@ -268,8 +268,12 @@ void run_calls(benchmark::State& state) {
   }
 }
 
-void BM_H2Path(benchmark::State& state) { run_calls<RinglbRig>(state); }
-void BM_H2Path_PeersOnly(benchmark::State& state) { run_calls<PeersRig>(state); }
+void BM_H2Path(benchmark::State& state) {
+  run_calls<RinglbRig>(state);
+}
+void BM_H2Path_PeersOnly(benchmark::State& state) {
+  run_calls<PeersRig>(state);
+}
 
 }  // namespace
 

@@ -144,7 +144,6 @@ bool looks_like_host_name(std::string_view text) {
   return has_letter;
 }
 
-
 // Walks the parsed TOML tree into a Config. Holds only the source name used in messages.
 class Loader {
  public:
@@ -313,7 +312,7 @@ class Loader {
   }
 
   uint64_t size64_in_range(const toml::node& n, std::string_view key, uint64_t lo,
-                         uint64_t hi) const {
+                           uint64_t hi) const {
     std::optional<uint64_t> bytes;
     if (const toml::value<int64_t>* i = n.as_integer()) {
       if (i->get() < 0) fail(n, key, "must not be negative, got " + std::to_string(i->get()));
@@ -377,11 +376,10 @@ class Loader {
   }
 
   void load_proxy(const toml::table& t, ProxyConfig& p) const {
-    check_keys(
-        t, "proxy",
-        {"workers", "io_backend", "drain_timeout", "max_connections", "max_concurrent_streams",
-         "stream_buffer", "connection_window", "max_header_list_size", "idle_timeout",
-         "retry_buffer", "memory_limit"});
+    check_keys(t, "proxy",
+               {"workers", "io_backend", "drain_timeout", "max_connections",
+                "max_concurrent_streams", "stream_buffer", "connection_window",
+                "max_header_list_size", "idle_timeout", "retry_buffer", "memory_limit"});
     if (const toml::node* n = t.get("workers")) {
       if (const toml::value<std::string>* s = n->as_string()) {
         if (s->get() != "auto") {
@@ -398,9 +396,9 @@ class Loader {
     }
     if (const toml::node* n = t.get("io_backend")) {
       p.io_backend = choose<io::IoBackend>(*n, "proxy.io_backend",
-                                       {{"auto", io::IoBackend::kAuto},
-                                        {"io_uring", io::IoBackend::kIoUring},
-                                        {"epoll", io::IoBackend::kEpoll}});
+                                           {{"auto", io::IoBackend::kAuto},
+                                            {"io_uring", io::IoBackend::kIoUring},
+                                            {"epoll", io::IoBackend::kEpoll}});
     }
     if (const toml::node* n = t.get("drain_timeout")) {
       p.drain_timeout =
@@ -479,8 +477,8 @@ class Loader {
       }
       load_dns(t, *n, path, c.dns);
     } else {
-      for (std::string_view k : {"port", "record", "min_refresh", "max_refresh", "stale_after",
-                                 "hold"}) {
+      for (std::string_view k :
+           {"port", "record", "min_refresh", "max_refresh", "stale_after", "hold"}) {
         if (const toml::node* x = t.get(k)) fail(*x, join(path, k), "only applies with `dns`");
       }
     }
@@ -522,12 +520,11 @@ class Loader {
     return c;
   }
 
-  void load_connect_timeout(const toml::table& t, const std::string& path,
-                            ClusterConfig& c) const {
+  void load_connect_timeout(const toml::table& t, const std::string& path, ClusterConfig& c) const {
     if (const toml::node* n = t.get("connect_timeout")) {
       std::string key = join(path, "connect_timeout");
-      c.connect_timeout = duration_in_range(*n, key, std::chrono::milliseconds(1),
-                                            std::chrono::minutes(1));
+      c.connect_timeout =
+          duration_in_range(*n, key, std::chrono::milliseconds(1), std::chrono::minutes(1));
     }
   }
 
@@ -590,7 +587,7 @@ class Loader {
         if (!a) {
           // A resolver without a port means the usual one.
           a = io::parse_socket_address(text.find(':') == std::string::npos ? text + ":53"
-                                                                       : "[" + text + "]:53");
+                                                                           : "[" + text + "]:53");
         }
         if (!a) fail(list[i], key, "invalid resolver " + quote(text) + ": expected \"ip[:port]\"");
         d.resolvers.push_back(*std::move(a));
@@ -704,7 +701,6 @@ std::optional<Duration> parse_duration(std::string_view text) {
   }
   return std::nullopt;
 }
-
 
 std::optional<uint64_t> parse_size(std::string_view text) {
   uint64_t number = 0;

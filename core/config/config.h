@@ -48,30 +48,30 @@ struct ProxyConfig {
 };
 
 struct RouteConfig {
-  std::string prefix;    // matched against :path
-  std::string cluster;   // name of a [[cluster]]
-  Duration timeout{0};   // 0 = none; otherwise caps the call's deadline
+  std::string prefix;   // matched against :path
+  std::string cluster;  // name of a [[cluster]]
+  Duration timeout{0};  // 0 = none; otherwise caps the call's deadline
 };
 
 struct ListenerConfig {
   io::SocketAddress address;
-  std::string cluster;   // default cluster when no route matches; empty = none (UNIMPLEMENTED)
+  std::string cluster;  // default cluster when no route matches; empty = none (UNIMPLEMENTED)
   std::vector<RouteConfig> routes;
 };
 
 struct EndpointConfig {
   io::SocketAddress address;
-  uint32_t weight = 1;   // 1..10000
+  uint32_t weight = 1;  // 1..10000
 };
 
 enum class DnsRecord { kA, kAAAA, kSRV };
 
 /// Endpoints from a DNS name (AWS Cloud Map), followed without a config change.
 struct DnsConfig {
-  std::string name;  // empty: the cluster uses static `endpoints`
+  std::string name;   // empty: the cluster uses static `endpoints`
   uint16_t port = 0;  // A/AAAA; SRV records carry their own
   DnsRecord record = DnsRecord::kA;
-  Duration min_refresh = std::chrono::seconds(1);   // re-query at the TTL, within these bounds
+  Duration min_refresh = std::chrono::seconds(1);  // re-query at the TTL, within these bounds
   Duration max_refresh = std::chrono::seconds(30);
   // NXDOMAIN or empty answers keep the last good set this long; then the cluster empties.
   Duration stale_after = std::chrono::minutes(5);

@@ -35,8 +35,12 @@ void H2Connection::mark_dirty() {
 
 void H2Connection::on_complete(io::Op& op, const io::Completion& c) {
   switch (op.tag) {
-    case kRecv: on_recv(c); break;
-    case kSend: on_sent(c); break;
+    case kRecv:
+      on_recv(c);
+      break;
+    case kSend:
+      on_sent(c);
+      break;
     case kConnect:
       if (!closing()) on_connected(c.res);
       break;
@@ -100,8 +104,7 @@ void H2Connection::flush() {
     return;
   }
   if (!send_op_.active && wire.empty() && plain.empty() && !hold_open() &&
-      nghttp2_session_want_read(session_) == 0 &&
-      nghttp2_session_want_write(session_) == 0) {
+      nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0) {
     close("session finished");
   }
 }

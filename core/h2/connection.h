@@ -12,10 +12,10 @@
 
 #include <cstdint>
 
-#include "core/mem/buffer.h"
 #include "core/base/list.h"
-#include "core/io/reactor.h"
 #include "core/h2/transport.h"
+#include "core/io/reactor.h"
+#include "core/mem/buffer.h"
 
 namespace ringlb::core::h2 {
 
@@ -62,8 +62,8 @@ class H2Connection : public io::IoHandler, private TransportSink {
   nghttp2_session* session() const { return session_; }
   Host& host() const { return host_; }
 
-  base::ListLink dirty_link;  // in the shard's dirty list
-  base::ListLink conn_link;   // in the shard's downstream list or an endpoint pool
+  base::ListLink dirty_link;     // in the shard's dirty list
+  base::ListLink conn_link;      // in the shard's downstream list or an endpoint pool
   base::ListLink withheld_link;  // in the host's list of connections with credit held back
   bool dirty = false;
 

@@ -68,7 +68,6 @@ std::optional<SocketAddress> parse_socket_address(std::string_view text) {
   return out;
 }
 
-
 int make_listen_socket(const sockaddr* addr, socklen_t len, std::string& error) {
   int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {

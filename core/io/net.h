@@ -1,8 +1,7 @@
 #pragma once
 // Socket helpers. Any thread; used at start-up (listeners) and by shards (upstream sockets).
-#include <sys/socket.h>
-
 #include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <optional>
 #include <string>
@@ -19,7 +18,6 @@ struct SocketAddress {
 
 /// "127.0.0.1:80", "[::1]:80", "0.0.0.0:0". No host names.
 std::optional<SocketAddress> parse_socket_address(std::string_view text);
-
 
 /// Non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT (one per shard, same
 /// address). Returns -1 and sets `error` on failure.

@@ -11,7 +11,8 @@ std::optional<ReactorChoice> choose_reactor(IoBackend want, std::string& error) 
   int err = 0;
   std::string why;
   auto probe = make_uring_reactor(err, why);
-  if (probe) return ReactorChoice{IoBackend::kIoUring, want == IoBackend::kAuto ? "probed" : "configured"};
+  if (probe)
+    return ReactorChoice{IoBackend::kIoUring, want == IoBackend::kAuto ? "probed" : "configured"};
   if (want == IoBackend::kIoUring) {
     error = why + "; io_backend = \"io_uring\" is strict (use \"auto\" or \"epoll\" to fall back)";
     return std::nullopt;
@@ -19,8 +20,9 @@ std::optional<ReactorChoice> choose_reactor(IoBackend want, std::string& error) 
   if (err == EPERM || err == ENOSYS || err == EINVAL || err == EACCES) {
     // Seccomp profiles (Fargate, Docker >= 25, containerd >= 2.0) and
     // kernel.io_uring_disabled answer EPERM/ENOSYS; kernels without what we use answer EINVAL.
-    return ReactorChoice{IoBackend::kEpoll, why + ": falling back to epoll (io_uring is denied "
-                                                  "by seccomp/sysctl or too old on this kernel)"};
+    return ReactorChoice{IoBackend::kEpoll, why +
+                                                ": falling back to epoll (io_uring is denied "
+                                                "by seccomp/sysctl or too old on this kernel)"};
   }
   error = why + ": not falling back, since this is a resource problem, not a missing feature";
   return std::nullopt;

@@ -31,7 +31,7 @@ struct Op {
   IoHandler* handler = nullptr;
   uint8_t tag = 0;  // lets a handler with several ops tell them apart
   OpKind kind = OpKind::kNone;
-  bool active = false;  // submitted and the final completion not yet delivered
+  bool active = false;     // submitted and the final completion not yet delivered
   bool cancelled = false;  // cancel() was asked since the last submit (io_uring re-arms check it)
   int fd = -1;
   // Send: the gathered buffers; the array and the bytes stay valid until completion.
@@ -40,8 +40,8 @@ struct Op {
 };
 
 struct Completion {
-  int res = 0;          // bytes, a new fd, 0, or -errno
-  bool more = false;    // a multishot op stays armed after this completion
+  int res = 0;                    // bytes, a new fd, 0, or -errno
+  bool more = false;              // a multishot op stays armed after this completion
   const uint8_t* data = nullptr;  // recv: the bytes, valid only during the callback
 };
 

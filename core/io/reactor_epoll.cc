@@ -92,9 +92,12 @@ class EpollReactor final : public Reactor {
   void cancel(Op& op) override {
     if (!op.active || op.fd < 0 || static_cast<size_t>(op.fd) >= fds_.size()) return;
     FdState& st = fds_[op.fd];
-    if (st.in == &op) st.in = nullptr;
-    else if (st.out == &op) st.out = nullptr;
-    else return;  // its completion is already on the way
+    if (st.in == &op)
+      st.in = nullptr;
+    else if (st.out == &op)
+      st.out = nullptr;
+    else
+      return;  // its completion is already on the way
     defer(op, -ECANCELED);
   }
 
@@ -140,8 +143,10 @@ class EpollReactor final : public Reactor {
       epoll_event ev{};
       ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
       ev.data.fd = fd;
-      if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) == 0) st.registered = true;
-      else LOG_ERROR("epoll_ctl add fd %d: %s", fd, strerror(errno));
+      if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) == 0)
+        st.registered = true;
+      else
+        LOG_ERROR("epoll_ctl add fd %d: %s", fd, strerror(errno));
     }
     return st;
   }
@@ -241,8 +246,10 @@ class EpollReactor final : public Reactor {
   int do_in(int fd) {
     Op* op = fds_[fd].in;
     switch (op->kind) {
-      case OpKind::kAccept: return do_accept(fd, op);
-      case OpKind::kRecv: return do_recv(fd, op);
+      case OpKind::kAccept:
+        return do_accept(fd, op);
+      case OpKind::kRecv:
+        return do_recv(fd, op);
       default: {  // kPollIn: one notice per edge; the handler drains its eventfd
         fds_[fd].readable = false;
         op->handler->on_complete(*op, Completion{1, true, nullptr});
@@ -285,8 +292,8 @@ class EpollReactor final : public Reactor {
         fds_[fd].in = nullptr;
         op->active = false;
       }
-      op->handler->on_complete(*op, Completion{r < 0 ? -errno : static_cast<int>(r), !final,
-                                               buf_.data()});
+      op->handler->on_complete(
+          *op, Completion{r < 0 ? -errno : static_cast<int>(r), !final, buf_.data()});
       ++n;
       if (final || fds_[fd].in != op) return n;
       if (static_cast<size_t>(r) < buf_.size() && !fds_[fd].hup) {

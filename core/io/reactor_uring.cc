@@ -47,7 +47,8 @@ class UringReactor final : public Reactor {
     if (!(p.features & IORING_FEAT_EXT_ARG)) return EINVAL;  // needs 5.11+ for timed waits
 
     br_bytes_ = kBufCount * sizeof(io_uring_buf);
-    void* mem = mmap(nullptr, br_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    void* mem =
+        mmap(nullptr, br_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (mem == MAP_FAILED) return errno;
     br_ = static_cast<io_uring_buf_ring*>(mem);
     mem = mmap(nullptr, kBufCount * kBufSize, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
@@ -217,8 +218,8 @@ std::unique_ptr<Reactor> make_uring_reactor(int& err, std::string& error) {
   auto r = std::make_unique<UringReactor>();
   err = r->init();
   if (err != 0) {
-    error = std::string("io_uring setup failed: ") + strerrorname_np(err) + " (" + strerror(err) +
-            ")";
+    error =
+        std::string("io_uring setup failed: ") + strerrorname_np(err) + " (" + strerror(err) + ")";
     return nullptr;
   }
   return r;

@@ -1,10 +1,10 @@
 #include "core/mem/buffer.h"
 
 #include <cassert>
-#include <cstdlib>
-#include <initializer_list>
-#include <cstring>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
 
 namespace ringlb::core::mem {
 

@@ -6,8 +6,8 @@
 #include <sys/uio.h>
 
 #include <cstddef>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 
 namespace ringlb::core::mem {
 

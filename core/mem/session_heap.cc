@@ -118,7 +118,9 @@ void* SessionHeap::mem_malloc(size_t n, void* self) {
   return static_cast<SessionHeap*>(self)->allocate(n);
 }
 
-void SessionHeap::mem_free(void* p, void* self) { static_cast<SessionHeap*>(self)->release(p); }
+void SessionHeap::mem_free(void* p, void* self) {
+  static_cast<SessionHeap*>(self)->release(p);
+}
 
 void* SessionHeap::mem_calloc(size_t n, size_t size, void* self) {
   if (size != 0 && n > SIZE_MAX / size) return nullptr;

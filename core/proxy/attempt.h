@@ -27,11 +27,11 @@ struct Attempt {
   UpstreamConn* conn = nullptr;
   EndpointState* endpoint = nullptr;
   int32_t stream_id = 0;
-  uint64_t read_pos = 0;      // absolute position in the call's request body
-  bool peer_reset = false;    // the backend sent RST_STREAM (vs. a reset ringlb made)
+  uint64_t read_pos = 0;         // absolute position in the call's request body
+  bool peer_reset = false;       // the backend sent RST_STREAM (vs. a reset ringlb made)
   bool header_overflow = false;  // ringlb reset it: its response headers passed the limit
-  io::Timer per_try;          // armed by a retry policy (none yet)
-  base::ListLink conn_link;   // in UpstreamConn::attempts
+  io::Timer per_try;             // armed by a retry policy (none yet)
+  base::ListLink conn_link;      // in UpstreamConn::attempts
 
   bool active() const { return state != State::kFree; }
 };

@@ -24,22 +24,31 @@ constexpr uint8_t kMaxReplays = 8;
 // gRPC's mapping of RST_STREAM codes to status (PROTOCOL-HTTP2.md, "Errors").
 StatusCode status_for_reset(uint32_t code) {
   switch (code) {
-    case NGHTTP2_REFUSED_STREAM: return StatusCode::kUnavailable;
-    case NGHTTP2_CANCEL: return StatusCode::kCancelled;
-    case NGHTTP2_ENHANCE_YOUR_CALM: return StatusCode::kResourceExhausted;
-    case NGHTTP2_INADEQUATE_SECURITY: return StatusCode::kPermissionDenied;
-    default: return StatusCode::kInternal;
+    case NGHTTP2_REFUSED_STREAM:
+      return StatusCode::kUnavailable;
+    case NGHTTP2_CANCEL:
+      return StatusCode::kCancelled;
+    case NGHTTP2_ENHANCE_YOUR_CALM:
+      return StatusCode::kResourceExhausted;
+    case NGHTTP2_INADEQUATE_SECURITY:
+      return StatusCode::kPermissionDenied;
+    default:
+      return StatusCode::kInternal;
   }
 }
 
 // HTTP status for a failure answered to a plain (non-gRPC) HTTP/2 request.
 const char* http_status_for(StatusCode code) {
   switch (code) {
-    case StatusCode::kUnimplemented: return "404";
-    case StatusCode::kDeadlineExceeded: return "504";
+    case StatusCode::kUnimplemented:
+      return "404";
+    case StatusCode::kDeadlineExceeded:
+      return "504";
     case StatusCode::kResourceExhausted:
-    case StatusCode::kUnavailable: return "503";
-    default: return "502";
+    case StatusCode::kUnavailable:
+      return "503";
+    default:
+      return "502";
   }
 }
 
@@ -192,8 +201,8 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
     a.state = Attempt::State::kFree;
     a.endpoint = nullptr;
     cluster_->call_finished(ep);
-    fail(StatusCode::kInternal, "ringlb: cannot submit the call upstream: " +
-                                    submitted.error().message);
+    fail(StatusCode::kInternal,
+         "ringlb: cannot submit the call upstream: " + submitted.error().message);
   }
 }
 
@@ -262,8 +271,7 @@ void Call::on_attempt_sent(Attempt& a) {
 bool Call::add_response_header(Attempt& a, std::string_view name, std::string_view value,
                                uint8_t flags, bool trailer) {
   h2::HeaderBlock& h = trailer ? trailers_ : resp_headers_;
-  if (h.list_size() + name.size() + value.size() + 32 >
-      ctx_.config().proxy.max_header_list_size) {
+  if (h.list_size() + name.size() + value.size() + 32 > ctx_.config().proxy.max_header_list_size) {
     a.header_overflow = true;
     return false;
   }
@@ -342,10 +350,12 @@ void Call::response_send(mem::ChunkQueue& out, size_t n) {
 bool Call::replayable(const Attempt& a, AttemptEnd how, uint32_t code) const {
   if (req_body_.truncated()) return false;
   switch (how) {
-    case AttemptEnd::kConnectFailed: return true;
+    case AttemptEnd::kConnectFailed:
+      return true;
     // Lost before its HEADERS went out, or refused (RST_STREAM or above a GOAWAY's last stream
     // id, which nghttp2 reports as REFUSED_STREAM): the backend never processed it.
-    case AttemptEnd::kConnectionLost: return a.state == Attempt::State::kStarted;
+    case AttemptEnd::kConnectionLost:
+      return a.state == Attempt::State::kStarted;
     case AttemptEnd::kStream:
       return a.state == Attempt::State::kStarted || code == NGHTTP2_REFUSED_STREAM;
   }
@@ -410,7 +420,8 @@ void Call::fail_from(Attempt& a, AttemptEnd how, uint32_t code, std::string_view
     msg = "ringlb: upstream " + name + b;
   }
   if (record_.replays > 0) msg += " (after " + std::to_string(record_.attempts) + " attempts)";
-  if (truncated && status == StatusCode::kUnavailable) msg += "; not replayed: body past proxy.retry_buffer";
+  if (truncated && status == StatusCode::kUnavailable)
+    msg += "; not replayed: body past proxy.retry_buffer";
   record_.truncated = truncated;
   fail(status, msg);
 }
@@ -513,9 +524,8 @@ void Call::shed() {
 
 void Call::on_timer(io::Timer&) {
   fail(StatusCode::kDeadlineExceeded,
-       phase_ == Phase::kResponding
-           ? "ringlb: deadline exceeded while the backend was answering"
-           : "ringlb: deadline exceeded before the backend answered");
+       phase_ == Phase::kResponding ? "ringlb: deadline exceeded while the backend was answering"
+                                    : "ringlb: deadline exceeded before the backend answered");
 }
 
 void Call::on_downstream_closed(uint32_t error_code) {

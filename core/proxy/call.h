@@ -70,8 +70,8 @@ class Call final : public io::TimerHandler {
 
   // Upstream (backend) events, per attempt.
   void on_attempt_sent(Attempt& a);
-  bool add_response_header(Attempt& a, std::string_view name, std::string_view value,
-                           uint8_t flags, bool trailer);
+  bool add_response_header(Attempt& a, std::string_view name, std::string_view value, uint8_t flags,
+                           bool trailer);
   void on_response_headers(Attempt& a, bool end_stream, bool trailer);
   void on_response_data(Attempt& a, const uint8_t* data, size_t len);
   void on_response_end(Attempt& a);
@@ -129,11 +129,11 @@ class Call final : public io::TimerHandler {
   bool req_end_ = false;            // the client sent END_STREAM
   bool headers_too_large_ = false;  // the request header list passed the limit
   ClusterState* cluster_ = nullptr;
-  int64_t deadline_ns_ = 0;         // 0 = none
-  uint64_t req_taken_ = 0;          // body bytes the client's window was given back for
+  int64_t deadline_ns_ = 0;  // 0 = none
+  uint64_t req_taken_ = 0;   // body bytes the client's window was given back for
   std::array<Attempt, kMaxAttempts> attempts_;
   std::array<uint64_t, CallRecord::kMaxTried> tried_ids_{};  // EndpointState ids, for avoid
-  h2::HeaderBlock req_headers_;     // kept until the call commits, so it can be re-sent
+  h2::HeaderBlock req_headers_;  // kept until the call commits, so it can be re-sent
   h2::HeaderBlock resp_headers_;
   h2::HeaderBlock trailers_;
   RetryBuffer req_body_;

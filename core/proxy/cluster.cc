@@ -109,8 +109,10 @@ void ClusterState::call_started(EndpointState& ep) {
 
 void ClusterState::call_finished(EndpointState& ep) {
   --ep.outstanding;
-  if (ep.index >= 0) --outstanding[static_cast<size_t>(ep.index)];
-  else maybe_forget(ep);
+  if (ep.index >= 0)
+    --outstanding[static_cast<size_t>(ep.index)];
+  else
+    maybe_forget(ep);
 }
 
 void ClusterState::maybe_forget(EndpointState& ep) {

@@ -28,8 +28,8 @@ class UpstreamConn;
 struct EndpointState {
   lb::Endpoint endpoint;  // a copy: the snapshot it came from may be gone before we are
   std::string key;
-  uint64_t id = 0;        // unique on this shard, never reused: calls remember endpoints by it
-  int index = -1;         // position in the cluster's current set; -1 once removed (draining)
+  uint64_t id = 0;  // unique on this shard, never reused: calls remember endpoints by it
+  int index = -1;   // position in the cluster's current set; -1 once removed (draining)
   uint32_t outstanding = 0;
   // Eligibility, kept here so it survives snapshot swaps (copied into the cluster's
   // lb::Eligibility at its index): lb::kUnhealthy | kEjected | kDraining bits, slow-start share.
@@ -55,13 +55,13 @@ struct ClusterState {
   const config::ClusterConfig* config = nullptr;
   size_t index = 0;
   uint64_t seed = 0;
-  uint64_t* next_id = nullptr;              // the shard's EndpointState id counter
+  uint64_t* next_id = nullptr;  // the shard's EndpointState id counter
   lb::EndpointSetPtr set;
   std::unique_ptr<lb::Picker> picker;
-  std::vector<uint32_t> outstanding;        // the picker's input, index-aligned with set
-  lb::Eligibility eligibility;              // who may take calls now, index-aligned with set
-  std::vector<EndpointState*> endpoints;    // index-aligned with set
-  std::vector<EndpointState*> retiring;     // removed from the set, calls or connections left
+  std::vector<uint32_t> outstanding;      // the picker's input, index-aligned with set
+  lb::Eligibility eligibility;            // who may take calls now, index-aligned with set
+  std::vector<EndpointState*> endpoints;  // index-aligned with set
+  std::vector<EndpointState*> retiring;   // removed from the set, calls or connections left
 
   ClusterState() = default;
   ClusterState(ClusterState&&) = default;

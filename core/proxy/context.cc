@@ -5,7 +5,6 @@
 #include <algorithm>
 
 #include "core/base/log.h"
-
 #include "core/proxy/downstream.h"
 
 namespace ringlb::core::proxy {
@@ -92,9 +91,10 @@ void Context::relieve_memory_pressure() {
   }
   if (shed > 0 && (shed_logged_ns_ == 0 || this->now() - shed_logged_ns_ > 10'000'000'000)) {
     shed_logged_ns_ = this->now();
-    LOG_WARN("shard %u: over its share of proxy.memory_limit (%zu MiB): reset %zu calls holding "
-             "the most buffered data (%zu KiB)",
-             index(), buffer_limit() >> 20, shed, freed >> 10);
+    LOG_WARN(
+        "shard %u: over its share of proxy.memory_limit (%zu MiB): reset %zu calls holding "
+        "the most buffered data (%zu KiB)",
+        index(), buffer_limit() >> 20, shed, freed >> 10);
   }
 }
 

@@ -84,8 +84,8 @@ class Context : public h2::Host {
   base::IntrusiveList<h2::H2Connection, &h2::H2Connection::conn_link> downstreams_;
   std::vector<std::unique_ptr<Call>> call_store_;
   std::vector<Call*> free_calls_;
-  uint64_t next_endpoint_id_ = 0;  // EndpointState ids: unique on this shard
-  int64_t shed_logged_ns_ = 0;     // the last "calls reset for memory" line
+  uint64_t next_endpoint_id_ = 0;   // EndpointState ids: unique on this shard
+  int64_t shed_logged_ns_ = 0;      // the last "calls reset for memory" line
   size_t closing_downstreams_ = 0;  // closed, I/O not all completed yet
   bool draining_ = false;
   uint64_t connections_ = 0;

@@ -11,7 +11,9 @@ enum : uint8_t { kIdleTimer = 1, kDrainTimer = 2 };
 // Clients that never answer the drain PING still get the final GOAWAY after this.
 constexpr int64_t kDrainPingWaitNs = 1'000'000'000;
 
-DownstreamConn* conn_of(void* user) { return static_cast<DownstreamConn*>(user); }
+DownstreamConn* conn_of(void* user) {
+  return static_cast<DownstreamConn*>(user);
+}
 
 // Built once; nghttp2 copies the callback table into each session.
 struct Callbacks {
@@ -173,8 +175,8 @@ int DownstreamConn::on_begin_headers(nghttp2_session* s, const nghttp2_frame* f,
 }
 
 int DownstreamConn::on_header(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name,
-                              size_t namelen, const uint8_t* value, size_t valuelen,
-                              uint8_t flags, void* user) {
+                              size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
+                              void* user) {
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   Call* call = conn_of(user)->call_of(f->hd.stream_id);
   if (call == nullptr) return 0;
@@ -191,8 +193,10 @@ int DownstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void
     case NGHTTP2_HEADERS: {
       Call* call = c->call_of(f->hd.stream_id);
       if (call == nullptr) return 0;
-      if (f->headers.cat == NGHTTP2_HCAT_REQUEST) call->on_request_headers(end);
-      else if (end) call->on_request_end();  // request trailers: end of the request
+      if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
+        call->on_request_headers(end);
+      else if (end)
+        call->on_request_end();  // request trailers: end of the request
       break;
     }
     case NGHTTP2_DATA: {
@@ -203,7 +207,8 @@ int DownstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void
     case NGHTTP2_PING:
       if ((f->hd.flags & NGHTTP2_FLAG_ACK) && c->draining_) c->send_final_goaway();
       break;
-    default: break;
+    default:
+      break;
   }
   return 0;
 }

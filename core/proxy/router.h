@@ -12,9 +12,9 @@
 namespace ringlb::core::proxy {
 
 struct RouteMatch {
-  int cluster = -1;         // index into Config::clusters; -1 = no route
-  int route = -1;           // index into the listener's routes; -1 = the default cluster
-  int64_t timeout_ns = 0;   // route timeout, 0 = none
+  int cluster = -1;        // index into Config::clusters; -1 = no route
+  int route = -1;          // index into the listener's routes; -1 = the default cluster
+  int64_t timeout_ns = 0;  // route timeout, 0 = none
 };
 
 class Router {

@@ -14,7 +14,9 @@ namespace {
 // Until the peer's SETTINGS arrive we assume what gRPC servers commonly advertise.
 constexpr uint32_t kAssumedPeerMaxStreams = 100;
 
-UpstreamConn* conn_of(void* user) { return static_cast<UpstreamConn*>(user); }
+UpstreamConn* conn_of(void* user) {
+  return static_cast<UpstreamConn*>(user);
+}
 
 struct Callbacks {
   nghttp2_session_callbacks* cb = nullptr;
@@ -162,8 +164,8 @@ void UpstreamConn::on_close(const char* why) {
   ctx_.timers().cancel(connect_timer_);
   if (!goaway_ && !ctx_.draining()) {  // not retired, not after a GOAWAY, not shutting down
     ctx_.on_upstream_event(
-        ever_connected_ ? UpstreamEvent::kConnectionLost : UpstreamEvent::kConnectFailed,
-        cluster_, endpoint_, why);
+        ever_connected_ ? UpstreamEvent::kConnectionLost : UpstreamEvent::kConnectFailed, cluster_,
+        endpoint_, why);
   }
   goaway_ = true;
   endpoint_.conns.remove(this);
@@ -235,7 +237,8 @@ int UpstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* 
       }
       c->goaway_ = true;
       break;
-    default: break;
+    default:
+      break;
   }
   return 0;
 }
@@ -259,8 +262,7 @@ int UpstreamConn::on_data_chunk(nghttp2_session* s, uint8_t, int32_t id, const u
   return 0;
 }
 
-int UpstreamConn::on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code,
-                                  void* user) {
+int UpstreamConn::on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code, void* user) {
   Attempt* a = conn_of(user)->attempt_of(id);
   if (a != nullptr) {
     nghttp2_session_set_stream_user_data(s, id, nullptr);
@@ -269,8 +271,8 @@ int UpstreamConn::on_stream_close(nghttp2_session* s, int32_t id, uint32_t error
   return 0;
 }
 
-ssize_t UpstreamConn::read_body(nghttp2_session*, int32_t id, uint8_t*, size_t len,
-                                uint32_t* flags, nghttp2_data_source*, void* user) {
+ssize_t UpstreamConn::read_body(nghttp2_session*, int32_t id, uint8_t*, size_t len, uint32_t* flags,
+                                nghttp2_data_source*, void* user) {
   Attempt* a = conn_of(user)->attempt_of(id);
   if (a == nullptr) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;  // stale: reset it
   bool eof = false;

@@ -22,9 +22,12 @@ constexpr int64_t kPollNs = 50'000'000;
 
 RecordType record_type(config::DnsRecord r) {
   switch (r) {
-    case config::DnsRecord::kAAAA: return RecordType::kAAAA;
-    case config::DnsRecord::kSRV: return RecordType::kSRV;
-    default: return RecordType::kA;
+    case config::DnsRecord::kAAAA:
+      return RecordType::kAAAA;
+    case config::DnsRecord::kSRV:
+      return RecordType::kSRV;
+    default:
+      return RecordType::kA;
   }
 }
 
@@ -252,8 +255,10 @@ void Controller::watch(int fd, bool read, bool write) {
 void Controller::rearm_resolver_timer() {
   if (!resolver_) return;
   int64_t t = resolver_->next_timeout_ns();
-  if (t < 0) timers_.cancel(resolver_timer_);
-  else timers_.arm(resolver_timer_, base::mono_now_ns() + t);
+  if (t < 0)
+    timers_.cancel(resolver_timer_);
+  else
+    timers_.arm(resolver_timer_, base::mono_now_ns() + t);
 }
 
 void Controller::on_timer(io::Timer& t) {
@@ -270,10 +275,9 @@ void Controller::query(DnsCluster& c) {
   if (c.in_flight) return;
   c.in_flight = true;
   DnsCluster* cp = &c;
-  resolver_->query(c.config->dns.name, static_cast<uint16_t>(record_type(c.config->dns.record)),
-                   [this, cp](int status, std::span<const uint8_t> msg) {
-                     on_answer(*cp, status, msg);
-                   });
+  resolver_->query(
+      c.config->dns.name, static_cast<uint16_t>(record_type(c.config->dns.record)),
+      [this, cp](int status, std::span<const uint8_t> msg) { on_answer(*cp, status, msg); });
   rearm_resolver_timer();
 }
 

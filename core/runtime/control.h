@@ -28,7 +28,9 @@ class Shard;
 /// The signals the control thread takes through its signalfd (blocked in every thread).
 sigset_t control_signals();
 
-class Controller final : public io::IoHandler, public io::TimerHandler, public discovery::ResolverIo {
+class Controller final : public io::IoHandler,
+                         public io::TimerHandler,
+                         public discovery::ResolverIo {
  public:
   /// `reports`: what the shards post (may be null); the controller reads it on its thread.
   Controller(const config::Config& config, std::vector<Shard*> shards,

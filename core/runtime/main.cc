@@ -1,17 +1,16 @@
 // ringlb entry point: argument handling only. Control thread.
 #include <nghttp2/nghttp2ver.h>
-
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
-#include <new>
 #include <cstring>
+#include <new>
 #include <string>
 
+#include "core/base/log.h"
 #include "core/config/config.h"
 #include "core/demo/demo.h"
-#include "core/base/log.h"
 #include "core/runtime/server.h"
 
 namespace {
@@ -39,11 +38,16 @@ void usage(FILE* out) {
 
 bool set_level(const char* name) {
   using ringlb::core::base::LogLevel;
-  if (!strcmp(name, "debug")) ringlb::core::base::set_log_level(LogLevel::kDebug);
-  else if (!strcmp(name, "info")) ringlb::core::base::set_log_level(LogLevel::kInfo);
-  else if (!strcmp(name, "warn")) ringlb::core::base::set_log_level(LogLevel::kWarn);
-  else if (!strcmp(name, "error")) ringlb::core::base::set_log_level(LogLevel::kError);
-  else return false;
+  if (!strcmp(name, "debug"))
+    ringlb::core::base::set_log_level(LogLevel::kDebug);
+  else if (!strcmp(name, "info"))
+    ringlb::core::base::set_log_level(LogLevel::kInfo);
+  else if (!strcmp(name, "warn"))
+    ringlb::core::base::set_log_level(LogLevel::kWarn);
+  else if (!strcmp(name, "error"))
+    ringlb::core::base::set_log_level(LogLevel::kError);
+  else
+    return false;
   return true;
 }
 

@@ -9,14 +9,19 @@ namespace ringlb::core::runtime {
 
 const char* report_kind_name(ShardReport::Kind k) {
   switch (k) {
-    case ShardReport::Kind::kConnectFailed: return "connect failed";
-    case ShardReport::Kind::kConnectionLost: return "connection lost";
-    case ShardReport::Kind::kGoaway: return "GOAWAY";
+    case ShardReport::Kind::kConnectFailed:
+      return "connect failed";
+    case ShardReport::Kind::kConnectionLost:
+      return "connection lost";
+    case ShardReport::Kind::kGoaway:
+      return "GOAWAY";
   }
   return "?";
 }
 
-ReportQueue::ReportQueue() { fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC); }
+ReportQueue::ReportQueue() {
+  fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+}
 
 ReportQueue::~ReportQueue() {
   for (ShardReport* r : take_all()) delete r;
@@ -27,8 +32,8 @@ void ReportQueue::post(ShardReport* r) {
   ShardReport* head = head_.load(std::memory_order_relaxed);
   do {
     r->next = head;
-  } while (!head_.compare_exchange_weak(head, r, std::memory_order_release,
-                                        std::memory_order_relaxed));
+  } while (
+      !head_.compare_exchange_weak(head, r, std::memory_order_release, std::memory_order_relaxed));
   if (fd_ >= 0) {
     uint64_t one = 1;
     ssize_t n = ::write(fd_, &one, sizeof one);

@@ -10,11 +10,11 @@
 #include <thread>
 #include <vector>
 
-#include "core/runtime/control.h"
-#include "core/runtime/cpus.h"
 #include "core/base/log.h"
 #include "core/io/net.h"
 #include "core/io/reactor.h"
+#include "core/runtime/control.h"
+#include "core/runtime/cpus.h"
 #include "core/runtime/shard.h"
 #include "discovery/snapshot.h"
 
@@ -85,7 +85,8 @@ int run_server(const config::Config& config) {
   for (const config::ListenerConfig& l : config.listeners) {
     sockaddr_storage addr = l.address.storage;
     for (unsigned s = 0; s < workers; ++s) {
-      int fd = io::make_listen_socket(reinterpret_cast<const sockaddr*>(&addr), l.address.len, error);
+      int fd =
+          io::make_listen_socket(reinterpret_cast<const sockaddr*>(&addr), l.address.len, error);
       if (fd < 0) {
         LOG_ERROR("listener %s: %s", l.address.text.c_str(), error.c_str());
         close_all(fds);

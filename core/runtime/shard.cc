@@ -109,8 +109,8 @@ void Shard::post(ShardMessage* m) {
   ShardMessage* head = inbox_.load(std::memory_order_relaxed);
   do {
     m->next = head;
-  } while (!inbox_.compare_exchange_weak(head, m, std::memory_order_release,
-                                         std::memory_order_relaxed));
+  } while (
+      !inbox_.compare_exchange_weak(head, m, std::memory_order_release, std::memory_order_relaxed));
   uint64_t one = 1;
   ssize_t r = ::write(wake_fd_, &one, sizeof one);
   (void)r;
@@ -120,9 +120,13 @@ void Shard::post_endpoints(size_t cluster, lb::EndpointSetPtr set) {
   post(new ShardMessage{nullptr, ShardMessage::Kind::kEndpoints, cluster, std::move(set)});
 }
 
-void Shard::post_serve() { post(new ShardMessage{nullptr, ShardMessage::Kind::kServe, 0, {}}); }
+void Shard::post_serve() {
+  post(new ShardMessage{nullptr, ShardMessage::Kind::kServe, 0, {}});
+}
 
-void Shard::post_drain() { post(new ShardMessage{nullptr, ShardMessage::Kind::kDrain, 0, {}}); }
+void Shard::post_drain() {
+  post(new ShardMessage{nullptr, ShardMessage::Kind::kDrain, 0, {}});
+}
 
 void Shard::drain_inbox() {
   ShardMessage* m = inbox_.exchange(nullptr, std::memory_order_acquire);
@@ -143,8 +147,12 @@ void Shard::drain_inbox() {
 
 void Shard::handle(ShardMessage& m) {
   switch (m.kind) {
-    case ShardMessage::Kind::kEndpoints: apply_endpoints(m.cluster, std::move(m.set)); break;
-    case ShardMessage::Kind::kServe: serve(); break;
+    case ShardMessage::Kind::kEndpoints:
+      apply_endpoints(m.cluster, std::move(m.set));
+      break;
+    case ShardMessage::Kind::kServe:
+      serve();
+      break;
     case ShardMessage::Kind::kDrain:
       if (!draining()) begin_drain();
       break;
@@ -201,9 +209,15 @@ void Shard::on_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterState&
   if (setup_.reports == nullptr) return;
   auto* r = new ShardReport;
   switch (e) {
-    case proxy::UpstreamEvent::kConnectFailed: r->kind = ShardReport::Kind::kConnectFailed; break;
-    case proxy::UpstreamEvent::kConnectionLost: r->kind = ShardReport::Kind::kConnectionLost; break;
-    case proxy::UpstreamEvent::kGoaway: r->kind = ShardReport::Kind::kGoaway; break;
+    case proxy::UpstreamEvent::kConnectFailed:
+      r->kind = ShardReport::Kind::kConnectFailed;
+      break;
+    case proxy::UpstreamEvent::kConnectionLost:
+      r->kind = ShardReport::Kind::kConnectionLost;
+      break;
+    case proxy::UpstreamEvent::kGoaway:
+      r->kind = ShardReport::Kind::kGoaway;
+      break;
   }
   r->shard = setup_.index;
   r->cluster = cluster.index;

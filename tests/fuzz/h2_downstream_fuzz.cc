@@ -18,8 +18,8 @@
 // Built and run by tests/fuzz/run.sh. RINGLB_FUZZ_LOG=1 keeps ringlb's own log lines;
 // RINGLB_FUZZ_TRACE=1 prints one line per input (calls, connects, answers, bytes to the client),
 // to check that a seed reaches what it is meant to.
-#include <nghttp2/nghttp2.h>
 #include <netinet/in.h>
+#include <nghttp2/nghttp2.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -115,8 +115,8 @@ class Backend {
  private:
   static int on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
                        size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void* user) {
-    if (f->hd.type != NGHTTP2_HEADERS || std::string_view(reinterpret_cast<const char*>(name),
-                                                          namelen) != ":path") {
+    if (f->hd.type != NGHTTP2_HEADERS ||
+        std::string_view(reinterpret_cast<const char*>(name), namelen) != ":path") {
       return 0;
     }
     auto* b = static_cast<Backend*>(user);
@@ -153,7 +153,7 @@ class Backend {
   static ssize_t read_body(nghttp2_session* s, int32_t id, uint8_t* buf, size_t len,
                            uint32_t* flags, nghttp2_data_source*, void*) {
     static const nghttp2_nv kTrailers[] = {nv("grpc-status", "0")};
-    constexpr size_t kBody = 69;  // a 5-byte gRPC message header and 64 bytes
+    constexpr size_t kBody = 69;      // a 5-byte gRPC message header and 64 bytes
     size_t n = std::min(len, kBody);  // nghttp2 offers at least 16 KiB: one call is enough
     memset(buf, 'x', n);
     buf[0] = 0;
@@ -307,7 +307,8 @@ class Rig {
 
   ~Rig() {
     if (trace_) {
-      std::fprintf(stderr, "h2_downstream_fuzz: calls %llu, upstream connects %zu, backend "
+      std::fprintf(stderr,
+                   "h2_downstream_fuzz: calls %llu, upstream connects %zu, backend "
                    "answers %llu, %zu bytes to the client, client closed by ringlb: %s\n",
                    static_cast<unsigned long long>(shard_->calls()),
                    reactor_->mem().connects().size(),
@@ -345,21 +346,23 @@ class Rig {
 
   // " SETTINGS HEADERS(1) ... GOAWAY(last 2147483647)": what ringlb sent, frame by frame.
   std::string frames() const {
-    static const char* const kNames[] = {"DATA",   "HEADERS", "PRIORITY", "RST_STREAM",
-                                         "SETTINGS", "PUSH_PROMISE", "PING", "GOAWAY",
+    static const char* const kNames[] = {"DATA",          "HEADERS",      "PRIORITY", "RST_STREAM",
+                                         "SETTINGS",      "PUSH_PROMISE", "PING",     "GOAWAY",
                                          "WINDOW_UPDATE", "CONTINUATION"};
     std::string out;
     for (size_t p = 0; p + 9 <= sent_.size();) {
       size_t len = (size_t{sent_[p]} << 16) | (size_t{sent_[p + 1]} << 8) | sent_[p + 2];
       uint8_t type = sent_[p + 3];
       uint32_t id = ((uint32_t{sent_[p + 5]} << 24) | (uint32_t{sent_[p + 6]} << 16) |
-                     (uint32_t{sent_[p + 7]} << 8) | sent_[p + 8]) & 0x7fffffffu;
+                     (uint32_t{sent_[p + 7]} << 8) | sent_[p + 8]) &
+                    0x7fffffffu;
       out += " ";
       out += type < 10 ? kNames[type] : "?";
       if (id != 0) out += "(" + std::to_string(id) + ")";
       if (type == 7 && len >= 8 && p + 13 <= sent_.size()) {
         uint32_t last = ((uint32_t{sent_[p + 9]} << 24) | (uint32_t{sent_[p + 10]} << 16) |
-                         (uint32_t{sent_[p + 11]} << 8) | sent_[p + 12]) & 0x7fffffffu;
+                         (uint32_t{sent_[p + 11]} << 8) | sent_[p + 12]) &
+                        0x7fffffffu;
         out += "(last " + std::to_string(last) + ")";
       }
       p += 9 + len;

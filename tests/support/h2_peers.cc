@@ -186,8 +186,10 @@ H2Client::Stream* H2Client::stream(int32_t id) {
 void H2Client::recycle() {
   size_t keep = 0;
   for (Stream* s : live_) {
-    if (s->closed) free_.push_back(s);
-    else live_[keep++] = s;
+    if (s->closed)
+      free_.push_back(s);
+    else
+      live_[keep++] = s;
   }
   live_.resize(keep);
   closed_ = 0;
@@ -227,15 +229,16 @@ ssize_t H2Client::read_body(nghttp2_session*, int32_t, uint8_t* buf, size_t len,
   std::memcpy(buf, s->req.body.data() + s->sent, n);
   s->sent += n;
   if (s->sent == s->req.body.size()) {
-    if (s->req.end) *flags |= NGHTTP2_DATA_FLAG_EOF;
-    else if (n == 0) return NGHTTP2_ERR_DEFERRED;
+    if (s->req.end)
+      *flags |= NGHTTP2_DATA_FLAG_EOF;
+    else if (n == 0)
+      return NGHTTP2_ERR_DEFERRED;
   }
   return static_cast<ssize_t>(n);
 }
 
 int H2Client::on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
-                        size_t namelen, const uint8_t* value, size_t valuelen, uint8_t,
-                        void*) {
+                        size_t namelen, const uint8_t* value, size_t valuelen, uint8_t, void*) {
   Stream* st = of(s, f->hd.stream_id);
   if (st == nullptr || f->hd.type != NGHTTP2_HEADERS) return 0;
   std::string_view n = sv(name, namelen);
@@ -243,8 +246,10 @@ int H2Client::on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_
   // A second HEADERS frame on a stream that has its response headers is the trailers.
   const bool trailer = f->headers.cat == NGHTTP2_HCAT_HEADERS;
   (trailer ? st->trailers : st->headers).add(n, v);
-  if (n == ":status") st->status = to_int(v);
-  else if (n == "grpc-status") st->grpc_status = to_int(v);
+  if (n == ":status")
+    st->status = to_int(v);
+  else if (n == "grpc-status")
+    st->grpc_status = to_int(v);
   return 0;
 }
 
@@ -342,8 +347,10 @@ H2Backend::Exchange* H2Backend::exchange(int32_t id) {
 void H2Backend::recycle() {
   size_t keep = 0;
   for (Exchange* e : live_) {
-    if (e->closed) free_.push_back(e);
-    else live_[keep++] = e;
+    if (e->closed)
+      free_.push_back(e);
+    else
+      live_[keep++] = e;
   }
   live_.resize(keep);
 }
@@ -368,8 +375,7 @@ void H2Backend::submit_headers(Exchange& e, const core::h2::HeaderBlock& h, bool
 }
 
 void H2Backend::respond(int32_t id, int status,
-                        const std::vector<std::pair<std::string, std::string>>& extra,
-                        bool end) {
+                        const std::vector<std::pair<std::string, std::string>>& extra, bool end) {
   Exchange* e = exchange(id);
   if (e == nullptr) return;
   core::h2::HeaderBlock h;
@@ -423,7 +429,7 @@ void H2Backend::answer(Exchange& x) {
       (m.expect_body != SIZE_MAX && e->body_bytes != m.expect_body)) {
     status = 3;  // INVALID_ARGUMENT: not the request the client sent
   }
-  static const char* const kCodes[] = {"0", "1", "2",  "3",  "4",  "5",  "6",  "7", "8",
+  static const char* const kCodes[] = {"0", "1",  "2",  "3",  "4",  "5",  "6",  "7", "8",
                                        "9", "10", "11", "12", "13", "14", "15", "16"};
   e->out.assign(m.response_body);
   e->out_off = 0;
@@ -461,12 +467,17 @@ void H2Backend::set_reading(int32_t id, bool reading) {
 
 void H2Backend::act(Exchange& e, Action a) {
   switch (a) {
-    case Action::kAnswer: answer(e); break;
+    case Action::kAnswer:
+      answer(e);
+      break;
     case Action::kTrailersOnly:
       respond_trailers_only(e.id, mode_->grpc_status, mode_->grpc_message);
       break;
-    case Action::kRefuse: reset(e.id, NGHTTP2_REFUSED_STREAM); break;
-    case Action::kHold: break;
+    case Action::kRefuse:
+      reset(e.id, NGHTTP2_REFUSED_STREAM);
+      break;
+    case Action::kHold:
+      break;
   }
 }
 
@@ -540,8 +551,10 @@ int H2Backend::on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* u
       break;
     case NGHTTP2_HEADERS:
       if (end) e->ended = true;
-      if (f->headers.cat == NGHTTP2_HCAT_REQUEST) self->on_request_headers(*e);
-      else if (end) self->on_request_end(*e);
+      if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
+        self->on_request_headers(*e);
+      else if (end)
+        self->on_request_end(*e);
       break;
     case NGHTTP2_DATA:
       if (end) {
@@ -549,7 +562,8 @@ int H2Backend::on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* u
         self->on_request_end(*e);
       }
       break;
-    default: break;
+    default:
+      break;
   }
   return 0;
 }

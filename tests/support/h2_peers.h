@@ -63,14 +63,13 @@ class H2Peer {
 struct Request {
   core::h2::HeaderBlock headers;
   std::string body;
-  bool end = true;        // END_STREAM after the body; false: more comes (H2Client::send_more)
-  size_t frame_max = 0;   // largest DATA payload per frame; 0 = what nghttp2 allows (16 KiB)
+  bool end = true;       // END_STREAM after the body; false: more comes (H2Client::send_more)
+  size_t frame_max = 0;  // largest DATA payload per frame; 0 = what nghttp2 allows (16 KiB)
 };
 
 /// POST `path` with content-type application/grpc and te: trailers (plus `timeout` as
 /// grpc-timeout unless empty). `body` is sent as is (no gRPC framing added).
-Request grpc_request(std::string_view path, std::string body = {},
-                     std::string_view timeout = {});
+Request grpc_request(std::string_view path, std::string body = {}, std::string_view timeout = {});
 /// A plain HTTP/2 request (no gRPC content-type).
 Request plain_request(std::string_view method, std::string_view path, std::string body = {});
 
@@ -81,19 +80,19 @@ class H2Client final : public H2Peer {
     int32_t id = 0;
     Request req;
     size_t sent = 0;
-    bool reading = true;       // give the stream's window back as DATA arrives
-    size_t unconsumed = 0;     // received while not reading
+    bool reading = true;    // give the stream's window back as DATA arrives
+    size_t unconsumed = 0;  // received while not reading
     core::h2::HeaderBlock headers;
     core::h2::HeaderBlock trailers;
-    int status = 0;            // :status
-    int grpc_status = -1;      // from the headers (trailers-only) or the trailers
-    std::string body;          // response DATA (if the client keeps bodies)
+    int status = 0;        // :status
+    int grpc_status = -1;  // from the headers (trailers-only) or the trailers
+    std::string body;      // response DATA (if the client keeps bodies)
     size_t body_bytes = 0;
-    bool end_stream = false;   // the response ended with END_STREAM
-    bool rst_received = false; // the other side sent RST_STREAM
+    bool end_stream = false;    // the response ended with END_STREAM
+    bool rst_received = false;  // the other side sent RST_STREAM
     uint32_t rst_code = 0;
     bool closed = false;
-    uint32_t close_code = 0;   // nghttp2's code for the close (0 = NO_ERROR)
+    uint32_t close_code = 0;  // nghttp2's code for the close (0 = NO_ERROR)
 
     /// Header (or trailer) value, or empty.
     std::string_view header(std::string_view name) const;
@@ -157,14 +156,14 @@ class H2Backend final : public H2Peer {
     core::h2::HeaderBlock headers;  // the request's
     std::string body;               // request DATA (if the mode keeps bodies)
     size_t body_bytes = 0;
-    bool ended = false;             // the request ended (END_STREAM)
+    bool ended = false;  // the request ended (END_STREAM)
     bool reading = true;
     size_t unconsumed = 0;
-    bool rst_received = false;      // the client (ringlb) sent RST_STREAM
+    bool rst_received = false;  // the client (ringlb) sent RST_STREAM
     uint32_t rst_code = 0;
     bool closed = false;
     uint32_t close_code = 0;
-    bool answered = false;          // response headers submitted (or refused)
+    bool answered = false;            // response headers submitted (or refused)
     Action action = Action::kAnswer;  // what the mode decided when the headers arrived
     // The response body source.
     std::string out;
@@ -184,7 +183,7 @@ class H2Backend final : public H2Peer {
     bool read = true;                // give request windows back as DATA arrives
     bool keep_bodies = true;
     std::string content_type = "application/grpc";
-    std::string response_body;       // kAnswer's body
+    std::string response_body;  // kAnswer's body
     int grpc_status = 0;
     std::string grpc_message;
     std::vector<std::pair<std::string, std::string>> extra_headers;  // on every response

@@ -19,9 +19,10 @@ namespace ringlb::test {
 // MemoryReactor: the Reactor contract with no kernel I/O. Sends land in a per-fd "wire" buffer
 // the driver (a test or the bench) reads; the driver injects what a peer sent as recv
 // completions. Connects succeed at once unless the driver chose otherwise for that address
-// (fail with an errno, or hang until cancelled); accepts and polls never fire. As the real reactors do, every completion is delivered
-// from run_once() (never from inside a submit call), Op::active turns true on submit and false
-// just before the final completion, and cancel() still ends in a final completion.
+// (fail with an errno, or hang until cancelled); accepts and polls never fire. As the real reactors
+// do, every completion is delivered from run_once() (never from inside a submit call), Op::active
+// turns true on submit and false just before the final completion, and cancel() still ends in a
+// final completion.
 class MemoryReactor final : public core::io::Reactor {
  public:
   using Op = core::io::Op;
@@ -115,9 +116,7 @@ class MemoryReactor final : public core::io::Reactor {
   /// Connects to `address` ("127.0.0.1:1") from now on complete with `res` (0 = success,
   /// -ECONNREFUSED and the like = failure), or never (kHang) until cancelled.
   static constexpr int kHang = 1;
-  void set_connect_result(const std::string& address, int res) {
-    connect_results_[address] = res;
-  }
+  void set_connect_result(const std::string& address, int res) { connect_results_[address] = res; }
   struct ConnectEntry {
     int fd;
     std::string address;
@@ -224,8 +223,8 @@ class MemoryReactor final : public core::io::Reactor {
     // The bytes move to scratch_ first: the handler may touch fds_ (a new socket resizes it),
     // and the data pointer must stay valid for the whole callback.
     scratch_.swap(st->inbox);
-    op.handler->on_complete(op, Completion{static_cast<int>(scratch_.size()), true,
-                                           scratch_.data()});
+    op.handler->on_complete(op,
+                            Completion{static_cast<int>(scratch_.size()), true, scratch_.data()});
     scratch_.clear();
   }
 

@@ -14,12 +14,12 @@ using namespace std::chrono_literals;
 using ringlb::core::config::Config;
 using ringlb::core::config::ConfigError;
 using ringlb::core::config::Duration;
-using ringlb::core::io::IoBackend;
 using ringlb::core::config::LbPolicy;
 using ringlb::core::config::load_config;
 using ringlb::core::config::parse_config;
 using ringlb::core::config::parse_duration;
 using ringlb::core::config::parse_size;
+using ringlb::core::io::IoBackend;
 using ringlb::core::io::parse_socket_address;
 
 namespace {
@@ -221,11 +221,13 @@ TEST_CASE("a host name in endpoints points at dns") {
             "[[cluster]]\nname = \"b\"\nendpoints = [\"10.0.0.2:1\", \"orders.local:50051\"]\n") ==
         "t.toml:10:28: cluster[1].endpoints[1]: \"orders.local:50051\" is a host name; endpoints "
         "must be IP literals (to follow a DNS name, set `dns` and `port` instead of `endpoints`)");
-  CHECK_ERROR(std::string(kMinimal) + "dns = \"orders.local\"\n",
-              "t.toml:7:13: cluster[0].endpoints: a cluster takes either `endpoints` or `dns`, not both");
+  CHECK_ERROR(
+      std::string(kMinimal) + "dns = \"orders.local\"\n",
+      "t.toml:7:13: cluster[0].endpoints: a cluster takes either `endpoints` or `dns`, not both");
 }
 
-constexpr std::string_view kListenerB = "[[listener]]\naddress = \"127.0.0.1:8080\"\ncluster = \"b\"\n";
+constexpr std::string_view kListenerB =
+    "[[listener]]\naddress = \"127.0.0.1:8080\"\ncluster = \"b\"\n";
 
 TEST_CASE("dns clusters") {
   using namespace std::chrono_literals;
@@ -264,7 +266,8 @@ TEST_CASE("dns clusters") {
         "\"SRV\"");
   CHECK(error_of(head + "dns = \"bad name!\"\nport = 1\n") ==
         "t.toml:6:7: cluster[0].dns: invalid DNS name \"bad name!\"");
-  CHECK(error_of(head + "dns = \"x.local\"\nport = 1\nmin_refresh = \"5s\"\nmax_refresh = \"1s\"\n") ==
+  CHECK(error_of(head +
+                 "dns = \"x.local\"\nport = 1\nmin_refresh = \"5s\"\nmax_refresh = \"1s\"\n") ==
         "t.toml:9:15: cluster[0].max_refresh: must not be less than min_refresh");
   CHECK(error_of(head + "endpoints = [\"10.0.0.1:1\"]\nport = 1\n") ==
         "t.toml:7:8: cluster[0].port: only applies with `dns`");
@@ -272,7 +275,8 @@ TEST_CASE("dns clusters") {
         "t.toml:4:1: cluster[0].endpoints: missing: a cluster needs `endpoints` (IP literals) or "
         "`dns` (a name to follow)");
   CHECK(error_of(std::string(kMinimal) + "[discovery]\nresolvers = [\"dns.local\"]\n") ==
-        "t.toml:9:14: discovery.resolvers[0]: invalid resolver \"dns.local\": expected \"ip[:port]\"");
+        "t.toml:9:14: discovery.resolvers[0]: invalid resolver \"dns.local\": expected "
+        "\"ip[:port]\"");
 }
 
 TEST_CASE("bad durations") {

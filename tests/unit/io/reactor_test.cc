@@ -61,8 +61,8 @@ struct UringSkips {
   int count = 0;
   std::string why;
   ~UringSkips() {
-    if (count > 0) fprintf(stderr, "reactor tests: %d io_uring cases skipped (%s)\n", count,
-                           why.c_str());
+    if (count > 0)
+      fprintf(stderr, "reactor tests: %d io_uring cases skipped (%s)\n", count, why.c_str());
   }
 } g_uring_skips;
 

@@ -44,8 +44,18 @@ TEST_CASE("chunk queue copy_to: offsets across chunk boundaries, the source unto
   append(q, body.substr(10, 5000));
   append(q, body.substr(5010));
   REQUIRE(q.size() == body.size());
-  const size_t offsets[] = {0, 1, 9, 10, kSmall - 1, kSmall, kSmall + 1, kChunk - 1, kChunk,
-                            kChunk + kSmall, 2 * kChunk + 5, body.size() - 1};
+  const size_t offsets[] = {0,
+                            1,
+                            9,
+                            10,
+                            kSmall - 1,
+                            kSmall,
+                            kSmall + 1,
+                            kChunk - 1,
+                            kChunk,
+                            kChunk + kSmall,
+                            2 * kChunk + 5,
+                            body.size() - 1};
   const size_t lengths[] = {0, 1, 100, kSmall, kChunk, kChunk + 1, 2 * kChunk + 3};
   for (size_t off : offsets) {
     for (size_t n : lengths) {

@@ -42,9 +42,12 @@ TEST_CASE("session heap: random malloc/calloc/realloc/free keep contents and ret
   std::mt19937 rng(7);
   auto size_pick = [&]() -> size_t {
     switch (rng() % 3) {
-      case 0: return rng() % 64;
-      case 1: return rng() % 5000;  // across every class and past the largest
-      default: return 40 + rng() % 16;  // a class boundary (48 usable bytes in 64)
+      case 0:
+        return rng() % 64;
+      case 1:
+        return rng() % 5000;  // across every class and past the largest
+      default:
+        return 40 + rng() % 16;  // a class boundary (48 usable bytes in 64)
     }
   };
   for (int step = 0; step < 20000; ++step) {

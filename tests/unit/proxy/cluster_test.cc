@@ -1,5 +1,7 @@
 // ClusterState: eligibility beside membership. Health, ejection and slow start change who may
 // take calls without a new snapshot, survive snapshot swaps, and retries avoid what they tried.
+#include "core/proxy/cluster.h"
+
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -8,7 +10,6 @@
 #include <vector>
 
 #include "core/config/config.h"
-#include "core/proxy/cluster.h"
 #include "discovery/snapshot.h"
 
 using ringlb::core::proxy::ClusterState;

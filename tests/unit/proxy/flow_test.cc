@@ -90,8 +90,9 @@ TEST_CASE("proxy flow: a backend stream that never reads does not stall its clie
   CHECK(c.stream(stuck)->grpc_status == 0);
 }
 
-TEST_CASE("proxy flow: over the memory bound the call holding the most is shed, and the "
-          "calls sharing its connections go on") {
+TEST_CASE(
+    "proxy flow: over the memory bound the call holding the most is shed, and the "
+    "calls sharing its connections go on") {
   // 64 KiB windows everywhere: nghttp2 sends a connection WINDOW_UPDATE once half the window is
   // consumed, so credit given back shows on the client.
   ProxyRig rig(config("\"127.0.0.1:1\"", kTightWindows));
@@ -148,8 +149,9 @@ TEST_CASE("proxy flow: over the memory bound the call holding the most is shed, 
   CHECK(c.stream(later)->grpc_status == 0);
 }
 
-TEST_CASE("proxy flow: while over the memory bound with nothing to shed, new calls get "
-          "RESOURCE_EXHAUSTED and connection credit waits until the buffers drain") {
+TEST_CASE(
+    "proxy flow: while over the memory bound with nothing to shed, new calls get "
+    "RESOURCE_EXHAUSTED and connection credit waits until the buffers drain") {
   ProxyRig rig(config("\"127.0.0.1:1\"", kTightWindows));
   // Calls holding less than 4 KiB each are not worth shedding: two responses 3,000 bytes past
   // what the client's 16 KiB windows take put the shard over a 2 KiB limit and keep it there.
@@ -204,8 +206,7 @@ TEST_CASE("proxy flow: a request header list past proxy.max_header_list_size") {
     const H2Client::Stream& s = *c.stream(id);
     CHECK(s.closed);
     CHECK(s.headers.find("grpc-status") == "8");
-    CHECK(contains(percent_decode(s.headers.find("grpc-message")),
-                   "proxy.max_header_list_size"));
+    CHECK(contains(percent_decode(s.headers.find("grpc-message")), "proxy.max_header_list_size"));
     CHECK(rig.backend_count() == 0);
     REQUIRE(rig.ended().size() == 1);
     CHECK(rig.ended()[0].rec.grpc_status == 8);

@@ -27,7 +27,9 @@ std::function<Action(H2Backend&, H2Backend::Exchange&)> refuse_first(int n) {
   };
 }
 
-const char* other(const std::string& a) { return a == kA ? kB : kA; }
+const char* other(const std::string& a) {
+  return a == kA ? kB : kA;
+}
 
 }  // namespace
 

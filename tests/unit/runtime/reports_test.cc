@@ -1,11 +1,11 @@
 // ReportQueue: shards post from their own threads, the control thread takes them in order.
+#include "core/runtime/reports.h"
+
 #include <doctest/doctest.h>
 #include <poll.h>
 
 #include <thread>
 #include <vector>
-
-#include "core/runtime/reports.h"
 
 using ringlb::core::runtime::ReportQueue;
 using ringlb::core::runtime::ShardReport;
