@@ -72,14 +72,17 @@ fi
 pytest_run() {  # name, then env assignments are inherited
   local name=$1; shift
   local log; log=$(mktemp)
-  /usr/bin/python3 -m pytest tests/integration -q -p no:cacheprovider "$@" 2>&1 | tee "$log" | tail -n 25
+  # -rs: every skip is listed with its reason; they are counted in the closing line.
+  /usr/bin/python3 -m pytest tests/integration -q -rs -p no:cacheprovider "$@" 2>&1 | tee "$log" | tail -n 25
   local st=${PIPESTATUS[0]}
   local summary; summary=$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$log" | tail -n 1)
   local p f
   p=$(echo "$summary" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
   f=$(echo "$summary" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s += $1} END {print s + 0}')
+  local sk; sk=$(echo "$summary" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+')
   rm -f "$log"
   count "$name" "$st" "${p:-0}" "${f:-0}"
+  skipped=$((skipped + ${sk:-0}))
 }
 
 echo "== integration tests (release build, io_uring and epoll)"
