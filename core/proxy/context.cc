@@ -26,8 +26,9 @@ Context::Context(std::shared_ptr<const config::Config> config, unsigned index,
 }
 
 Context::~Context() {
-  // Connections still open here were never drained (a test or benchmark dropping its shard):
-  // their objects are reclaimed with the graveyard by ~Host; nothing else refers to them.
+  // Production drains first, so every connection is closed and retired by now; ~Host frees the
+  // retired ones. Whatever drives a context by hand (tests, benchmarks, the fuzzer) closes its
+  // connections and turns until they are retired before it drops the context.
 }
 
 bool Context::adopt(size_t listener, int fd) {
