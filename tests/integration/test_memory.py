@@ -272,7 +272,8 @@ def test_slow_clients_bounded_by_memory_limit(big_backend, ringlb, monkeypatch):
         lambda: (vmrss_kib(rl.pid) or recover_bound_kib) < recover_bound_kib,
         RECOVER_TIMEOUT, 0.1)
     final_kib = vmrss_kib(rl.pid) or 0
-    report.append(f"RSS after the load {final_kib / 1024:.1f} MiB, polled {time.monotonic() - t0:.1f}s "
+    report.append(f"RSS after the load {final_kib / 1024:.1f} MiB, polled "
+                  f"{time.monotonic() - t0:.1f}s "
                   f"after the load (bound idle + {RECOVER_MIB}"
                   f"{f' + {asan_mib} + {LIMIT_MIB}' if asan else ''} = "
                   f"{recover_bound_kib / 1024:.1f} MiB)")
@@ -316,7 +317,8 @@ def test_slow_clients_bounded_by_memory_limit(big_backend, ringlb, monkeypatch):
     if not recovered:
         failures.append(f"ringlb VmRSS still {final_kib / 1024:.1f} MiB {RECOVER_TIMEOUT}s after "
                         f"the load (idle {idle_kib / 1024:.1f} MiB, bound "
-                        f"{recover_bound_kib / 1024:.1f} MiB): the freed buffers are not returned to the OS (malloc_trim?)")
+                        f"{recover_bound_kib / 1024:.1f} MiB): the freed buffers are not "
+                        f"returned to the OS (malloc_trim?)")
     if failures:
         pytest.fail("\n".join(f"- {f}" for f in failures) + "\n--- report ---\n" + text,
                     pytrace=False)
