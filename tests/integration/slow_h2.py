@@ -95,7 +95,8 @@ class SlowH2Client:
         with self.lock:
             self.reading = True
             self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: WIDE_WINDOW})
-            self.conn.increment_flow_control_window(WIDE_WINDOW - self.conn.inbound_flow_control_window)
+            grant = WIDE_WINDOW - self.conn.inbound_flow_control_window
+            self.conn.increment_flow_control_window(grant)
             self._flush()
 
     def snapshot(self) -> list[SlowStream]:

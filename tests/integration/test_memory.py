@@ -17,11 +17,21 @@ receive one more connection window (8 MiB, proxy.connection_window) from the bac
 crosses the limit and stops crediting; 2,000 streams of call and nghttp2 state (a few KiB each,
 < 16 MiB); chunk headers and malloc rounding on 16 KiB chunks (~1%); the 256 idle chunks the pool
 keeps (4 MiB); and malloc fragmentation. Idle RSS (binary, libraries, rings) is measured first and
-counted apart.
+counted apart. Measured (release build, both io backends): idle 4.6-6.1 MiB, ringlb reports 70 MiB
+buffered at the limit, peak RSS idle + 71-77 MiB, i.e. 7-13 MiB over the limit.
 
-Under ASan (the binary links libasan) RSS also holds the allocator's quarantine of freed blocks
-(ASAN_OPTIONS quarantine_size_mb, 256 MiB by default) and shadow memory (1/8 of the heap): both
-bounds grow by those, and the report says so.
+Under ASan (the binary links libasan; detected from the binary before it starts) RSS also holds
+the allocator's quarantine of freed blocks, shadow memory (1/8 of the heap) and redzones around
+each 16 KiB chunk, and ASan's allocator, not glibc's, decides when free pages go back to the OS.
+Left at its default (256 MiB) the quarantine alone would swamp both bounds, so for the ringlb this
+test starts, ASAN_OPTIONS gets quarantine_size_mb=16 (use-after-free is still caught, with a
+shorter memory of freed blocks) and allocator_release_to_os_interval_ms=500 (free pages go back
+within half a second), each unless ASAN_OPTIONS already sets it; both bounds grow by
+quarantine + (limit + overhead) / 8 + limit / 2, and the report prints the allowance. Even so,
+ASan's allocator hands back only fully free runs of a size class: after the same load it kept
+between 52 and 107 MiB over idle from run to run, so under ASan the recovery bound also grows by
+the limit and only catches gross retention (a leak of the order of the limit, RSS that keeps
+growing). The normal build's bound is the one that says whether freed memory reaches the OS.
 """
 from __future__ import annotations
 
@@ -50,6 +60,7 @@ RECOVER_TIMEOUT = 10.0  # seconds for RSS to come back down
 CALL_TIMEOUT = 5.0      # a well-behaved call that takes longer than this is a hang
 SHED_LOG = "over its share of proxy.memory_limit"
 ENHANCE_YOUR_CALM = 11
+ASAN_DEFAULTS = {"quarantine_size_mb": 16, "allocator_release_to_os_interval_ms": 500}
 BIG = "/test.Mem/Big"
 SMALL = "/test.Mem/Small"
 
@@ -133,19 +144,22 @@ class RssSampler:
         return self.peak_kib
 
 
-def asan_allowance_mib(binary) -> tuple[bool, int]:
-    """(is the binary built with ASan, extra MiB its allocator keeps resident): the quarantine
-    (ASAN_OPTIONS quarantine_size_mb, default 256) plus shadow memory for the bounded heap."""
+def asan_setup(monkeypatch) -> tuple[bool, int]:
+    """(is ringlb built with ASan, extra MiB its allocator may keep resident). Under ASan, sets
+    ASAN_DEFAULTS in ASAN_OPTIONS for the ringlb this test starts, each unless already set."""
     try:
-        data = open(binary, "rb").read()
+        data = harness.ringlb_bin().read_bytes()
     except OSError:
-        return False, 0
+        return False, 0  # the ringlb fixture reports a missing binary
     if b"libasan.so" not in data and b"__asan_init" not in data:
         return False, 0
-    m = re.search(r"quarantine_size_mb=(\d+)", os.environ.get("ASAN_OPTIONS", ""))
+    opts = os.environ.get("ASAN_OPTIONS", "")
+    add = [f"{k}={v}" for k, v in ASAN_DEFAULTS.items() if not re.search(rf"\b{k}=", opts)]
+    if add:
+        monkeypatch.setenv("ASAN_OPTIONS", ":".join([opts, *add]).lstrip(":"))
+    m = re.search(r"quarantine_size_mb=(\d+)", os.environ["ASAN_OPTIONS"])
     quarantine = int(m.group(1)) if m else 256
-    shadow = (LIMIT_MIB + OVERHEAD_MIB) // 8
-    return True, quarantine + shadow
+    return True, quarantine + (LIMIT_MIB + OVERHEAD_MIB) // 8 + LIMIT_MIB // 2
 
 
 def good_call(stub, body: bytes) -> tuple[str, str]:
@@ -175,11 +189,12 @@ def good_calls(stub, tag: str, n: int, budget: float, until=None) -> list[tuple[
     return out
 
 
-def test_slow_clients_bounded_by_memory_limit(big_backend, ringlb):
+def test_slow_clients_bounded_by_memory_limit(big_backend, ringlb, monkeypatch):
+    asan, asan_mib = asan_setup(monkeypatch)
     rl = ringlb([cluster("main", [big_backend])], memory_limit=f"{LIMIT_MIB}MiB")
-    asan, asan_mib = asan_allowance_mib(rl.bin)
-    report = [f"io backend {rl.io_backend}, memory_limit {LIMIT_MIB} MiB, ASan {asan} "
-              f"(+{asan_mib} MiB allowed for its quarantine and shadow)"]
+    report = [f"io backend {rl.io_backend}, memory_limit {LIMIT_MIB} MiB"
+              + (f", ASan: +{asan_mib} MiB allowed (ASAN_OPTIONS={os.environ['ASAN_OPTIONS']})"
+                 if asan else "")]
 
     ch = harness.channel(rl.port)
     small = ch.unary_unary(SMALL)
@@ -192,7 +207,8 @@ def test_slow_clients_bounded_by_memory_limit(big_backend, ringlb):
     assert idle_kib, "cannot read ringlb's VmRSS"
     peak_bound_kib = idle_kib + (LIMIT_MIB + OVERHEAD_MIB + asan_mib) * 1024
     report.append(f"idle RSS {idle_kib / 1024:.1f} MiB; peak bound idle + {LIMIT_MIB} + "
-                  f"{OVERHEAD_MIB} = {peak_bound_kib / 1024:.1f} MiB")
+                  f"{OVERHEAD_MIB}{f' + {asan_mib}' if asan else ''} = "
+                  f"{peak_bound_kib / 1024:.1f} MiB")
 
     sampler = RssSampler(rl.pid)
     clients: list[SlowH2Client] = []
@@ -256,14 +272,16 @@ def test_slow_clients_bounded_by_memory_limit(big_backend, ringlb):
                   f"{summarize(after_ok)}")
 
     # RSS comes back down.
-    recover_bound_kib = idle_kib + (RECOVER_MIB + asan_mib) * 1024
+    recover_bound_kib = idle_kib + (RECOVER_MIB + (asan_mib + LIMIT_MIB if asan else 0)) * 1024
     t0 = time.monotonic()
     recovered = harness.wait_until(
         lambda: (vmrss_kib(rl.pid) or recover_bound_kib) < recover_bound_kib,
         RECOVER_TIMEOUT, 0.1)
     final_kib = vmrss_kib(rl.pid) or 0
-    report.append(f"RSS after the load {final_kib / 1024:.1f} MiB, {time.monotonic() - t0:.1f}s "
-                  f"after the clients closed (bound idle + {RECOVER_MIB} = "
+    report.append(f"RSS after the load {final_kib / 1024:.1f} MiB, polled "
+                  f"{time.monotonic() - t0:.1f}s "
+                  f"after the load (bound idle + {RECOVER_MIB}"
+                  f"{f' + {asan_mib} + {LIMIT_MIB}' if asan else ''} = "
                   f"{recover_bound_kib / 1024:.1f} MiB)")
     text = "\n".join(report)
     print(text)
@@ -301,12 +319,13 @@ def test_slow_clients_bounded_by_memory_limit(big_backend, ringlb):
         failures.append(f"the well-behaved client after the load: "
                         f"{summarize(after + after_ok)}")
     if peak_kib >= peak_bound_kib:
-        failures.append(f"ringlb VmRSS peaked at {peak_kib / 1024:.1f} MiB, over idle + limit + "
-                        f"{OVERHEAD_MIB} MiB = {peak_bound_kib / 1024:.1f} MiB")
+        failures.append(f"ringlb VmRSS peaked at {peak_kib / 1024:.1f} MiB, over its bound "
+                        f"{peak_bound_kib / 1024:.1f} MiB (see the report)")
     if not recovered:
         failures.append(f"ringlb VmRSS still {final_kib / 1024:.1f} MiB {RECOVER_TIMEOUT}s after "
-                        f"the load (idle {idle_kib / 1024:.1f} MiB, bound idle + {RECOVER_MIB} "
-                        f"MiB): the freed buffers are not returned to the OS (malloc_trim?)")
+                        f"the load (idle {idle_kib / 1024:.1f} MiB, bound "
+                        f"{recover_bound_kib / 1024:.1f} MiB): the freed buffers are not "
+                        f"returned to the OS (malloc_trim?)")
     if failures:
         pytest.fail("\n".join(f"- {f}" for f in failures) + "\n--- report ---\n" + text,
                     pytrace=False)
