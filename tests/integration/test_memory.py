@@ -144,6 +144,17 @@ class RssSampler:
         return self.peak_kib
 
 
+def built_with_tsan() -> bool:
+    """TSan's allocator keeps what it frees and its shadow is several times the heap: RSS says
+    nothing about ringlb there, so the RSS bounds are reported, not asserted, under TSan (the
+    release build asserts them; every other check holds under TSan too)."""
+    try:
+        data = harness.ringlb_bin().read_bytes()
+    except OSError:
+        return False
+    return b"libtsan.so" in data or b"__tsan_init" in data
+
+
 def asan_setup(monkeypatch) -> tuple[bool, int]:
     """(is ringlb built with ASan, extra MiB its allocator may keep resident). Under ASan, sets
     ASAN_DEFAULTS in ASAN_OPTIONS for the ringlb this test starts, each unless already set."""
@@ -318,10 +329,13 @@ def test_slow_clients_bounded_by_memory_limit(big_backend, ringlb, monkeypatch):
             and all(r[0] == "OK" for r in after_ok)):
         failures.append(f"the well-behaved client after the load: "
                         f"{summarize(after + after_ok)}")
-    if peak_kib >= peak_bound_kib:
+    tsan = built_with_tsan()
+    if tsan:
+        print("TSan build: the RSS bounds above are reported, not asserted")
+    if peak_kib >= peak_bound_kib and not tsan:
         failures.append(f"ringlb VmRSS peaked at {peak_kib / 1024:.1f} MiB, over its bound "
                         f"{peak_bound_kib / 1024:.1f} MiB (see the report)")
-    if not recovered:
+    if not recovered and not tsan:
         failures.append(f"ringlb VmRSS still {final_kib / 1024:.1f} MiB {RECOVER_TIMEOUT}s after "
                         f"the load (idle {idle_kib / 1024:.1f} MiB, bound "
                         f"{recover_bound_kib / 1024:.1f} MiB): the freed buffers are not "
