@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -449,7 +451,8 @@ class Loader {
   ClusterConfig load_cluster(const toml::table& t, const std::string& path) const {
     check_keys(t, path,
                {"name", "lb", "endpoints", "connect_timeout", "dns", "port", "record",
-                "min_refresh", "max_refresh", "stale_after", "hold"});
+                "min_refresh", "max_refresh", "stale_after", "hold", "keepalive", "health_check",
+                "outlier", "retry", "hedge", "slow_start"});
     ClusterConfig c;
 
     std::string name_key = join(path, "name");
@@ -485,7 +488,7 @@ class Loader {
 
     std::string endpoints_key = join(path, "endpoints");
     if (c.uses_dns()) {
-      load_connect_timeout(t, path, c);
+      load_upstream_policies(t, path, c);
       return c;
     }
     if (t.get("endpoints") == nullptr) {
@@ -516,15 +519,231 @@ class Loader {
       c.endpoints.push_back(std::move(endpoint));
     }
 
-    load_connect_timeout(t, path, c);
+    load_upstream_policies(t, path, c);
     return c;
   }
 
-  void load_connect_timeout(const toml::table& t, const std::string& path, ClusterConfig& c) const {
+  void load_upstream_policies(const toml::table& t, const std::string& path,
+                              ClusterConfig& c) const {
     if (const toml::node* n = t.get("connect_timeout")) {
       std::string key = join(path, "connect_timeout");
       c.connect_timeout =
           duration_in_range(*n, key, std::chrono::milliseconds(1), std::chrono::minutes(1));
+    }
+    if (const toml::node* n = t.get("keepalive")) load_keepalive(*n, join(path, "keepalive"), c);
+    if (const toml::node* n = t.get("health_check")) {
+      load_health_check(*n, join(path, "health_check"), c.health_check);
+    }
+    if (const toml::node* n = t.get("outlier")) load_outlier(*n, join(path, "outlier"), c.outlier);
+    if (const toml::node* n = t.get("retry")) load_retry(*n, join(path, "retry"), c.retry);
+    if (const toml::node* n = t.get("hedge")) load_hedge(*n, join(path, "hedge"), c.hedge);
+    if (const toml::node* n = t.get("slow_start")) {
+      c.slow_start =
+          duration_in_range(*n, join(path, "slow_start"), Duration::zero(), std::chrono::hours(1));
+    }
+  }
+
+  // `false` turns a policy off; a table sets its keys over the defaults.
+  const toml::table* policy_table(const toml::node& n, std::string_view key, bool* enabled) const {
+    if (const toml::value<bool>* b = n.as_boolean()) {
+      *enabled = b->get();
+      return nullptr;
+    }
+    if (!n.is_table()) {
+      fail(n, key, "expected a table (or false to turn it off), got " + type_name(n.type()));
+    }
+    *enabled = true;
+    return n.as_table();
+  }
+
+  Duration positive_duration(const toml::node& n, std::string_view key, Duration hi) const {
+    return duration_in_range(n, key, std::chrono::milliseconds(1), hi);
+  }
+
+  uint32_t count_in_range(const toml::node& n, std::string_view key, int64_t lo, int64_t hi) const {
+    return static_cast<uint32_t>(integer_in_range(n, key, lo, hi));
+  }
+
+  void load_keepalive(const toml::node& n, const std::string& key, ClusterConfig& c) const {
+    KeepaliveConfig& k = c.keepalive;
+    const toml::table* t = policy_table(n, key, &k.enabled);
+    if (t == nullptr) return;
+    check_keys(*t, key, {"interval", "timeout", "idle"});
+    if (const toml::node* x = t->get("interval")) {
+      k.interval = positive_duration(*x, join(key, "interval"), std::chrono::hours(1));
+    }
+    if (const toml::node* x = t->get("timeout")) {
+      k.timeout = positive_duration(*x, join(key, "timeout"), std::chrono::minutes(5));
+    }
+    if (const toml::node* x = t->get("idle")) {
+      k.idle = positive_duration(*x, join(key, "idle"), std::chrono::hours(24));
+    }
+  }
+
+  void load_health_check(const toml::node& n, const std::string& key, HealthCheckConfig& h) const {
+    const toml::table* t = policy_table(n, key, &h.enabled);
+    if (t == nullptr) return;
+    check_keys(*t, key, {"interval", "timeout", "unhealthy", "healthy", "service"});
+    if (const toml::node* x = t->get("interval")) {
+      h.interval = positive_duration(*x, join(key, "interval"), std::chrono::hours(1));
+    }
+    if (const toml::node* x = t->get("timeout")) {
+      h.timeout = positive_duration(*x, join(key, "timeout"), std::chrono::minutes(1));
+    }
+    if (const toml::node* x = t->get("unhealthy")) {
+      h.unhealthy = count_in_range(*x, join(key, "unhealthy"), 1, 100);
+    }
+    if (const toml::node* x = t->get("healthy")) {
+      h.healthy = count_in_range(*x, join(key, "healthy"), 1, 100);
+    }
+    if (const toml::node* x = t->get("service"))
+      h.service = expect_string(*x, join(key, "service"));
+  }
+
+  void load_outlier(const toml::node& n, const std::string& key, OutlierConfig& o) const {
+    const toml::table* t = policy_table(n, key, &o.enabled);
+    if (t == nullptr) return;
+    check_keys(*t, key,
+               {"consecutive_failures", "consecutive_unavailable", "base_ejection", "max_ejection",
+                "max_ejected_percent", "panic_threshold"});
+    if (const toml::node* x = t->get("consecutive_failures")) {
+      o.consecutive_failures = count_in_range(*x, join(key, "consecutive_failures"), 1, 1000);
+    }
+    if (const toml::node* x = t->get("consecutive_unavailable")) {
+      o.consecutive_unavailable = count_in_range(*x, join(key, "consecutive_unavailable"), 1, 1000);
+    }
+    if (const toml::node* x = t->get("base_ejection")) {
+      o.base_ejection = positive_duration(*x, join(key, "base_ejection"), std::chrono::hours(1));
+    }
+    if (const toml::node* x = t->get("max_ejection")) {
+      o.max_ejection = positive_duration(*x, join(key, "max_ejection"), std::chrono::hours(24));
+    }
+    if (o.max_ejection < o.base_ejection) {
+      fail(t->get("max_ejection") ? *t->get("max_ejection") : *t->get("base_ejection"),
+           join(key, "max_ejection"), "must not be less than base_ejection");
+    }
+    if (const toml::node* x = t->get("max_ejected_percent")) {
+      o.max_ejected_percent = count_in_range(*x, join(key, "max_ejected_percent"), 0, 100);
+    }
+    if (const toml::node* x = t->get("panic_threshold")) {
+      o.panic_threshold = count_in_range(*x, join(key, "panic_threshold"), 0, 100);
+    }
+  }
+
+  uint32_t status_codes(const toml::node& n, std::string_view key) const {
+    static constexpr std::array<std::string_view, 17> kNames = {"ok",
+                                                                "cancelled",
+                                                                "unknown",
+                                                                "invalid_argument",
+                                                                "deadline_exceeded",
+                                                                "not_found",
+                                                                "already_exists",
+                                                                "permission_denied",
+                                                                "resource_exhausted",
+                                                                "failed_precondition",
+                                                                "aborted",
+                                                                "out_of_range",
+                                                                "unimplemented",
+                                                                "internal",
+                                                                "unavailable",
+                                                                "data_loss",
+                                                                "unauthenticated"};
+    const toml::array& list = expect_array(n, key);
+    uint32_t bits = 0;
+    for (size_t i = 0; i < list.size(); ++i) {
+      std::string k = indexed(key, i);
+      std::string name = expect_string(list[i], k);
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char ch) {
+        return ch == '-' ? '_' : static_cast<char>(std::tolower(ch));
+      });
+      auto it = std::find(kNames.begin() + 1, kNames.end(), name);
+      if (it == kNames.end()) {
+        fail(list[i], k,
+             "unknown gRPC status " + quote(expect_string(list[i], k)) + suggestion(name, kNames) +
+                 " (names as in grpc: \"unavailable\", ...)");
+      }
+      bits |= 1u << (it - kNames.begin());
+    }
+    return bits;
+  }
+
+  void load_retry(const toml::node& n, const std::string& key, RetryPolicy& r) const {
+    const toml::table& t = expect_table(n, key);
+    check_keys(t, key,
+               {"on", "attempts", "per_try_timeout", "backoff", "max_backoff", "budget_percent",
+                "budget_min_per_second"});
+    if (const toml::node* x = t.get("on")) r.on = status_codes(*x, join(key, "on"));
+    if (const toml::node* x = t.get("attempts")) {
+      r.attempts = count_in_range(*x, join(key, "attempts"), 1, 10);
+    }
+    if (const toml::node* x = t.get("per_try_timeout"))
+      load_per_try(*x, join(key, "per_try_timeout"), r);
+    if (const toml::node* x = t.get("backoff")) {
+      r.backoff =
+          duration_in_range(*x, join(key, "backoff"), Duration::zero(), std::chrono::minutes(1));
+    }
+    if (const toml::node* x = t.get("max_backoff")) {
+      r.max_backoff = duration_in_range(*x, join(key, "max_backoff"), Duration::zero(),
+                                        std::chrono::minutes(5));
+    }
+    if (r.max_backoff < r.backoff) {
+      fail(t.get("max_backoff") ? *t.get("max_backoff") : *t.get("backoff"),
+           join(key, "max_backoff"), "must not be less than backoff");
+    }
+    if (const toml::node* x = t.get("budget_percent")) {
+      r.budget_percent = count_in_range(*x, join(key, "budget_percent"), 0, 100);
+    }
+    if (const toml::node* x = t.get("budget_min_per_second")) {
+      r.budget_min_per_second = count_in_range(*x, join(key, "budget_min_per_second"), 0, 100000);
+    }
+  }
+
+  // "off", a duration ("300ms"), or a share of the deadline left at each try ("40%").
+  void load_per_try(const toml::node& n, const std::string& key, RetryPolicy& r) const {
+    const std::string& text = expect_string(n, key);
+    r.per_try_timeout = Duration::zero();
+    r.per_try_share_permille = 0;
+    if (text == "off") return;
+    if (text.ends_with('%')) {
+      unsigned pct = 0;
+      auto [p, ec] = std::from_chars(text.data(), text.data() + text.size() - 1, pct);
+      if (ec != std::errc() || p != text.data() + text.size() - 1 || pct < 1 || pct > 100) {
+        fail(n, key, "invalid share " + quote(text) + ": expected 1% to 100%");
+      }
+      r.per_try_share_permille = static_cast<uint16_t>(pct * 10);
+      return;
+    }
+    if (!parse_duration(text)) {
+      fail(n, key,
+           "invalid value " + quote(text) +
+               ": expected \"off\", a duration like \"300ms\" or a share like \"40%\"");
+    }
+    r.per_try_timeout = positive_duration(n, key, std::chrono::hours(1));
+  }
+
+  void load_hedge(const toml::node& n, const std::string& key, HedgePolicy& h) const {
+    const toml::table* t = policy_table(n, key, &h.enabled);
+    if (t == nullptr) return;
+    check_keys(*t, key, {"after", "methods"});
+    if (const toml::node* x = t->get("after")) {
+      if (x->is_string() && x->as_string()->get() == "auto") {
+        h.after = Duration::zero();
+      } else {
+        h.after = positive_duration(*x, join(key, "after"), std::chrono::minutes(1));
+      }
+    }
+    if (const toml::node* x = t->get("methods")) {
+      std::string mkey = join(key, "methods");
+      const toml::array& list = expect_array(*x, mkey);
+      h.methods.clear();
+      for (size_t i = 0; i < list.size(); ++i) {
+        const std::string& m = expect_string(list[i], indexed(mkey, i));
+        if (!m.starts_with('/')) {
+          fail(list[i], indexed(mkey, i),
+               "a method is a :path like \"/pkg.Svc/Get\", got " + quote(m));
+        }
+        h.methods.push_back(m);
+      }
     }
   }
 
@@ -615,7 +834,7 @@ class Loader {
       for (size_t i = 0; i < routes.size(); ++i) {
         std::string key = indexed(routes_key, i);
         const toml::table& rt = expect_table(routes[i], key);
-        check_keys(rt, key, {"prefix", "cluster", "timeout"});
+        check_keys(rt, key, {"prefix", "cluster", "timeout", "retry", "hedge"});
         RouteConfig r;
         const toml::node& prefix = require(rt, key, "prefix");
         r.prefix = expect_string(prefix, join(key, "prefix"));
@@ -629,6 +848,12 @@ class Loader {
         if (const toml::node* timeout = rt.get("timeout")) {
           r.timeout = duration(*timeout, join(key, "timeout"));
         }
+        // The route's retry and hedge keys lay over its cluster's.
+        const ClusterConfig& target = *config.find_cluster(r.cluster);
+        r.retry = target.retry;
+        r.hedge = target.hedge;
+        if (const toml::node* x = rt.get("retry")) load_retry(*x, join(key, "retry"), r.retry);
+        if (const toml::node* x = rt.get("hedge")) load_hedge(*x, join(key, "hedge"), r.hedge);
         l.routes.push_back(std::move(r));
       }
     }

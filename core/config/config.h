@@ -47,10 +47,42 @@ struct ProxyConfig {
   uint64_t memory_limit = 256ull * 1024 * 1024;
 };
 
+/// Retries by policy (per cluster, overridable per route key by key). Transparent replay of
+/// calls that never reached a backend is separate: it is always on and never counted here.
+struct RetryPolicy {
+  // gRPC status codes (bit 1 << code) that are retried when the response carried no message yet:
+  // trailers-only, or headers held until the trailers came without DATA. Default: UNAVAILABLE.
+  uint32_t on = 1u << 14;
+  uint32_t attempts = 3;                // in all, the first included; 1 = no retries
+  Duration per_try_timeout{0};          // 0 = none (unless per_try_share is set)
+  uint16_t per_try_share_permille = 0;  // "40%": a share of the deadline left at each try
+  Duration backoff = std::chrono::milliseconds(25);       // base of the jittered exponential
+  Duration max_backoff = std::chrono::milliseconds(250);  // ... and its ceiling
+  // The retry budget: retries in flight may be at most this share of the calls in flight,
+  // plus a floor of retries per second so a quiet cluster can still retry.
+  uint32_t budget_percent = 20;
+  uint32_t budget_min_per_second = 10;
+
+  bool retries(int grpc_status) const {
+    return grpc_status >= 0 && grpc_status < 32 && (on >> grpc_status & 1u) != 0;
+  }
+};
+
+/// Hedging (opt-in): after `after` with no response, a second attempt goes to another endpoint;
+/// the first response accepted wins and the other is reset. Only for idempotent methods.
+struct HedgePolicy {
+  bool enabled = false;
+  Duration after{0};                 // 0 with enabled: the per-try timeout ("auto")
+  std::vector<std::string> methods;  // exact :path values; empty = every call on the route
+};
+
 struct RouteConfig {
   std::string prefix;   // matched against :path
   std::string cluster;  // name of a [[cluster]]
   Duration timeout{0};  // 0 = none; otherwise caps the call's deadline
+  // The cluster's policies with this route's keys laid over them (filled in at load).
+  RetryPolicy retry;
+  HedgePolicy hedge;
 };
 
 struct ListenerConfig {
@@ -80,12 +112,53 @@ struct DnsConfig {
   Duration hold{-1};
 };
 
+/// HTTP/2 PING on upstream connections: how a hung or cut-off backend is noticed.
+struct KeepaliveConfig {
+  bool enabled = true;
+  // A connection with calls waiting that has received nothing for this long is pinged.
+  Duration interval = std::chrono::milliseconds(250);
+  // No ACK (nor any other frame) within this long: the connection is dead.
+  Duration timeout = std::chrono::milliseconds(500);
+  // A connection idle (no calls) this long is pinged when it is reused.
+  Duration idle = std::chrono::seconds(30);
+};
+
+/// Active gRPC health checks (grpc.health.v1.Health/Check), run by the control thread.
+struct HealthCheckConfig {
+  bool enabled = false;
+  Duration interval = std::chrono::seconds(2);
+  Duration timeout = std::chrono::milliseconds(500);
+  uint32_t unhealthy = 2;  // consecutive failures before the endpoint is taken out
+  uint32_t healthy = 2;    // consecutive successes before it comes back
+  std::string service;     // HealthCheckRequest.service; "" = the whole server
+};
+
+/// Passive outlier ejection from what shards see (eligibility, never membership).
+struct OutlierConfig {
+  bool enabled = true;
+  // Consecutive local-origin failures (connect, reset, PING timeout, per-try timeout).
+  uint32_t consecutive_failures = 3;
+  uint32_t consecutive_unavailable = 3;              // consecutive UNAVAILABLE answers
+  Duration base_ejection = std::chrono::seconds(5);  // doubles with each ejection in a row
+  Duration max_ejection = std::chrono::seconds(60);
+  uint32_t max_ejected_percent = 50;  // never eject more than this share of the cluster
+  // Below this share of eligible endpoints, pick among all (the panic mode); 0 = only when none.
+  uint32_t panic_threshold = 25;
+};
+
 struct ClusterConfig {
   std::string name;
   LbPolicy lb = LbPolicy::kRoundRobin;
   std::vector<EndpointConfig> endpoints;
   DnsConfig dns;
-  Duration connect_timeout = std::chrono::seconds(1);
+  // One VPC: a connect that takes longer has failed; the call moves to another endpoint.
+  Duration connect_timeout = std::chrono::milliseconds(250);
+  KeepaliveConfig keepalive;
+  HealthCheckConfig health_check;
+  OutlierConfig outlier;
+  RetryPolicy retry;
+  HedgePolicy hedge;
+  Duration slow_start{0};  // 0 = off; else a new or returning endpoint's weight ramps up over it
 
   bool uses_dns() const { return !dns.name.empty(); }
 };

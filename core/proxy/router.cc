@@ -14,9 +14,17 @@ Router::Router(const config::ListenerConfig& listener, const config::Config& con
     : name_(listener.address.text) {
   for (const config::RouteConfig& r : listener.routes) {
     int route = static_cast<int>(routes_.size());
-    routes_.push_back({r.prefix, {cluster_index(config, r.cluster), route, r.timeout.count()}});
+    routes_.push_back(
+        {r.prefix,
+         {cluster_index(config, r.cluster), route, r.timeout.count(), &r.retry, &r.hedge}});
   }
-  if (!listener.cluster.empty()) default_ = {cluster_index(config, listener.cluster), -1, 0};
+  if (!listener.cluster.empty()) {
+    int c = cluster_index(config, listener.cluster);
+    if (c >= 0) {
+      const config::ClusterConfig& cc = config.clusters[static_cast<size_t>(c)];
+      default_ = {c, -1, 0, &cc.retry, &cc.hedge};
+    }
+  }
 }
 
 RouteMatch Router::match(std::string_view path) const {

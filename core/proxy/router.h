@@ -15,6 +15,10 @@ struct RouteMatch {
   int cluster = -1;        // index into Config::clusters; -1 = no route
   int route = -1;          // index into the listener's routes; -1 = the default cluster
   int64_t timeout_ns = 0;  // route timeout, 0 = none
+  // The policies for calls on this route (the route's keys over its cluster's); they point into
+  // the config, which outlives every router. Null only when cluster < 0.
+  const config::RetryPolicy* retry = nullptr;
+  const config::HedgePolicy* hedge = nullptr;
 };
 
 class Router {

@@ -11,6 +11,7 @@
 #include <string>
 
 using namespace std::chrono_literals;
+using ringlb::core::config::ClusterConfig;
 using ringlb::core::config::Config;
 using ringlb::core::config::ConfigError;
 using ringlb::core::config::Duration;
@@ -19,6 +20,7 @@ using ringlb::core::config::load_config;
 using ringlb::core::config::parse_config;
 using ringlb::core::config::parse_duration;
 using ringlb::core::config::parse_size;
+using ringlb::core::config::RouteConfig;
 using ringlb::core::io::IoBackend;
 using ringlb::core::io::parse_socket_address;
 
@@ -132,7 +134,7 @@ connect_timeout = "250ms"
   REQUIRE(c.clusters.size() == 2);
   CHECK(c.clusters[0].name == "orders");
   CHECK(c.clusters[0].lb == LbPolicy::kRoundRobin);
-  CHECK(c.clusters[0].connect_timeout == 1s);
+  CHECK(c.clusters[0].connect_timeout == 250ms);
   REQUIRE(c.clusters[0].endpoints.size() == 2);
   CHECK(c.clusters[0].endpoints[0].address.text == "10.0.1.5:50051");
   CHECK(c.clusters[0].endpoints[0].weight == 1);
@@ -532,4 +534,77 @@ TEST_CASE("load_config reads a file and names it in errors") {
           .c_str(),
       ConfigError);
   unlink(path);
+}
+
+TEST_CASE("resilience defaults: keepalive, outlier and the unavailable retry are on") {
+  Config c = parse_config(kMinimal, "t.toml");
+  const ClusterConfig& cl = c.clusters[0];
+  CHECK(cl.connect_timeout == 250ms);
+  CHECK(cl.keepalive.enabled);
+  CHECK(cl.keepalive.interval == 250ms);
+  CHECK(cl.keepalive.timeout == 500ms);
+  CHECK(cl.outlier.enabled);
+  CHECK_FALSE(cl.health_check.enabled);
+  CHECK_FALSE(cl.hedge.enabled);
+  CHECK(cl.retry.attempts == 3);
+  CHECK(cl.retry.retries(14));
+  CHECK_FALSE(cl.retry.retries(4));
+  CHECK(cl.retry.per_try_timeout == 0ms);
+  CHECK(cl.slow_start == 0ms);
+}
+
+TEST_CASE("resilience keys parse, and routes lay their retry keys over the cluster's") {
+  Config c = parse_config(R"([[listener]]
+address = "127.0.0.1:0"
+cluster = "c"
+routes = [ { prefix = "/a.", cluster = "c", retry = { per_try_timeout = "40%" }, hedge = { after = "150ms" } } ]
+
+[[cluster]]
+name = "c"
+endpoints = ["127.0.0.1:1"]
+keepalive = { interval = "1s", timeout = "2s", idle = "1m" }
+health_check = { interval = "1s", timeout = "300ms", unhealthy = 3, healthy = 1, service = "x" }
+outlier = { consecutive_failures = 5, base_ejection = "1s", max_ejection = "10s", max_ejected_percent = 34, panic_threshold = 0 }
+retry = { on = ["unavailable", "RESOURCE_EXHAUSTED"], attempts = 4, per_try_timeout = "300ms", backoff = "10ms", max_backoff = "100ms", budget_percent = 50 }
+hedge = false
+slow_start = "10s"
+)",
+                          "t.toml");
+  const ClusterConfig& cl = c.clusters[0];
+  CHECK(cl.keepalive.interval == 1s);
+  CHECK(cl.keepalive.idle == 60s);
+  CHECK(cl.health_check.enabled);
+  CHECK(cl.health_check.unhealthy == 3);
+  CHECK(cl.health_check.service == "x");
+  CHECK(cl.outlier.consecutive_failures == 5);
+  CHECK(cl.outlier.consecutive_unavailable == 3);
+  CHECK(cl.outlier.max_ejected_percent == 34);
+  CHECK(cl.retry.retries(8));
+  CHECK(cl.retry.retries(14));
+  CHECK(cl.retry.attempts == 4);
+  CHECK(cl.retry.per_try_timeout == 300ms);
+  CHECK(cl.slow_start == 10s);
+  const RouteConfig& r = c.listeners[0].routes[0];
+  CHECK(r.retry.attempts == 4);  // from the cluster
+  CHECK(r.retry.per_try_timeout == 0ms);
+  CHECK(r.retry.per_try_share_permille == 400);
+  CHECK(r.hedge.enabled);
+  CHECK(r.hedge.after == 150ms);
+}
+
+TEST_CASE("resilience keys: errors name file, line, column and key") {
+  CHECK_ERROR(std::string(kMinimal) + "retry = { on = [\"unavailabel\"] }\n",
+              "t.toml:8:17: cluster[0].retry.on[0]: unknown gRPC status \"unavailabel\", did you "
+              "mean `unavailable`? (names as in grpc: \"unavailable\", ...)");
+  CHECK_ERROR(std::string(kMinimal) + "retry = { per_try_timeout = \"140%\" }\n",
+              "t.toml:8:29: cluster[0].retry.per_try_timeout: invalid share \"140%\": expected 1% "
+              "to 100%");
+  CHECK_ERROR(std::string(kMinimal) + "keepalive = { interval = \"0s\" }\n",
+              "t.toml:8:26: cluster[0].keepalive.interval: must be between 1ms and 1h, got \"0s\"");
+  CHECK_ERROR(
+      std::string(kMinimal) + "outlier = { base_ejection = \"10s\", max_ejection = \"1s\" }\n",
+      "t.toml:8:51: cluster[0].outlier.max_ejection: must not be less than base_ejection");
+  CHECK_ERROR(std::string(kMinimal) + "hedge = { methods = [\"Get\"] }\n",
+              "t.toml:8:22: cluster[0].hedge.methods[0]: a method is a :path like "
+              "\"/pkg.Svc/Get\", got \"Get\"");
 }
