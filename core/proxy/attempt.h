@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "core/base/list.h"
+#include "core/h2/headers.h"
 #include "core/io/timer.h"
 
 namespace ringlb::core::proxy {
@@ -30,8 +31,13 @@ struct Attempt {
   uint64_t read_pos = 0;         // absolute position in the call's request body
   bool peer_reset = false;       // the backend sent RST_STREAM (vs. a reset ringlb made)
   bool header_overflow = false;  // ringlb reset it: its response headers passed the limit
-  io::Timer per_try;             // armed by a retry policy (none yet)
-  base::ListLink conn_link;      // in UpstreamConn::attempts
+  // Its response headers arrived but no message yet: they wait in `headers` until the first
+  // DATA (the call commits) or the trailers (whose grpc-status may still be retried).
+  bool held = false;
+  io::Timer per_try;         // the retry policy's per-try timeout, until response headers
+  h2::HeaderBlock headers;   // its response headers as they arrive (kept while held)
+  h2::HeaderBlock trailers;  // its trailers as they arrive
+  base::ListLink conn_link;  // in UpstreamConn::attempts
 
   bool active() const { return state != State::kFree; }
 };

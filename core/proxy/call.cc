@@ -9,6 +9,7 @@
 #include "core/proxy/cluster.h"
 #include "core/proxy/context.h"
 #include "core/proxy/downstream.h"
+#include "core/proxy/retry_policy.h"
 #include "core/proxy/upstream.h"
 
 namespace ringlb::core::proxy {
@@ -52,6 +53,40 @@ const char* http_status_for(StatusCode code) {
   }
 }
 
+// The hedge delay when the route says `after = "auto"` and sets no per-try timeout.
+constexpr int64_t kDefaultHedgeNs = 100'000'000;
+
+// gRPC's mapping of an HTTP status on a response without grpc-status
+// (doc/http-grpc-status-mapping.md).
+StatusCode status_for_http_answer(int http) {
+  switch (http) {
+    case 400:
+      return StatusCode::kInternal;
+    case 401:
+      return StatusCode::kUnauthenticated;
+    case 403:
+      return StatusCode::kPermissionDenied;
+    case 404:
+      return StatusCode::kUnimplemented;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return StatusCode::kUnavailable;
+    default:
+      return StatusCode::kUnknown;
+  }
+}
+
+// Jitter for backoffs: a shard-local generator (splitmix64), seeded once per thread.
+uint64_t next_random() {
+  thread_local uint64_t state = 0x9e3779b97f4a7c15ULL ^ reinterpret_cast<uintptr_t>(&state);
+  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
 int parse_int(std::string_view s, int fallback) {
   int v = fallback;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -64,7 +99,12 @@ Call::Call(Context& ctx) : ctx_(ctx) {
   req_body_.set_pool(&ctx.chunks());
   resp_body_.set_pool(&ctx.chunks());
   deadline_.handler = this;
-  for (Attempt& a : attempts_) a.call = this;
+  retry_timer_.handler = this;
+  hedge_timer_.handler = this;
+  for (Attempt& a : attempts_) {
+    a.call = this;
+    a.per_try.handler = this;
+  }
 }
 
 void Call::begin(DownstreamConn* d, int32_t id) {
@@ -72,13 +112,20 @@ void Call::begin(DownstreamConn* d, int32_t id) {
   ds_id = id;
   phase_ = Phase::kHeaders;
   req_end_ = headers_too_large_ = false;
+  retry_pending_ = hedging_ = false;
+  policy_attempts_ = 0;
   cluster_ = nullptr;
+  retry_ = nullptr;
+  hedge_ = nullptr;
   deadline_ns_ = 0;
   req_taken_ = 0;
   for (Attempt& a : attempts_) {
     a.state = Attempt::State::kFree;
     a.conn = nullptr;
     a.endpoint = nullptr;
+    a.held = false;
+    a.headers.clear();
+    a.trailers.clear();
   }
   tried_ids_ = {};
   req_headers_.clear();
@@ -143,10 +190,42 @@ void Call::on_request_headers(bool end_stream) {
     return;
   }
   cluster_ = &ctx_.cluster(static_cast<size_t>(m.cluster));
+  retry_ = m.retry;
+  hedge_ = m.hedge;
   int64_t timeout = deadline_ns_;
   if (m.timeout_ns > 0 && (timeout == 0 || m.timeout_ns < timeout)) timeout = m.timeout_ns;
   deadline_ns_ = timeout > 0 ? ctx_.now() + timeout : 0;
   if (deadline_ns_ > 0) ctx_.timers().arm(deadline_, deadline_ns_);
+  hedging_ = hedge_->enabled && record_.grpc &&
+             (hedge_->methods.empty() || std::find(hedge_->methods.begin(), hedge_->methods.end(),
+                                                   path) != hedge_->methods.end());
+  cluster_->retry_budget.on_call(*retry_, ctx_.now());
+  dispatch();
+  if (hedging_ && phase_ == Phase::kWaiting) arm_hedge();
+}
+
+void Call::arm_hedge() {
+  int64_t after = hedge_->after.count();
+  if (after == 0) after = per_try_ns(*retry_, ctx_.now(), deadline_ns_);
+  if (after == 0) after = kDefaultHedgeNs;
+  ctx_.timers().arm(hedge_timer_, ctx_.now() + after);
+}
+
+// A second attempt, in parallel with the first, to another endpoint: only while nothing has
+// answered, there is a free slot, and the policy's attempts and the budget allow it.
+void Call::hedge() {
+  if (ds == nullptr || phase_ != Phase::kWaiting || retry_pending_) return;
+  int active = 0;
+  for (const Attempt& a : attempts_) {
+    if (!a.active()) continue;
+    if (a.held || a.state == Attempt::State::kCommitted) return;  // an answer is coming
+    ++active;
+  }
+  if (active == 0 || active >= static_cast<int>(kMaxAttempts)) return;
+  if (req_body_.truncated() || 1u + policy_attempts_ >= retry_->attempts) return;
+  if (!cluster_->retry_budget.try_spend(*retry_, ctx_.now())) return;
+  ++policy_attempts_;
+  ++record_.hedges;
   dispatch();
 }
 
@@ -181,11 +260,15 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
     tried_ids_[record_.attempts] = ep.id;
     record_.tried[record_.attempts].assign(ep.endpoint.name);
   }
+  // Attempts before this one that may have reached a backend (transparent replays do not count).
+  const unsigned previous = record_.attempts - record_.replays;
   ++record_.attempts;
   a.state = Attempt::State::kStarted;
   a.endpoint = &ep;
   a.read_pos = 0;  // a new attempt only starts while the whole body is held
-  a.peer_reset = a.header_overflow = false;
+  a.peer_reset = a.header_overflow = a.held = false;
+  a.headers.clear();
+  a.trailers.clear();
   cluster_->call_started(ep);
   // The backend learns the time left, the smaller of the client's and the route's deadline.
   const size_t mark = req_headers_.count();
@@ -195,9 +278,18 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
     size_t n = proto::format_grpc_timeout(std::chrono::nanoseconds(left), text);
     req_headers_.add("grpc-timeout", std::string_view(text, n));
   }
+  if (previous > 0) {
+    char text[8];
+    int n = snprintf(text, sizeof text, "%u", previous);
+    req_headers_.add("grpc-previous-rpc-attempts", std::string_view(text, static_cast<size_t>(n)));
+  }
+  if (int64_t t = per_try_ns(*retry_, ctx_.now(), deadline_ns_); t > 0) {
+    ctx_.timers().arm(a.per_try, ctx_.now() + t);
+  }
   auto submitted = (*conn)->submit(a, req_headers_, req_end_ && req_body_.end() == 0);
   req_headers_.truncate(mark);
   if (!submitted) {
+    ctx_.timers().cancel(a.per_try);
     a.state = Attempt::State::kFree;
     a.endpoint = nullptr;
     cluster_->call_finished(ep);
@@ -208,7 +300,7 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
 
 void Call::on_request_data(const uint8_t* data, size_t len) {
   record_.request_bytes += len;
-  if (phase_ == Phase::kAnswered || !has_attempts()) {
+  if (phase_ == Phase::kAnswered || (!has_attempts() && !retry_pending_)) {
     // Already answered (an error, say): keep the client's window open, drop the bytes.
     if (ds != nullptr) ds->consume(ds_id, len);
     return;
@@ -270,7 +362,7 @@ void Call::on_attempt_sent(Attempt& a) {
 
 bool Call::add_response_header(Attempt& a, std::string_view name, std::string_view value,
                                uint8_t flags, bool trailer) {
-  h2::HeaderBlock& h = trailer ? trailers_ : resp_headers_;
+  h2::HeaderBlock& h = trailer ? a.trailers : a.headers;
   if (h.list_size() + name.size() + value.size() + 32 > ctx_.config().proxy.max_header_list_size) {
     a.header_overflow = true;
     return false;
@@ -281,42 +373,118 @@ bool Call::add_response_header(Attempt& a, std::string_view name, std::string_vi
 
 void Call::on_response_headers(Attempt& a, bool end_stream, bool trailer) {
   if (trailer) {
-    if (a.state != Attempt::State::kCommitted) return;
-    record_.grpc_status = parse_int(trailers_.find("grpc-status"), -1);
-    phase_ = Phase::kAnswered;
-    resume_downstream();
+    if (a.state == Attempt::State::kCommitted) {
+      trailers_.clear();
+      std::swap(trailers_, a.trailers);
+      if (record_.grpc && trailers_.find("grpc-status").empty()) {
+        // The client must learn how the call ended: gRPC reads a missing status as UNKNOWN.
+        trailers_.add("grpc-status", proto::status_text(StatusCode::kUnknown));
+        trailers_.add("grpc-message",
+                      proto::percent_encode("ringlb: upstream " + a.endpoint->endpoint.name +
+                                            " ended the response without grpc-status"));
+      }
+      record_.grpc_status = parse_int(trailers_.find("grpc-status"), -1);
+      phase_ = Phase::kAnswered;
+      resume_downstream();
+    } else if (a.held && phase_ == Phase::kWaiting && ds != nullptr) {
+      on_final_status(a, a.trailers, false);
+    }
     return;
   }
-  std::string_view status = resp_headers_.find(":status");
+  std::string_view status = a.headers.find(":status");
   if (!status.empty() && status[0] == '1') {  // informational: not forwarded
-    resp_headers_.clear();
+    a.headers.clear();
     return;
   }
   if (phase_ != Phase::kWaiting || ds == nullptr) {
-    resp_headers_.clear();
+    a.headers.clear();
     return;
   }
+  ctx_.timers().cancel(a.per_try);  // it answered: from here the deadline alone bounds it
+  if (!record_.grpc) {
+    forward_headers(a, end_stream);
+    return;
+  }
+  if (status != "200" || end_stream) {
+    on_final_status(a, a.headers, true);
+  } else if (retry_->attempts > 1 || hedging_) {
+    a.held = true;  // until its first DATA or its trailers: an error may still be retried
+  } else {
+    forward_headers(a, false);
+  }
+}
+
+void Call::on_final_status(Attempt& a, h2::HeaderBlock& block, bool trailers_only) {
+  const int http = parse_int(a.headers.find(":status"), 0);
+  int code = parse_int(block.find("grpc-status"), -1);
+  std::string why;
+  if (http != 200) {
+    code = static_cast<int>(status_for_http_answer(http));
+    why = "ringlb: upstream " + a.endpoint->endpoint.name + " answered HTTP " +
+          std::to_string(http) + " to a gRPC call";
+  } else if (code < 0) {
+    code = static_cast<int>(StatusCode::kUnknown);
+    why =
+        "ringlb: upstream " + a.endpoint->endpoint.name + " ended the response without grpc-status";
+  }
+  const int64_t pushback = parse_pushback_ms(block.find("grpc-retry-pushback-ms"),
+                                             !block.find("grpc-retry-pushback-ms").empty());
+  if (retry_->retries(code)) {
+    if (has_other_attempt(a)) {  // a hedge is still running: it may yet answer
+      let_go(a);
+      return;
+    }
+    int64_t delay = 0;
+    if (may_retry(pushback, &delay)) {
+      let_go(a);
+      schedule_retry(delay);
+      return;
+    }
+  }
+  if (!why.empty()) {
+    reset_attempt(a);
+    fail(static_cast<StatusCode>(code), why);
+    return;
+  }
+  if (trailers_only) {
+    forward_headers(a, true);
+    return;
+  }
+  forward_headers(a, false);  // headers held, then trailers with no message between
+  trailers_.clear();
+  std::swap(trailers_, a.trailers);
+  record_.grpc_status = code;
+  phase_ = Phase::kAnswered;
+  resume_downstream();
+}
+
+void Call::forward_headers(Attempt& a, bool end_stream) {
   commit(a);
-  record_.http_status = static_cast<uint16_t>(parse_int(status, 0));
+  h2::HeaderBlock& h = a.headers;
+  record_.http_status = static_cast<uint16_t>(parse_int(h.find(":status"), 0));
   record_.first_byte_ns = ctx_.now();
   if (end_stream) {  // trailers-only
-    record_.grpc_status = parse_int(resp_headers_.find("grpc-status"), -1);
+    record_.grpc_status = parse_int(h.find("grpc-status"), -1);
     phase_ = Phase::kAnswered;
   } else {
     phase_ = Phase::kResponding;
   }
-  ds->submit_response(ds_id, resp_headers_, end_stream);
-  resp_headers_.clear();
+  ds->submit_response(ds_id, h, end_stream);
+  h.clear();
 }
 
 void Call::commit(Attempt& a) {
   a.state = Attempt::State::kCommitted;
+  a.held = false;
+  ctx_.timers().cancel(a.per_try);
+  ctx_.timers().cancel(hedge_timer_);
   req_body_.commit(active_readers_min_pos());
   reset_attempts(&a);
   req_body_.release_before(a.read_pos);
 }
 
 void Call::on_response_data(Attempt& a, const uint8_t* data, size_t len) {
+  if (a.held && ds != nullptr && phase_ == Phase::kWaiting) forward_headers(a, false);
   if (ds == nullptr || a.state != Attempt::State::kCommitted || phase_ == Phase::kAnswered) {
     if (a.conn != nullptr) a.conn->consume(a, len);
     return;
@@ -327,6 +495,15 @@ void Call::on_response_data(Attempt& a, const uint8_t* data, size_t len) {
 
 void Call::on_response_end(Attempt& a) {
   if (a.state != Attempt::State::kCommitted) return;
+  if (record_.grpc && phase_ == Phase::kResponding) {
+    // END_STREAM on DATA: the backend sent no trailers, so no grpc-status.
+    trailers_.clear();
+    trailers_.add("grpc-status", proto::status_text(StatusCode::kUnknown));
+    trailers_.add("grpc-message",
+                  proto::percent_encode("ringlb: upstream " + a.endpoint->endpoint.name +
+                                        " ended the response without grpc-status"));
+    record_.grpc_status = static_cast<int>(StatusCode::kUnknown);
+  }
   phase_ = Phase::kAnswered;
   resume_downstream();
 }
@@ -382,7 +559,17 @@ void Call::on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::str
     dispatch();
     return;
   }
-  fail_from(a, how, code, why);
+  if (committed) {  // mid-response: the client gets what was sent, then the error
+    fail_from(a, how, code, why);
+    return;
+  }
+  StatusCode status;
+  std::string msg = failure_message(a, how, code, why, &status);
+  // A call that never reached a backend but ran out of replays (or time) is not retried on
+  // top: the policy is for backends that answered badly or went away mid-call.
+  const bool retryable = !again && !a.header_overflow && retry_->retries(static_cast<int>(status));
+  end_attempt(a);
+  retry_or_fail(retryable, status, msg);
 }
 
 bool Call::has_other_attempt(const Attempt& a) const {
@@ -390,48 +577,110 @@ bool Call::has_other_attempt(const Attempt& a) const {
                      [&](const Attempt& o) { return &o != &a && o.active(); });
 }
 
-void Call::fail_from(Attempt& a, AttemptEnd how, uint32_t code, std::string_view why) {
-  // Ending the attempt may free its endpoint (removed from the set, its last call): the name
-  // is copied first.
-  std::string name = a.endpoint != nullptr ? a.endpoint->endpoint.name : std::string("?");
-  const bool peer_reset = a.peer_reset;
-  const bool overflow = a.header_overflow;
-  const bool truncated = req_body_.truncated();
-  end_attempt(a);
+bool Call::may_retry(int64_t pushback_ms, int64_t* delay_ns) {
+  if (ds == nullptr || phase_ != Phase::kWaiting || retry_pending_) return false;
+  if (pushback_ms == kPushbackStop || req_body_.truncated()) return false;
+  if (1u + policy_attempts_ >= retry_->attempts) return false;
+  *delay_ns = pushback_ms >= 0 ? pushback_ms * 1'000'000
+                               : backoff_ns(*retry_, policy_attempts_ + 1u, next_random());
+  if (deadline_ns_ > 0 && ctx_.now() + *delay_ns >= deadline_ns_) return false;
+  return cluster_->retry_budget.try_spend(*retry_, ctx_.now());
+}
+
+void Call::schedule_retry(int64_t delay_ns) {
+  ++policy_attempts_;
+  ++record_.retries;
+  if (delay_ns <= 0) {
+    dispatch();
+    return;
+  }
+  retry_pending_ = true;
+  ctx_.timers().arm(retry_timer_, ctx_.now() + delay_ns);
+}
+
+void Call::retry_or_fail(bool retryable, StatusCode status, std::string_view message) {
+  if (has_attempts()) return;  // a hedged attempt is still running: it may yet answer
+  int64_t delay = 0;
+  if (retryable && may_retry(kNoPushback, &delay)) {
+    schedule_retry(delay);
+    return;
+  }
+  fail(status, message);
+}
+
+void Call::on_per_try_timeout(Attempt& a) {
+  if (!a.active() || a.state == Attempt::State::kCommitted || a.held) return;
+  if (ds == nullptr || phase_ != Phase::kWaiting) return;
+  if (hedging_) {  // the first keeps running; whichever answers first wins
+    hedge();
+    return;
+  }
+  const std::string msg = "ringlb: upstream " + a.endpoint->endpoint.name +
+                          " did not answer within the per-try timeout (" +
+                          std::to_string(per_try_ns(*retry_, ctx_.now(), deadline_ns_) / 1000000) +
+                          " ms)";
+  reset_attempt(a);
+  // The backend may be hung: always worth another endpoint while attempts and time remain.
+  retry_or_fail(true, StatusCode::kDeadlineExceeded, msg);
+}
+
+std::string Call::failure_message(const Attempt& a, AttemptEnd how, uint32_t code,
+                                  std::string_view why, StatusCode* status) const {
+  const std::string name = a.endpoint != nullptr ? a.endpoint->endpoint.name : std::string("?");
   std::string msg;
-  StatusCode status;
   if (how != AttemptEnd::kStream) {
-    status = StatusCode::kUnavailable;
+    *status = StatusCode::kUnavailable;
     msg = "ringlb: upstream " + name + ": " + std::string(why);
-  } else if (overflow) {
-    status = StatusCode::kResourceExhausted;
+  } else if (a.header_overflow) {
+    *status = StatusCode::kResourceExhausted;
     msg = "ringlb: upstream " + name + "'s response header list exceeds " +
           "proxy.max_header_list_size; ringlb reset the stream";
-  } else if (peer_reset) {
+  } else if (a.peer_reset) {
     char b[96];
     snprintf(b, sizeof b, " reset the stream (HTTP/2 error %u)", code);
-    status = status_for_reset(code);
+    *status = status_for_reset(code);
     msg = "ringlb: upstream " + name + b;
   } else {
     char b[128];
     snprintf(b, sizeof b, ": ringlb reset the stream (HTTP/2 error %u: the response broke HTTP/2)",
              code);
-    status = StatusCode::kInternal;
+    *status = StatusCode::kInternal;
     msg = "ringlb: upstream " + name + b;
   }
-  if (record_.replays > 0) msg += " (after " + std::to_string(record_.attempts) + " attempts)";
-  if (truncated && status == StatusCode::kUnavailable)
-    msg += "; not replayed: body past proxy.retry_buffer";
-  record_.truncated = truncated;
+  if (record_.attempts > 1) msg += " (after " + std::to_string(record_.attempts) + " attempts)";
+  if (req_body_.truncated() && *status == StatusCode::kUnavailable) {
+    msg += "; not retried: body past proxy.retry_buffer";
+  }
+  return msg;
+}
+
+void Call::fail_from(Attempt& a, AttemptEnd how, uint32_t code, std::string_view why) {
+  StatusCode status;
+  // Ending the attempt may free its endpoint (removed from the set, its last call): the
+  // message, which names it, is made first.
+  std::string msg = failure_message(a, how, code, why, &status);
+  end_attempt(a);
+  record_.truncated = req_body_.truncated();
   fail(status, msg);
 }
 
 void Call::end_attempt(Attempt& a) {
+  ctx_.timers().cancel(a.per_try);
+  a.held = false;
   if (a.conn != nullptr) a.conn->attempt_done(a);
   EndpointState* ep = a.endpoint;
   a.state = Attempt::State::kFree;
   a.endpoint = nullptr;
   if (ep != nullptr) cluster_->call_finished(*ep);  // may free ep (retired, its last call)
+}
+
+void Call::let_go(Attempt& a) {
+  // Its answer is complete. If the request is still going out (a client stream), stop it.
+  if (a.read_pos == req_body_.end() && req_end_) {
+    end_attempt(a);
+  } else {
+    reset_attempt(a);
+  }
 }
 
 void Call::reset_attempt(Attempt& a) {
@@ -447,6 +696,9 @@ void Call::reset_attempts(const Attempt* keep) {
 
 void Call::fail(StatusCode code, std::string_view message) {
   ctx_.timers().cancel(deadline_);
+  ctx_.timers().cancel(retry_timer_);
+  ctx_.timers().cancel(hedge_timer_);
+  retry_pending_ = false;
   reset_attempts(nullptr);
   record_.truncated = record_.truncated || req_body_.truncated();
   if (ds == nullptr) {
@@ -508,6 +760,9 @@ void Call::shed() {
     fail(StatusCode::kResourceExhausted, kWhy);
   } else {
     ctx_.timers().cancel(deadline_);
+    ctx_.timers().cancel(retry_timer_);
+    ctx_.timers().cancel(hedge_timer_);
+    retry_pending_ = false;
     reset_attempts(nullptr);
     if (ds != nullptr && phase_ != Phase::kAnswered) {
       record_.local = true;
@@ -522,7 +777,22 @@ void Call::shed() {
   maybe_release();
 }
 
-void Call::on_timer(io::Timer&) {
+void Call::on_timer(io::Timer& t) {
+  if (&t == &retry_timer_) {
+    retry_pending_ = false;
+    if (ds != nullptr && phase_ == Phase::kWaiting) dispatch();
+    return;
+  }
+  if (&t == &hedge_timer_) {
+    hedge();
+    return;
+  }
+  for (Attempt& a : attempts_) {
+    if (&t == &a.per_try) {
+      on_per_try_timeout(a);
+      return;
+    }
+  }
   fail(StatusCode::kDeadlineExceeded,
        phase_ == Phase::kResponding ? "ringlb: deadline exceeded while the backend was answering"
                                     : "ringlb: deadline exceeded before the backend answered");
@@ -535,6 +805,9 @@ void Call::on_downstream_closed(uint32_t error_code) {
   ds = nullptr;
   ds_id = 0;
   ctx_.timers().cancel(deadline_);
+  ctx_.timers().cancel(retry_timer_);
+  ctx_.timers().cancel(hedge_timer_);
+  retry_pending_ = false;
   // The client has its whole answer, or has gone: a backend still sending is cancelled.
   reset_attempts(nullptr);
   maybe_release();

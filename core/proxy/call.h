@@ -10,6 +10,14 @@
 // connection has taken the response; connection-level windows are returned on receipt (see
 // Context::credit), so one stalled stream never stalls the others on its connection.
 //
+// Retries by policy (the route's RetryPolicy): a gRPC status the policy names, read from a
+// trailers-only response or from the trailers of a response that carried no message yet (its
+// headers are held until the first DATA or the trailers), a connection lost under the attempt
+// (UNAVAILABLE), or a per-try timeout, starts another attempt on another endpoint after a
+// jittered backoff (or the server's grpc-retry-pushback-ms), within the attempt count, the
+// deadline and the cluster's retry budget. Hedging (opt-in per route) starts a second attempt
+// after a delay; the first response accepted wins and the other is reset.
+//
 // Per-call code talks to the two sides only through their small interfaces (DownstreamConn,
 // UpstreamConn): it never calls nghttp2 itself.
 //
@@ -21,6 +29,7 @@
 #include <string_view>
 
 #include "core/base/list.h"
+#include "core/config/config.h"
 #include "core/h2/headers.h"
 #include "core/io/timer.h"
 #include "core/mem/buffer.h"
@@ -110,12 +119,30 @@ class Call final : public io::TimerHandler {
   void dispatch();
   Attempt* free_attempt();
   void start_attempt(Attempt& a, EndpointState& ep);
+  void arm_hedge();
+  void hedge();
+  void on_per_try_timeout(Attempt& a);
   bool replayable(const Attempt& a, AttemptEnd how, uint32_t code) const;
   bool has_other_attempt(const Attempt& a) const;
   void end_attempt(Attempt& a);
+  void let_go(Attempt& a);
   void reset_attempt(Attempt& a);
   void reset_attempts(const Attempt* keep);
   void commit(Attempt& a);
+  /// Sends `a`'s response headers (and, with `end_stream`, ends the answer there).
+  void forward_headers(Attempt& a, bool end_stream);
+  /// `a`'s answer is complete and carried no message: `status` (and its pushback) decide
+  /// whether it is retried or goes to the client. `block` holds its grpc-status.
+  void on_final_status(Attempt& a, h2::HeaderBlock& block, bool trailers_only);
+  /// Whether one more attempt may start (policy attempts, body still whole, the deadline, the
+  /// server's pushback, then the cluster's retry budget, which this spends); `delay` is when.
+  bool may_retry(int64_t pushback_ms, int64_t* delay_ns);
+  void schedule_retry(int64_t delay_ns);
+  /// Attempt `a` ended (already let go of) without an answer the client gets: a retry if
+  /// allowed, else carry on with another running attempt, else fail with `status`.
+  void retry_or_fail(bool retryable, proto::StatusCode status, std::string_view message);
+  std::string failure_message(const Attempt& a, AttemptEnd how, uint32_t code, std::string_view why,
+                              proto::StatusCode* status) const;
   void fail_from(Attempt& a, AttemptEnd how, uint32_t code, std::string_view why);
   void respond_locally(proto::StatusCode code, std::string_view message);
   void resume_downstream();
@@ -128,7 +155,12 @@ class Call final : public io::TimerHandler {
   Phase phase_ = Phase::kIdle;
   bool req_end_ = false;            // the client sent END_STREAM
   bool headers_too_large_ = false;  // the request header list passed the limit
+  bool retry_pending_ = false;      // retry_timer_ runs: the next attempt starts when it fires
+  bool hedging_ = false;            // this call may be hedged (route policy and method)
+  uint8_t policy_attempts_ = 0;     // attempts started by retry or hedge
   ClusterState* cluster_ = nullptr;
+  const config::RetryPolicy* retry_ = nullptr;  // the route's; points into the config
+  const config::HedgePolicy* hedge_ = nullptr;
   int64_t deadline_ns_ = 0;  // 0 = none
   uint64_t req_taken_ = 0;   // body bytes the client's window was given back for
   std::array<Attempt, kMaxAttempts> attempts_;
@@ -139,6 +171,8 @@ class Call final : public io::TimerHandler {
   RetryBuffer req_body_;
   mem::ChunkQueue resp_body_;
   io::Timer deadline_;
+  io::Timer retry_timer_;  // the backoff before a retry
+  io::Timer hedge_timer_;  // the delay before a hedged attempt
   CallRecord record_;
 };
 

@@ -19,6 +19,9 @@ struct CallRecord {
                                                // capacity is reused, no allocation per call)
   uint8_t attempts = 0;                        // attempts started (transparent replays included)
   uint8_t replays = 0;         // of which transparent replays (nothing had reached a backend)
+  uint8_t retries = 0;         // of which retries by policy (after a retryable status, a lost
+                               // connection or a per-try timeout)
+  uint8_t hedges = 0;          // of which hedged attempts
   bool grpc = false;           // the request was gRPC (content-type application/grpc...)
   bool truncated = false;      // the body outgrew the retry buffer: replays were no longer possible
   bool local = false;          // ringlb answered (an error) rather than a backend

@@ -12,6 +12,7 @@
 #include "core/base/result.h"
 #include "core/config/config.h"
 #include "core/h2/connection.h"
+#include "core/proxy/retry_policy.h"
 #include "lb/eligibility.h"
 #include "lb/endpoint.h"
 #include "lb/picker.h"
@@ -62,6 +63,7 @@ struct ClusterState {
   lb::Eligibility eligibility;            // who may take calls now, index-aligned with set
   std::vector<EndpointState*> endpoints;  // index-aligned with set
   std::vector<EndpointState*> retiring;   // removed from the set, calls or connections left
+  RetryBudget retry_budget;               // retries and hedges of calls to this cluster
 
   ClusterState() = default;
   ClusterState(ClusterState&&) = default;

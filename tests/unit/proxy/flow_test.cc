@@ -100,7 +100,8 @@ TEST_CASE(
   rig.mode(kA).action = Action::kHold;
   H2Client& c = rig.client(rig.add_client(0, 16 * 1024));  // 16 KiB stream windows
 
-  // An upload under way (its response started, so its body flows straight through).
+  // An upload under way (its response started with a message, so the call committed and its
+  // body flows straight through).
   Request up = grpc_request("/svc.Upload/Put", pattern(1000));
   up.end = false;
   int32_t upload = c.submit(up);
@@ -109,6 +110,7 @@ TEST_CASE(
   REQUIRE(b != nullptr);
   const int32_t upload_b = b->exchanges().at(0)->id;
   b->respond(upload_b);
+  b->send_data(upload_b, pattern(5));  // a first message: the call commits to this backend
   REQUIRE(rig.pump());
   CHECK_FALSE(rig.ctx().over_buffer_limit());
 
