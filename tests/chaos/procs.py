@@ -105,13 +105,15 @@ class Proc:
 
 
 class Backend(Proc):
-    def __init__(self, name: str, host: str, workdir: Path, grace: float = 10.0):
+    def __init__(self, name: str, host: str, workdir: Path, grace: float = 10.0,
+                 wait: bool = True):
         self.host = host
         self.log_path = workdir / f"{name}.calls"
         argv = [PY, str(HERE / "backend.py"), "--name", name, "--listen",
                 f"{host}:{BACKEND_PORT}", "--log", str(self.log_path), "--grace", str(grace)]
         super().__init__(name, argv, workdir)
-        self.wait_listening()
+        if wait:  # else the caller starts several, then waits for each (they start in parallel)
+            self.wait_listening()
 
     def wait_listening(self, since: int = 0):
         self.wait_for(r"listening on", 15.0, since)
@@ -171,10 +173,12 @@ class Ringlb(Proc):
         try:
             self.wait_for(r"ready:\s*\d+\s+workers?", 10.0)
         except ScenarioError as e:
+            self.stop(1.0)  # nothing may outlive the scenario in its namespace
             raise ScenarioError(f"{self.name} did not start with {self.config_path}:\n"
                                 f"{self.config_path.read_text()}\n{e}") from None
         io = re.search(r"io backend: (\S+)", self.text())
         if not io or io.group(1) != self.io_backend:
+            self.stop(1.0)
             raise ScenarioError(f"{self.name}: asked for io_backend {self.io_backend}, log says "
                                 f"{io.group(0) if io else 'nothing'}")
 
@@ -229,5 +233,6 @@ class Haproxy(Proc):
                 return
             except OSError:
                 if not self.alive() or time.monotonic() > end:
+                    self.stop(1.0)
                     raise ScenarioError(f"haproxy did not listen: {self.text()[-2000:]}")
                 time.sleep(0.05)

@@ -94,7 +94,8 @@ def f_blackhole(r: Run, long: bool = False):
     # directions, after the tap has seen them (a blackhole loses packets "in the network").
     sh("iptables", "-w", "-I", "INPUT", "-d", b.host, "-j", "DROP")
     sh("iptables", "-w", "-I", "INPUT", "-s", b.host, "-j", "DROP")
-    r.windows.append(analysis.Window(b.name, b.host, r.event(f"blackhole {b.host}"), None))
+    r.windows.append(analysis.Window(b.name, b.host, r.event(f"blackhole {b.host}"), None,
+                                     kind="blackhole"))
 
 
 def f_rolling_restart(r: Run, long: bool = False):
@@ -107,8 +108,11 @@ def f_rolling_restart(r: Run, long: bool = False):
         r.event(f"{name} exited ({rc})")
         if rc is None:
             raise ScenarioError(f"{name} did not drain and exit within 15 s of SIGTERM")
+        # Recovered from the moment the new process starts: it cannot take a call before it
+        # listens, and one it takes a millisecond after is no call to a bad backend.
+        w.recovered = r.event(f"{name} starting again")
         b.restart()
-        w.recovered = r.event(f"{name} serving again")
+        r.event(f"{name} serving again")
         r.windows.append(w)
 
 
@@ -118,7 +122,9 @@ def f_dns_replace(r: Run, long: bool = False):
     old = ["b0", "b1", "b2"]
     new = {f"b{i + 3}": f"127.0.0.{i + 5}" for i in range(3)}
     for name, host in new.items():
-        r.backends[name] = Backend(name, host, r.workdir)
+        r.backends[name] = Backend(name, host, r.workdir, wait=False)
+    for name in new:
+        r.backends[name].wait_listening()
     live = [r.backends[n].host for n in old] + list(new.values())
     r.dns.set_a(DNS_NAME, live, ttl=1)
     r.event("new backends b3-b5 published")
@@ -230,8 +236,11 @@ def run(name: str, target: str, io_backend: str, binary: str, workdir: Path) -> 
     procs: list = [tap]
     r = None
     try:
-        backends = {f"b{i}": Backend(f"b{i}", f"127.0.0.{i + 2}", workdir) for i in range(3)}
+        backends = {f"b{i}": Backend(f"b{i}", f"127.0.0.{i + 2}", workdir, wait=False)
+                    for i in range(3)}
         procs += backends.values()
+        for b in backends.values():
+            b.wait_listening()
         dns = None
         if sc.dns:
             sys.path.insert(0, str(REPO / "tests" / "integration"))
@@ -276,14 +285,25 @@ def run(name: str, target: str, io_backend: str, binary: str, workdir: Path) -> 
             p.stop()
         if r and r.dns:
             r.dns.stop()
-    attempts = analysis.read_tap(tap.out)
-    res = analysis.analyse(name, sc, calls, t0, r.events, r.windows, attempts,
-                           list(r.backends), RATE, FAULT_AT)
+    raw = {"calls": calls, "t0": t0, "events": r.events, "backends": list(r.backends),
+           "windows": [w.__dict__ for w in r.windows]}
+    (workdir / "raw.json").write_text(json.dumps(raw))
+    res = reanalyse(name, workdir)
     res.update({"target": target, "io_backend": io_backend if target == "ringlb" else None,
                 "config": (proxy.config_path.read_text() if hasattr(proxy, "config_path")
                            else None),
                 "proxy_exit": [p.proc.returncode for p in r.proxies]})
     return res
+
+
+def reanalyse(name: str, workdir: Path) -> dict:
+    """The floors from a run's raw records (raw.json, tap.txt): after a run, or again later
+    with --reanalyse DIR (no namespace needed) when the analysis changes."""
+    raw = json.loads((workdir / "raw.json").read_text())
+    windows = [analysis.Window(**w) for w in raw["windows"]]
+    attempts = analysis.read_tap(workdir / "tap.txt")
+    return analysis.analyse(name, SCENARIOS[name], raw["calls"], raw["t0"], raw["events"],
+                            windows, attempts, raw["backends"], RATE, FAULT_AT)
 
 
 def main() -> int:
@@ -294,7 +314,16 @@ def main() -> int:
     ap.add_argument("--bin", default=os.environ.get("RINGLB_BIN", str(REPO / "build" / "ringlb")))
     ap.add_argument("--json", help="write the result here")
     ap.add_argument("--workdir", help="keep configs, logs and the raw records here")
+    ap.add_argument("--reanalyse", metavar="DIR", help="run nothing: the floors again from the "
+                    "records a run left in DIR (its --workdir)")
     a = ap.parse_args()
+    if a.reanalyse:
+        res = reanalyse(a.name, Path(a.reanalyse))
+        res.update({"target": "?", "io_backend": None})
+        print(analysis.summary_line(res))
+        for f in res["floors"]:
+            print(f"  {'ok  ' if f['ok'] else 'FAIL'} {f['name']}: {f['detail']}")
+        return 0 if res["ok"] else 1
     if not in_own_netns():
         print("scenario.py: refusing to run outside a network namespace of its own (it adds "
               "iptables rules); run it as `unshare --net /usr/bin/python3 ...`", file=sys.stderr)
