@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -39,12 +40,18 @@ def run_one(binary: str, scenario: str, target: str, workdir: Path, log) -> dict
     return res
 
 
-def fault_run(binary: str, scenarios: list[str], targets: list[str], log) -> list[dict]:
+def fault_run(binary: str, scenarios: list[str], targets: list[str], log,
+              keep: bool = False) -> list[dict]:
     if os.geteuid() != 0:
         raise SystemExit("harness --faults: needs root (unshare --net, iptables)")
     workdir = Path(tempfile.mkdtemp(prefix="ringlb-faults-"))
     log(f"fault run: {', '.join(scenarios)} x {', '.join(targets)}; work folder {workdir}")
-    return [run_one(binary, s, t, workdir, log) for s in scenarios for t in targets]
+    out = [run_one(binary, s, t, workdir, log) for s in scenarios for t in targets]
+    if keep:
+        log(f"kept {workdir} (configs, logs, raw records of every run)")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return out
 
 
 def _fmt(v, unit: str = "") -> str:

@@ -232,7 +232,7 @@ def faults_main(args) -> int:
     targets = [t for t in bench_faults.TARGETS if t in wanted]
     scenarios = [x.strip() for x in args.fault_scenarios.split(",") if x.strip()]
     started = datetime.datetime.now(datetime.timezone.utc)
-    results = bench_faults.fault_run(args.bin, scenarios, targets, log)
+    results = bench_faults.fault_run(args.bin, scenarios, targets, log, args.keep)
     command = os.environ.get("RINGLB_BENCH_COMMAND") or " ".join(["bench/harness.py"]
                                                                  + sys.argv[1:])
     report = bench_faults.render(results, command, started.strftime("%Y-%m-%d %H:%M UTC"))

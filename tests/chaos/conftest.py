@@ -7,8 +7,6 @@ import os
 
 import pytest
 
-SUMMARIES: list[str] = []
-
 
 def io_uring_denied() -> str | None:
     """None when io_uring_setup works here; else why not (seccomp, old kernel, sysctl)."""
@@ -31,8 +29,17 @@ def io_backend(request):
     return request.param
 
 
-def pytest_terminal_summary(terminalreporter):
-    if SUMMARIES:
+@pytest.fixture
+def summaries(request) -> list[str]:
+    """Lines for the closing "chaos figures" section (kept on the session's config)."""
+    if not hasattr(request.config, "_chaos_figures"):
+        request.config._chaos_figures = []
+    return request.config._chaos_figures
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    lines = getattr(config, "_chaos_figures", [])
+    if lines:
         terminalreporter.section("chaos figures")
-        for line in SUMMARIES:
+        for line in lines:
             terminalreporter.write_line(line)

@@ -128,6 +128,13 @@ class Backend(Proc):
     def address(self) -> str:
         return f"{self.host}:{BACKEND_PORT}"
 
+    def stop(self, timeout: float = 5.0) -> int | None:
+        """Teardown: SIGKILL (a stopped backend would first drain a backlog of dead calls)."""
+        if self.alive():
+            self.signal(signal.SIGKILL)
+            self.wait_exit(5)
+        return self.proc.returncode if self.proc else None
+
 
 class Tap(Proc):
     def __init__(self, workdir: Path):

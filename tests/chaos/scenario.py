@@ -289,6 +289,11 @@ def run(name: str, target: str, io_backend: str, binary: str, workdir: Path) -> 
            "windows": [w.__dict__ for w in r.windows]}
     (workdir / "raw.json").write_text(json.dumps(raw))
     res = reanalyse(name, workdir)
+    if name == "ringlb_restart":  # the first one drained (GOAWAY, calls finished) and exited 0
+        rc = r.proxies[0].proc.returncode
+        res["floors"].append({"name": "first ringlb drained and exited 0", "ok": rc == 0,
+                              "detail": f"exit status {rc}"})
+        res["ok"] = all(f["ok"] for f in res["floors"])
     res.update({"target": target, "io_backend": io_backend if target == "ringlb" else None,
                 "config": (proxy.config_path.read_text() if hasattr(proxy, "config_path")
                            else None),
@@ -332,10 +337,13 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         res = run(a.name, a.target, a.io_backend, a.bin, workdir)
-    except ScenarioError as e:
+    except Exception as e:  # noqa: BLE001 -- ScenarioError or a client that never got going
+        traceback.print_exc()
+        what = str(e) if isinstance(e, ScenarioError) else f"{type(e).__name__}: {e}"
         res = {"scenario": a.name, "target": a.target, "io_backend": a.io_backend,
-               "error": str(e), "ok": False}
-        print(f"chaos {a.name} [{a.target} {a.io_backend}]: could not run: {e}", file=sys.stderr)
+               "error": what, "ok": False}
+        print(f"chaos {a.name} [{a.target} {a.io_backend}]: could not run: {what}",
+              file=sys.stderr)
     res["workdir"] = str(workdir)
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1, default=str) + "\n")

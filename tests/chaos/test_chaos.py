@@ -19,8 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SUMMARIES
-
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(HERE))
@@ -46,7 +44,7 @@ def can_unshare() -> str | None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_scenario(name, io_backend, tmp_path):
+def test_scenario(name, io_backend, tmp_path, summaries):
     why = can_unshare()
     if why:
         pytest.skip(why)
@@ -62,11 +60,11 @@ def test_scenario(name, io_backend, tmp_path):
                     f"{p.stdout[-3000:]}\n{p.stderr[-3000:]}", pytrace=False)
     res = json.loads(out.read_text())
     if "error" in res:
-        SUMMARIES.append(f"chaos {name} [ringlb {io_backend}]: could not run: "
+        summaries.append(f"chaos {name} [ringlb {io_backend}]: could not run: "
                          f"{[x for x in res['error'].splitlines() if x.strip()][-1][:300]}")
         pytest.fail(f"scenario {name} could not run: {res['error']}\n{p.stderr[-3000:]}",
                     pytrace=False)
-    SUMMARIES.append(summary_line(res))
+    summaries.append(summary_line(res))
     bad = [f for f in res["floors"] if not f["ok"]]
     if not bad and os.environ.get("RINGLB_CHAOS_KEEP") != "1":
         shutil.rmtree(tmp_path / "run", ignore_errors=True)
