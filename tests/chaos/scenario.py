@@ -8,7 +8,9 @@ the proxy on 127.0.0.1:8080; ONE grpc channel at 150 calls/s, open loop (each ca
 schedule, whatever the earlier ones are doing), 2 s deadline, for 12 s (30 s for the long
 variant); the fault at 3 s. Every call's start, end, status and answering backend, every
 attempt seen on the wire and every fault event go through analysis.py, which decides the floors;
-the result is written as JSON and a one-line summary is printed. Exit status: 0 when every
+the result is written as JSON and a one-line summary is printed. The client is a stock grpcio
+channel (its defaults: transparent retries of calls that never left it or that a GOAWAY/
+REFUSED_STREAM says were not processed, no retry policy, no keepalive), as an application's is. Exit status: 0 when every
 floor held, 1 when one failed, 2 when the scenario could not be run (a process did not start).
 """
 from __future__ import annotations
