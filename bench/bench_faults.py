@@ -27,9 +27,9 @@ TARGETS = {"ringlb-io_uring": ("ringlb", "io_uring"), "ringlb-epoll": ("ringlb",
 def run_one(binary: str, scenario: str, target: str, workdir: Path, log) -> dict:
     kind, io = TARGETS[target]
     out = workdir / f"{scenario}-{target}.json"
-    cmd = ["unshare", "--net", "/usr/bin/python3", str(SCENARIO), scenario, "--target", kind,
-           "--io-backend", io, "--bin", binary, "--json", str(out),
-           "--workdir", str(workdir / f"{scenario}-{target}")]
+    cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "/usr/bin/python3",
+           str(SCENARIO), scenario, "--target", kind, "--io-backend", io, "--bin", binary,
+           "--json", str(out), "--workdir", str(workdir / f"{scenario}-{target}")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     if not out.exists():
         return {"scenario": scenario, "target": target,

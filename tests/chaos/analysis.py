@@ -11,7 +11,7 @@ Words used below (all times are time.time(), one clock for the client, the tap a
              attempt marks the moment it knew
 What is asserted, by scenario kind:
   every scenario   p99 of the successful calls < 1 s; the client kept its schedule (no more
-                   than 1% of calls issued > 50 ms late) and the tap saw >= 99% of the calls
+                   than 2% of calls issued > 100 ms late) and the tap saw >= 99% of the calls
                    that succeeded (else the run says nothing and fails as such)
   zero             no failed call at all
   hard fault       (kill, SIGSTOP, blackhole; each old backend of a restart) every attempt to B
@@ -37,7 +37,7 @@ from pathlib import Path
 
 DETECT_WITHIN = 1.0    # seconds
 P99_UNDER = 1.0        # seconds
-LATE_ISSUE = 0.050     # seconds a call may be issued behind schedule
+LATE_ISSUE = 0.100     # seconds a call may be issued behind schedule (by 2% of the calls)
 EJECTED_FOR = 4.0      # unavailable: no attempt in [F + 1 s, F + this)
 
 
@@ -167,7 +167,7 @@ def _failed_detail(failed: list, by_status) -> str:
 def _harness_floors(floors: list, calls: list, ok_calls: list, by_call: dict, t0: float,
                     rate: float):
     late = sum(1 for i, c in enumerate(calls) if c[0] - (t0 + i / rate) > LATE_ISSUE)
-    _floor(floors, "harness: client kept its schedule", late <= 0.01 * len(calls),
+    _floor(floors, "harness: client kept its schedule", late <= 0.02 * len(calls),
            f"{late} of {len(calls)} calls issued > {LATE_ISSUE * 1000:.0f} ms late")
     seen = sum(1 for i, c in enumerate(calls) if c[2] == "OK" and i in by_call)
     _floor(floors, "harness: the tap saw the calls", seen >= 0.99 * len(ok_calls),

@@ -1,7 +1,10 @@
 """One chaos scenario, run inside its own network namespace:
 
-  unshare --net /usr/bin/python3 tests/chaos/scenario.py NAME --io-backend epoll --json OUT \
-      [--bin build/ringlb] [--target ringlb|haproxy] [--workdir DIR]
+  unshare --net --pid --fork --kill-child /usr/bin/python3 tests/chaos/scenario.py NAME \
+      --io-backend epoll --json OUT [--bin build/ringlb] [--target ringlb|haproxy] [--workdir DIR]
+
+(--pid --fork --kill-child: this script is PID 1 of a PID namespace of its own, so whatever
+way it ends, the kernel kills every process it started and the network namespace goes with them.)
 
 Inside: loopback up; a tap on it (tap.py); three backends (backend.py) on 127.0.0.2-4:50051;
 the proxy on 127.0.0.1:8080; ONE grpc channel at 150 calls/s, open loop (each call issued on
@@ -10,8 +13,9 @@ variant); the fault at 3 s. Every call's start, end, status and answering backen
 attempt seen on the wire and every fault event go through analysis.py, which decides the floors;
 the result is written as JSON and a one-line summary is printed. The client is a stock grpcio
 channel (its defaults: transparent retries of calls that never left it or that a GOAWAY/
-REFUSED_STREAM says were not processed, no retry policy, no keepalive), as an application's is. Exit status: 0 when every
-floor held, 1 when one failed, 2 when the scenario could not be run (a process did not start).
+REFUSED_STREAM says were not processed, no retry policy, no keepalive), as an application's is.
+Exit status: 0 when every floor held, 1 when one failed, 2 when the scenario could not be run
+(a process did not start).
 """
 from __future__ import annotations
 
@@ -333,7 +337,8 @@ def main() -> int:
         return 0 if res["ok"] else 1
     if not in_own_netns():
         print("scenario.py: refusing to run outside a network namespace of its own (it adds "
-              "iptables rules); run it as `unshare --net /usr/bin/python3 ...`", file=sys.stderr)
+              "iptables rules); run it as `unshare --net --pid --fork --kill-child "
+              "/usr/bin/python3 ...`", file=sys.stderr)
         return 2
     workdir = Path(a.workdir) if a.workdir else Path(tempfile.mkdtemp(prefix="ringlb-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
 """The chaos suite (issue 9, "Resilience"): every scenario of scenario.py, each inside its own
-network namespace (`unshare --net`), against the real binary, on both reactor backends.
+network namespace (`unshare --net --pid`), against the real binary, on both reactor backends.
 
 Each test runs one scenario as a child process and asserts the floors analysis.py decided (its
 docstring says exactly what each floor means). The figures of every run (calls, failed, outage,
@@ -51,9 +51,10 @@ def test_scenario(name, io_backend, tmp_path, summaries):
     binary = ringlb_bin()
     out = tmp_path / "result.json"
     sc = SCENARIOS[name]
-    cmd = ["unshare", "--net", "/usr/bin/python3", str(HERE / "scenario.py"), name,
-           "--io-backend", io_backend, "--bin", binary, "--json", str(out),
-           "--workdir", str(tmp_path / "run")]
+    # A PID namespace too: whatever way the scenario ends, nothing it started outlives it.
+    cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "/usr/bin/python3",
+           str(HERE / "scenario.py"), name, "--io-backend", io_backend, "--bin", binary,
+           "--json", str(out), "--workdir", str(tmp_path / "run")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=sc.seconds + 90)
     if not out.exists():
         pytest.fail(f"scenario {name} wrote no result (exit {p.returncode}):\n"
