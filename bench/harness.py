@@ -8,6 +8,9 @@ another. Stdlib only; run it with /usr/bin/python3. See bench/README.md for what
 means; `bash bench/run.sh` installs what is missing, builds and runs this.
 
   bench/harness.py [--quick] [--reps N] [--no-fargate | --fargate] [--out DIR] [--targets A,B]
+  bench/harness.py --faults [--fault-scenarios kill,sigstop,blackhole,unavailable]
+      the fault run instead: chaos scenarios against ringlb and HAProxy side by side
+      (bench_faults.py; root, each scenario in its own network namespace)
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from typing import Any
 sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_fargate import fargate_run  # noqa: E402
+import bench_faults  # noqa: E402
 from bench_load import (background_load, count_syscalls, h2load, h2load_cmd, rate_run,  # noqa: E402
                         syscall_method, H2)
 from bench_report import (aggregate, compute_floors, compute_ratios, fmt, machine,  # noqa: E402
@@ -221,6 +225,28 @@ def rerender(json_path: Path, out_dir: Path) -> int:
     return 0
 
 
+def faults_main(args) -> int:
+    """--faults: every scenario against every fault target; the table on stdout and in
+    <out>/faults-latest.md, the figures in <out>/faults-<UTC timestamp>.json."""
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    targets = [t for t in bench_faults.TARGETS if t in wanted]
+    scenarios = [x.strip() for x in args.fault_scenarios.split(",") if x.strip()]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    results = bench_faults.fault_run(args.bin, scenarios, targets, log, args.keep)
+    command = os.environ.get("RINGLB_BENCH_COMMAND") or " ".join(["bench/harness.py"]
+                                                                 + sys.argv[1:])
+    report = bench_faults.render(results, command, started.strftime("%Y-%m-%d %H:%M UTC"))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "faults-latest.md").write_text(report)
+    stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    (out_dir / f"faults-{stamp}.json").write_text(json.dumps(
+        {"command": command, "nproc": os.cpu_count(), "kernel": os.uname().release,
+         "results": results}, indent=1, default=str) + "\n")
+    sys.stdout.write(report)
+    return 1 if any("error" in r for r in results) else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts, 1 repetition")
@@ -244,9 +270,15 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs)")
     ap.add_argument("--render", metavar="JSON", help="measure nothing: rebuild latest.md and "
                     "latest.png in --out from a results JSON")
+    ap.add_argument("--faults", action="store_true", help="the fault run only: chaos scenarios "
+                    "against ringlb and HAProxy (see bench_faults.py)")
+    ap.add_argument("--fault-scenarios", default=",".join(bench_faults.DEFAULT_SCENARIOS),
+                    help="scenarios of tests/chaos/scenario.py for --faults")
     args = ap.parse_args()
     if args.render:
         return rerender(Path(args.render), Path(args.out))
+    if args.faults:
+        return faults_main(args)
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     bad = [t for t in targets if t not in ALL_TARGETS]

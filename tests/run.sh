@@ -2,11 +2,12 @@
 # The whole test suite, from a fresh Debian 12 machine: installs what is missing, builds, checks
 # the layering and clang-format, runs the doctest unit tests (also under a seccomp filter that
 # denies io_uring) and the integration tests (real binary, real gRPC peers, both reactor
-# backends), then the unit and integration tests against an ASan/UBSan build, the integration
-# suite against a TSan build (shards, the control thread and snapshot swaps run on several
-# threads), and the libFuzzer targets for a bounded number of runs.
-# Usage: bash tests/run.sh   (RINGLB_SKIP_ASAN=1 / RINGLB_SKIP_TSAN=1 / RINGLB_SKIP_FUZZ=1 leave
-# a pass out)
+# backends), the chaos suite (faults inside network namespaces, tests/chaos), then the unit and
+# integration tests against an ASan/UBSan build, the integration suite against a TSan build
+# (shards, the control thread and snapshot swaps run on several threads), and the libFuzzer
+# targets for a bounded number of runs.
+# Usage: bash tests/run.sh   (RINGLB_SKIP_ASAN=1 / RINGLB_SKIP_TSAN=1 / RINGLB_SKIP_FUZZ=1 /
+# RINGLB_SKIP_CHAOS=1 leave a pass out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -69,11 +70,13 @@ else
   count "unit-seccomp (io_uring cases reported skipped)" 1 0 1
 fi
 
-pytest_run() {  # name, then env assignments are inherited
-  local name=$1; shift
+pytest_run() {  # name, then pytest arguments (default folder tests/integration; RINGLB_PYTEST_DIR
+  local name=$1; shift  # names another); env assignments are inherited
   local log; log=$(mktemp)
+  local tail_n=25
+  [ -n "${RINGLB_PYTEST_TAIL:-}" ] && tail_n=$RINGLB_PYTEST_TAIL
   # -rs: every skip is listed with its reason; they are counted in the closing line.
-  /usr/bin/python3 -m pytest tests/integration -q -rs -p no:cacheprovider "$@" 2>&1 | tee "$log" | tail -n 25
+  /usr/bin/python3 -m pytest "${RINGLB_PYTEST_DIR:-tests/integration}" -q -rs -p no:cacheprovider "$@" 2>&1 | tee "$log" | tail -n "$tail_n"
   local st=${PIPESTATUS[0]}
   local summary; summary=$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$log" | tail -n 1)
   local p f
@@ -87,6 +90,15 @@ pytest_run() {  # name, then env assignments are inherited
 
 echo "== integration tests (release build, io_uring and epoll)"
 RINGLB_BIN="$root/build/ringlb" pytest_run "integration"
+
+if [ "${RINGLB_SKIP_CHAOS:-0}" != 1 ]; then
+  # Faults (SIGKILL, SIGSTOP, blackholes, rolling restarts, DNS replacement, ringlb's own
+  # restart) at 150 calls/s, each scenario in its own network namespace; ~8 minutes. The
+  # closing "chaos figures" section has one line of figures per scenario.
+  echo "== chaos suite (release build, io_uring and epoll; tests/chaos)"
+  RINGLB_PYTEST_DIR=tests/chaos RINGLB_PYTEST_TAIL=70 RINGLB_BIN="$root/build/ringlb" \
+    pytest_run "chaos"
+fi
 
 if [ "${RINGLB_SKIP_ASAN:-0}" != 1 ]; then
   echo "== integration tests against an ASan/UBSan build"
