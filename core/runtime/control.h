@@ -43,6 +43,8 @@ class Controller final : public io::IoHandler,
   void await_first_answers(int64_t max_wait_ns);
   /// Serves until every shard has finished (after a drain). Returns the exit code.
   int run();
+  /// A SIGTERM/SIGINT has been taken and the shards told to drain.
+  bool draining() const { return draining_; }
 
   /// What the admin surface will show for one DNS cluster.
   struct DnsStatus {
