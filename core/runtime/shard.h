@@ -36,7 +36,9 @@ struct ShardSetup {
   unsigned index = 0;
   unsigned workers = 1;  // shards in all: each gets its share of proxy.memory_limit
   io::IoBackend backend = io::IoBackend::kEpoll;
-  std::vector<int> listen_fds;                    // one per listener, this shard's own socket
+  // One per listener, this shard's own socket. The control thread may listen() on it before
+  // kServe (taking over from another process); the shard owns it from then on.
+  std::vector<int> listen_fds;
   std::vector<lb::EndpointSetPtr> endpoint_sets;  // one per cluster
   ReportQueue* reports = nullptr;                 // to the control thread; may be null (tests)
 };
@@ -83,6 +85,10 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   void loop();
   void begin_drain();
   void on_accept(size_t listener, const io::Completion& c);
+  /// Draining: accepts what waits in listener `listener`'s queue, then closes it.
+  void hand_over(size_t listener);
+  /// Every listener is closed: GOAWAY to every client.
+  void leave_done();
 
   ShardSetup setup_;
   std::vector<io::Op> accept_ops_;  // one per listener
@@ -93,6 +99,8 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   std::atomic<ShardMessage*> inbox_{nullptr};
   std::atomic<bool> finished_{false};
   bool serving_ = false;
+  bool leaving_ = false;     // draining: the listeners are closing (or closed); no new accepts
+  bool last_words_ = false;  // drain_timeout reached: the calls left were ended (end_calls)
   bool stop_ = false;
   std::string error_;
 };
