@@ -133,6 +133,14 @@ void Shard::post_drain() {
   post(new ShardMessage{nullptr, ShardMessage::Kind::kDrain, 0, {}});
 }
 
+void Shard::post_leave() {
+  post(new ShardMessage{nullptr, ShardMessage::Kind::kLeave, 0, {}});
+}
+
+void Shard::post_goaway() {
+  post(new ShardMessage{nullptr, ShardMessage::Kind::kGoaway, 0, {}});
+}
+
 void Shard::drain_inbox() {
   ShardMessage* m = inbox_.exchange(nullptr, std::memory_order_acquire);
   ShardMessage* fifo = nullptr;  // the stack holds newest first; handle in posting order
@@ -159,7 +167,16 @@ void Shard::handle(ShardMessage& m) {
       serve();
       break;
     case ShardMessage::Kind::kDrain:
+      goaway_ok_ = true;
       if (!leaving_) begin_drain();
+      maybe_goaway();
+      break;
+    case ShardMessage::Kind::kLeave:
+      if (!leaving_) begin_drain();
+      break;
+    case ShardMessage::Kind::kGoaway:
+      goaway_ok_ = true;
+      maybe_goaway();
       break;
   }
 }
@@ -200,9 +217,10 @@ void Shard::begin_drain() {
   //    and the socket closed right after (hand_over): only a connection that arrives between
   //    the last accept4() and the close() is lost, a window of microseconds. An io_uring
   //    accept is cancelled first; connections it still delivers are adopted as usual.
-  // 2. Then the two-phase GOAWAY to every client, those just accepted included (leave_done):
-  //    their reconnects cannot come back to this shard. Another shard of this process may
-  //    still listen for a moment; a client that lands there is accepted and told to go too.
+  // 2. Then the two-phase GOAWAY to every client, those just accepted included: their
+  //    reconnects cannot come back to this process. With kLeave the control thread sends
+  //    kGoaway once every shard has left (another shard's socket would otherwise still take
+  //    them for a moment); with kDrain this shard goes on alone once its own listeners closed.
   // 3. Calls in flight finish, up to drain_timeout.
   LOG_INFO("shard %u: draining %zu connections", setup_.index, downstream_count());
   leaving_ = true;
@@ -239,7 +257,21 @@ void Shard::hand_over(size_t listener) {
 }
 
 void Shard::leave_done() {
-  if (draining()) return;
+  if (left_) return;
+  left_ = true;
+  if (!goaway_ok_ && setup_.reports != nullptr) {
+    auto* r = new ShardReport;
+    r->kind = ShardReport::Kind::kListenersClosed;
+    r->shard = setup_.index;
+    setup_.reports->post(r);
+  } else {
+    goaway_ok_ = true;  // nobody to wait for
+  }
+  maybe_goaway();
+}
+
+void Shard::maybe_goaway() {
+  if (!left_ || !goaway_ok_ || draining()) return;
   start_draining();
   if (downstream_count() == 0) stop_ = true;
 }
