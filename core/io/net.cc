@@ -68,12 +68,14 @@ std::optional<SocketAddress> parse_socket_address(std::string_view text) {
   return out;
 }
 
-int make_listen_socket(const sockaddr* addr, socklen_t len, std::string& error) {
+int make_listen_socket(const sockaddr* addr, socklen_t len, std::string& error, bool listen_now) {
   int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     error = std::string("socket: ") + strerror(errno);
     return -1;
   }
+  // Both before bind, on every socket: a second ringlb (same uid) binds the same address
+  // while the first still serves, and the kernel spreads new connections over both.
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
@@ -83,12 +85,31 @@ int make_listen_socket(const sockaddr* addr, socklen_t len, std::string& error) 
     ::close(fd);
     return -1;
   }
-  if (::listen(fd, 4096) < 0) {
-    error = "listen " + format_address(addr, len) + ": " + strerror(errno);
+  if (listen_now && !start_listening(fd, error)) {
     ::close(fd);
     return -1;
   }
   return fd;
+}
+
+bool start_listening(int fd, std::string& error) {
+  if (::listen(fd, 4096) == 0) return true;
+  SocketAddress a = local_address(fd);
+  error = "listen " + a.text + ": " + strerror(errno);
+  return false;
+}
+
+bool address_in_use(const sockaddr* addr, socklen_t len) {
+  // A probe without SO_REUSEPORT: its bind fails only if another socket listens on (or holds
+  // without SO_REUSEADDR) this address; SO_REUSEADDR lets it past TIME_WAIT leftovers.
+  int fd = ::socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (addr->sa_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+  bool in_use = ::bind(fd, addr, len) < 0 && errno == EADDRINUSE;
+  ::close(fd);
+  return in_use;
 }
 
 std::string format_address(const sockaddr* addr, socklen_t len) {

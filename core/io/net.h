@@ -20,8 +20,15 @@ struct SocketAddress {
 std::optional<SocketAddress> parse_socket_address(std::string_view text);
 
 /// Non-blocking listening socket with SO_REUSEADDR and SO_REUSEPORT (one per shard, same
-/// address). Returns -1 and sets `error` on failure.
-int make_listen_socket(const sockaddr* addr, socklen_t len, std::string& error);
+/// address). `listen_now` false: bound only (the port is held, no connection is taken) until
+/// start_listening(). Returns -1 and sets `error` on failure.
+int make_listen_socket(const sockaddr* addr, socklen_t len, std::string& error,
+                       bool listen_now = true);
+/// listen() on a socket from make_listen_socket(..., false). False and `error` on failure.
+bool start_listening(int fd, std::string& error);
+/// True if another socket already listens on `addr` (a running ringlb this one will take
+/// over from, through SO_REUSEPORT). Start-up only; meaningless for port 0.
+bool address_in_use(const sockaddr* addr, socklen_t len);
 /// "ip:port" / "[ip6]:port" for an address.
 std::string format_address(const sockaddr* addr, socklen_t len);
 /// The bound address of a socket.

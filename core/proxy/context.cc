@@ -32,14 +32,22 @@ Context::~Context() {
 }
 
 bool Context::adopt(size_t listener, int fd) {
-  if (draining_ || downstreams_.size() >= config_->proxy.max_connections) {
-    ::close(fd);  // draining, or over the per-shard cap: refuse politely by closing
+  if (downstreams_.size() >= config_->proxy.max_connections) {
+    ::close(fd);  // over the per-shard cap: refuse by closing
     return false;
   }
   auto* conn = new DownstreamConn(*this, fd, listener);
   downstreams_.push_back(conn);
   ++connections_;
-  if (!conn->init()) conn->close("session setup failed");
+  if (!conn->init()) {
+    conn->close("session setup failed");
+  } else if (draining_) {
+    // Accepted while draining (the last of a closing listener's queue): not refused, since a
+    // close with the client's first bytes unread is a reset, and a gRPC client fails the calls
+    // it queued for that connection. SETTINGS and the two-phase GOAWAY instead: whatever it
+    // sent before the GOAWAY is served, and it takes its next calls to another connection.
+    conn->start_drain();
+  }
   return true;
 }
 
@@ -103,6 +111,23 @@ void Context::start_draining() {
   draining_ = true;
   downstreams_.for_each(
       [](h2::H2Connection* c) { static_cast<DownstreamConn*>(c)->start_drain(); });
+}
+
+void Context::end_calls(std::string_view why) {
+  std::vector<Call*> open;
+  downstreams_.for_each([&](h2::H2Connection* h) {
+    auto* d = static_cast<DownstreamConn*>(h);
+    open.clear();
+    d->calls.for_each([&](Call* c) {
+      if (c->phase() != Call::Phase::kAnswered) open.push_back(c);
+    });
+    // fail() queues frames and may hand the call back to the pool; it closes no connection.
+    for (Call* c : open) {
+      if (c->ds == d && c->phase() != Call::Phase::kIdle)
+        c->fail(proto::StatusCode::kUnavailable, why);
+    }
+    d->finish_drain();
+  });
 }
 
 void Context::close_downstreams(const char* why) {

@@ -48,7 +48,8 @@ class Context : public h2::Host {
   bool draining() const { return draining_; }
 
   /// Takes a client connection (`fd`, non-blocking, connected) on listener `listener`. False if
-  /// it was refused (draining, over max_connections) and `fd` closed.
+  /// it was refused (over max_connections) and `fd` closed. While draining it is taken and told
+  /// to go away at once (GOAWAY), not refused.
   bool adopt(size_t listener, int fd);
   /// Cluster `cluster` now has endpoint set `set`.
   void apply_endpoints(size_t cluster, lb::EndpointSetPtr set);
@@ -74,7 +75,11 @@ class Context : public h2::Host {
 
   /// Stops new calls and connections and sends every client the two-phase GOAWAY.
   void start_draining();
-  /// Closes every client connection at once (drain timeout).
+  /// drain_timeout reached: every call still open ends now with UNAVAILABLE and `why` (gRPC
+  /// trailers, or trailers-only; a plain HTTP/2 call is reset), its attempts reset, and every
+  /// client gets its final GOAWAY. Connections then close once that is written.
+  void end_calls(std::string_view why);
+  /// Closes every client connection at once (the backstop after end_calls).
   void close_downstreams(const char* why);
 
  private:

@@ -79,6 +79,17 @@ bool DownstreamConn::init() {
 
 void DownstreamConn::start_drain() {
   if (draining_ || !open()) return;
+  if (!requested_ && !drain_deferred_) {
+    // No request yet: this may be a connection accepted just now (the last of a closing
+    // listener's queue) with calls waiting for it on the client's side. grpc-core fails those
+    // ("GOAWAY received") when the GOAWAY comes with our SETTINGS, retries off. So the notice
+    // waits for the first request (sent once the client has our SETTINGS) or, for a client
+    // with nothing to send, kDrainPingWaitNs; either way the client then moves on unharmed.
+    drain_deferred_ = true;
+    ctx_.timers().arm(drain_timer_, ctx_.now() + kDrainPingWaitNs);
+    return;
+  }
+  drain_deferred_ = false;
   draining_ = true;
   nghttp2_submit_shutdown_notice(session_);
   nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
@@ -89,6 +100,7 @@ void DownstreamConn::start_drain() {
 void DownstreamConn::send_final_goaway() {
   if (final_goaway_sent_ || !open()) return;
   final_goaway_sent_ = true;
+  drain_deferred_ = false;
   ctx_.timers().cancel(drain_timer_);
   nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
@@ -98,6 +110,11 @@ void DownstreamConn::send_final_goaway() {
 
 void DownstreamConn::on_timer(io::Timer& t) {
   if (t.tag == kDrainTimer) {
+    if (drain_deferred_) {
+      requested_ = true;  // waited long enough: the notice goes now
+      start_drain();
+      return;
+    }
     send_final_goaway();
   } else if (calls.empty()) {
     start_drain();  // idle: the same polite two-phase goodbye
@@ -193,9 +210,11 @@ int DownstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void
     case NGHTTP2_HEADERS: {
       Call* call = c->call_of(f->hd.stream_id);
       if (call == nullptr) return 0;
-      if (f->headers.cat == NGHTTP2_HCAT_REQUEST)
+      if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        c->requested_ = true;
         call->on_request_headers(end);
-      else if (end)
+        if (c->drain_deferred_) c->start_drain();
+      } else if (end)
         call->on_request_end();  // request trailers: end of the request
       break;
     }

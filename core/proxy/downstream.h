@@ -22,7 +22,10 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   /// Creates the session and queues SETTINGS. False if nghttp2 could not be set up.
   bool init();
   /// Two-phase GOAWAY: a shutdown notice and a PING now, the final GOAWAY when the PING returns.
+  /// On a connection that has had no request yet, the notice waits for the first one (or 1 s).
   void start_drain();
+  /// The final GOAWAY now, whatever the PING (drain_timeout reached).
+  void finish_drain() { send_final_goaway(); }
 
   // The downstream side, as calls see it.
   /// Sends response headers on stream `id`; the body (if !end_stream) comes from the call's
@@ -70,6 +73,8 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   io::Timer drain_timer_;
   bool draining_ = false;
   bool final_goaway_sent_ = false;
+  bool requested_ = false;       // the client has sent at least one request
+  bool drain_deferred_ = false;  // start_drain() waits for the first request (or drain_timer_)
 };
 
 }  // namespace ringlb::core::proxy

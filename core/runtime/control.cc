@@ -17,8 +17,10 @@ namespace ringlb::core::runtime {
 using discovery::RecordType;
 
 namespace {
-enum : uint8_t { kTimerResolver = 1, kTimerPoll = 2 };
+enum : uint8_t { kTimerResolver = 1, kTimerPoll = 2, kTimerGoaway = 3 };
 constexpr int64_t kPollNs = 50'000'000;
+// Shards close their listeners within microseconds of a drain; this only bounds a stuck one.
+constexpr int64_t kGoawayFallbackNs = 1'000'000'000;
 
 RecordType record_type(config::DnsRecord r) {
   switch (r) {
@@ -83,9 +85,10 @@ struct Controller::Watch final : io::IoHandler {
 Controller::Controller(const config::Config& config, std::vector<Shard*> shards,
                        ReportQueue* reports)
     : config_(config), shards_(std::move(shards)), reports_(reports) {
-  resolver_timer_.handler = poll_timer_.handler = this;
+  resolver_timer_.handler = poll_timer_.handler = goaway_timer_.handler = this;
   resolver_timer_.tag = kTimerResolver;
   poll_timer_.tag = kTimerPoll;
+  goaway_timer_.tag = kTimerGoaway;
   signal_op_.handler = reports_op_.handler = this;
   reports_op_.tag = 1;
 }
@@ -179,8 +182,18 @@ void Controller::on_signal() {
     draining_ = true;
     LOG_INFO("%s: draining (up to %lld ms); send it again to exit at once", strsignal(sig),
              static_cast<long long>(config_.proxy.drain_timeout.count() / 1000000));
-    for (Shard* s : shards_) s->post_drain();
+    // Two steps: every shard leaves the listening group, then (on_reports: all of them said
+    // so, or after kGoawayFallbackNs) every client is told to go.
+    for (Shard* s : shards_) s->post_leave();
+    timers_.arm(goaway_timer_, base::mono_now_ns() + kGoawayFallbackNs);
   }
+}
+
+void Controller::post_goaway() {
+  if (goaway_posted_) return;
+  goaway_posted_ = true;
+  timers_.cancel(goaway_timer_);
+  for (Shard* s : shards_) s->post_goaway();
 }
 
 void Controller::on_reports() {
@@ -189,6 +202,11 @@ void Controller::on_reports() {
   constexpr int64_t kLogEveryNs = 10'000'000'000;
   const int64_t now = base::mono_now_ns();
   for (ShardReport* r : reports_->take_all()) {
+    if (r->kind == ShardReport::Kind::kListenersClosed) {
+      if (++shards_left_ == shards_.size()) post_goaway();
+      delete r;
+      continue;
+    }
     const std::string& cluster = config_.clusters[r->cluster].name;
     EndpointReports& e = endpoint_reports_[cluster + "/" + r->endpoint];
     ++e.counts[static_cast<size_t>(r->kind)];
@@ -265,6 +283,13 @@ void Controller::on_timer(io::Timer& t) {
   if (t.tag == kTimerResolver) {
     resolver_->on_timeout();
     rearm_resolver_timer();
+    return;
+  }
+  if (t.tag == kTimerGoaway) {
+    // A shard that never said it left (one that stopped early): the others go on anyway.
+    LOG_WARN("drain: %zu of %zu shards closed their listeners in time; telling clients to go",
+             shards_left_, shards_.size());
+    post_goaway();
     return;
   }
   // kTimerPoll: only wakes the loop so run() can notice shards that stopped.

@@ -43,6 +43,8 @@ class Controller final : public io::IoHandler,
   void await_first_answers(int64_t max_wait_ns);
   /// Serves until every shard has finished (after a drain). Returns the exit code.
   int run();
+  /// A SIGTERM/SIGINT has been taken and the shards told to drain.
+  bool draining() const { return draining_; }
 
   /// What the admin surface will show for one DNS cluster.
   struct DnsStatus {
@@ -77,6 +79,7 @@ class Controller final : public io::IoHandler,
                      std::span<const uint8_t> message);
   void finish(DnsCluster& c, const discovery::LookupResult& result);
   void rearm_resolver_timer();
+  void post_goaway();
   void turn(int64_t max_wait_ns);
   bool shards_finished() const;
   void on_signal();
@@ -92,12 +95,15 @@ class Controller final : public io::IoHandler,
   std::unordered_map<int, Watch*> watches_;
   io::Timer resolver_timer_;
   io::Timer poll_timer_;
+  io::Timer goaway_timer_;  // draining: the bound on waiting for every shard's kListenersClosed
   int signal_fd_ = -1;
   io::Op signal_op_;
   ReportQueue* reports_ = nullptr;
   io::Op reports_op_;
   std::unordered_map<std::string, EndpointReports> endpoint_reports_;  // by "cluster/endpoint"
   bool draining_ = false;
+  size_t shards_left_ = 0;      // draining: shards that reported kListenersClosed
+  bool goaway_posted_ = false;  // draining: every shard was sent kGoaway
 };
 
 }  // namespace ringlb::core::runtime

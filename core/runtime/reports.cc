@@ -15,6 +15,8 @@ const char* report_kind_name(ShardReport::Kind k) {
       return "connection lost";
     case ShardReport::Kind::kGoaway:
       return "GOAWAY";
+    case ShardReport::Kind::kListenersClosed:
+      return "listeners closed";
   }
   return "?";
 }

@@ -1,9 +1,9 @@
 #pragma once
 // Shard-to-control reports: what a shard saw happen to an upstream (connect failed, connection
-// lost, GOAWAY). Shards act on what they see at once and locally; they also tell the control
-// thread, which decides what every shard should see next (health, ejection: later issues) and
-// shows it to operators. Owner: the queue is shared: post() from any shard thread, take_all()
-// and the eventfd from the control thread only.
+// lost, GOAWAY), and, once, that a draining shard has closed its listeners. Shards act on what they
+// see at once and locally; they also tell the control thread, which decides what every shard should
+// see next (health, ejection: later issues) and shows it to operators. Owner: the queue is shared:
+// post() from any shard thread, take_all() and the eventfd from the control thread only.
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -13,7 +13,12 @@
 namespace ringlb::core::runtime {
 
 struct ShardReport {
-  enum class Kind : uint8_t { kConnectFailed, kConnectionLost, kGoaway };
+  enum class Kind : uint8_t {
+    kConnectFailed,
+    kConnectionLost,
+    kGoaway,
+    kListenersClosed,  // draining: this shard has left the listening group (no endpoint)
+  };
   ShardReport* next = nullptr;
   Kind kind = Kind::kConnectFailed;
   unsigned shard = 0;

@@ -1,10 +1,12 @@
 #include "core/runtime/server.h"
 
+#include <netinet/in.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -29,6 +31,40 @@ void close_all(std::vector<std::vector<int>>& fds) {
       if (fd >= 0) ::close(fd);
     }
   }
+}
+
+uint16_t port_of(const io::SocketAddress& a) {
+  const auto* sa = reinterpret_cast<const sockaddr*>(&a.storage);
+  if (sa->sa_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(sa)->sin_port);
+  return ntohs(reinterpret_cast<const sockaddr_in6*>(sa)->sin6_port);
+}
+
+// Whether the process being replaced can hand the connections still in its accept queues over
+// when it closes its sockets (Linux >= 5.14, off by default; see README, "Restarting ringlb").
+std::string migrate_note() {
+  FILE* f = fopen("/proc/sys/net/ipv4/tcp_migrate_req", "re");
+  if (f == nullptr) return "";
+  int v = -1;
+  if (fscanf(f, "%d", &v) != 1) v = -1;
+  fclose(f);
+  if (v != 0) return "";
+  return " (net.ipv4.tcp_migrate_req is 0: a connection that reaches the old process's accept "
+         "queue in the instant it closes its sockets is reset; 1 hands it over)";
+}
+
+// The sockets bound but not listening yet (another process was there first): they join its
+// reuseport group now, before the shards arm their accepts.
+bool listen_deferred(const config::Config& config, const std::vector<bool>& deferred,
+                     const std::vector<std::vector<int>>& fds, std::string& error) {
+  for (size_t i = 0; i < deferred.size(); ++i) {
+    if (!deferred[i]) continue;
+    for (const std::vector<int>& per_shard : fds) {
+      if (!io::start_listening(per_shard[i], error)) return false;
+    }
+    LOG_INFO("listener %s listening on %s", config.listeners[i].address.text.c_str(),
+             io::local_address(fds[0][i]).text.c_str());
+  }
+  return true;
 }
 
 }  // namespace
@@ -80,13 +116,20 @@ int run_server(const config::Config& config) {
   if (workers == 0) workers = usable_cpus(&why);
 
   // Listeners: one SO_REUSEPORT socket per shard per listener. With port 0 the first socket
-  // picks the port and the others join it.
+  // picks the port and the others join it. Where another process (the ringlb this one
+  // replaces) already listens, the sockets are only bound now and listen once this process can
+  // serve: a listening socket joins the kernel's reuseport group at once, and new connections
+  // hashed to it would wait in its backlog through the first DNS answers (or be reset if this
+  // process failed to start) while the old process could have served them.
   std::vector<std::vector<int>> fds(workers);
-  for (const config::ListenerConfig& l : config.listeners) {
+  std::vector<bool> deferred(config.listeners.size(), false);
+  for (size_t i = 0; i < config.listeners.size(); ++i) {
+    const config::ListenerConfig& l = config.listeners[i];
     sockaddr_storage addr = l.address.storage;
+    const auto* sa = reinterpret_cast<const sockaddr*>(&addr);
+    deferred[i] = port_of(l.address) != 0 && io::address_in_use(sa, l.address.len);
     for (unsigned s = 0; s < workers; ++s) {
-      int fd =
-          io::make_listen_socket(reinterpret_cast<const sockaddr*>(&addr), l.address.len, error);
+      int fd = io::make_listen_socket(sa, l.address.len, error, !deferred[i]);
       if (fd < 0) {
         LOG_ERROR("listener %s: %s", l.address.text.c_str(), error.c_str());
         close_all(fds);
@@ -95,7 +138,12 @@ int run_server(const config::Config& config) {
       if (s == 0) {
         io::SocketAddress bound = io::local_address(fd);
         addr = bound.storage;
-        LOG_INFO("listener %s listening on %s", l.address.text.c_str(), bound.text.c_str());
+        if (deferred[i]) {
+          LOG_INFO("listener %s: another process listens on %s; taking over once ready%s",
+                   l.address.text.c_str(), bound.text.c_str(), migrate_note().c_str());
+        } else {
+          LOG_INFO("listener %s listening on %s", l.address.text.c_str(), bound.text.c_str());
+        }
       }
       fds[s].push_back(fd);
     }
@@ -145,8 +193,17 @@ int run_server(const config::Config& config) {
   // Serve only once DNS clusters have had their first answer (or a bounded wait): until then
   // clients wait in the listen backlog instead of getting UNAVAILABLE for an empty cluster.
   controller.await_first_answers(kFirstAnswerWaitNs);
-  for (auto& sh : shards) sh->post_serve();
-  LOG_INFO("ready: %u workers (%s)", workers, why.c_str());
+  // A SIGTERM during the wait has the shards closing their sockets: leave them alone.
+  if (!controller.draining()) {
+    if (!listen_deferred(config, deferred, fds, error)) {
+      LOG_ERROR("%s", error.c_str());
+      for (auto& sh : shards) sh->post_drain();
+      for (auto& t : threads) t.join();
+      return 1;
+    }
+    for (auto& sh : shards) sh->post_serve();
+    LOG_INFO("ready: %u workers (%s)", workers, why.c_str());
+  }
   int rc = controller.run();
   for (auto& t : threads) t.join();
   LOG_INFO("stopped");

@@ -15,6 +15,11 @@ namespace {
 enum : uint8_t { kWakeTag = 0, kAcceptTagBase = 1 };
 enum : uint8_t { kDrainDeadline = 1, kAcceptRetry = 2 };
 constexpr int64_t kAcceptRetryNs = 100'000'000;  // after EMFILE and the like
+// Connections taken from a listener's accept queue as it closes (a bound, not a promise: what
+// a flood leaves behind is reset by the close, as it would be without this).
+constexpr int kHandOverAccepts = 4096;
+// After drain_timeout: how long the answers that end the last calls may take to get out.
+constexpr int64_t kLastWordsNs = 1'000'000'000;
 }  // namespace
 
 Shard::Shard(std::shared_ptr<const config::Config> config, ShardSetup setup, base::Clock& clock)
@@ -74,7 +79,7 @@ bool Shard::attach_reactor(std::unique_ptr<io::Reactor> reactor) {
 }
 
 void Shard::serve() {
-  if (serving_ || draining()) return;
+  if (serving_ || leaving_) return;
   serving_ = true;
   for (size_t i = 0; i < accept_ops_.size(); ++i) {
     accept_ops_[i].handler = this;
@@ -128,6 +133,14 @@ void Shard::post_drain() {
   post(new ShardMessage{nullptr, ShardMessage::Kind::kDrain, 0, {}});
 }
 
+void Shard::post_leave() {
+  post(new ShardMessage{nullptr, ShardMessage::Kind::kLeave, 0, {}});
+}
+
+void Shard::post_goaway() {
+  post(new ShardMessage{nullptr, ShardMessage::Kind::kGoaway, 0, {}});
+}
+
 void Shard::drain_inbox() {
   ShardMessage* m = inbox_.exchange(nullptr, std::memory_order_acquire);
   ShardMessage* fifo = nullptr;  // the stack holds newest first; handle in posting order
@@ -154,7 +167,16 @@ void Shard::handle(ShardMessage& m) {
       serve();
       break;
     case ShardMessage::Kind::kDrain:
-      if (!draining()) begin_drain();
+      goaway_ok_ = true;
+      if (!leaving_) begin_drain();
+      maybe_goaway();
+      break;
+    case ShardMessage::Kind::kLeave:
+      if (!leaving_) begin_drain();
+      break;
+    case ShardMessage::Kind::kGoaway:
+      goaway_ok_ = true;
+      maybe_goaway();
       break;
   }
 }
@@ -174,33 +196,83 @@ void Shard::on_complete(io::Op& op, const io::Completion& c) {
 void Shard::on_accept(size_t listener, const io::Completion& c) {
   if (c.res >= 0) {
     adopt(listener, c.res);  // refused or not, a final completion must still re-arm below
-  } else if (c.res != -ECANCELED && !draining()) {
+  } else if (c.res != -ECANCELED && !leaving_) {
     LOG_WARN("shard %u: accept on %s: %s", setup_.index,
              config().listeners[listener].address.text.c_str(), strerror(-c.res));
   }
   if (c.more) return;
-  int& fd = setup_.listen_fds[listener];
-  if (draining()) {
-    if (fd >= 0) reactor().close(fd);
-    fd = -1;
+  if (leaving_) {
+    hand_over(listener);
   } else if (!accept_retry_.armed()) {
     timers().arm(accept_retry_, now() + kAcceptRetryNs);  // the multishot ended (EMFILE...)
   }
 }
 
 void Shard::begin_drain() {
+  // The order that lets a successor on the same port (SO_REUSEPORT) take over losing nothing:
+  // 1. Leave the reuseport group: while this shard's socket is in it, the kernel keeps hashing
+  //    new connections here, reconnects of the clients told to go away included. close() is
+  //    the only way out, and it resets whatever is still in the accept queue (unless
+  //    net.ipv4.tcp_migrate_req=1 moves it to the successor), so the queue is accepted first
+  //    and the socket closed right after (hand_over): only a connection that arrives between
+  //    the last accept4() and the close() is lost, a window of microseconds. An io_uring
+  //    accept is cancelled first; connections it still delivers are adopted as usual.
+  // 2. Then the two-phase GOAWAY to every client, those just accepted included: their
+  //    reconnects cannot come back to this process. With kLeave the control thread sends
+  //    kGoaway once every shard has left (another shard's socket would otherwise still take
+  //    them for a moment); with kDrain this shard goes on alone once its own listeners closed.
+  // 3. Calls in flight finish, up to drain_timeout.
   LOG_INFO("shard %u: draining %zu connections", setup_.index, downstream_count());
+  leaving_ = true;
+  timers().cancel(accept_retry_);
+  timers().arm(drain_deadline_, now() + config().proxy.drain_timeout.count());
   for (size_t i = 0; i < accept_ops_.size(); ++i) {
     if (accept_ops_[i].active) {
-      reactor().cancel(accept_ops_[i]);
-    } else if (setup_.listen_fds[i] >= 0) {
-      reactor().close(setup_.listen_fds[i]);
-      setup_.listen_fds[i] = -1;
+      reactor().cancel(accept_ops_[i]);  // its final completion hands the listener over
+    } else {
+      hand_over(i);
     }
   }
-  timers().cancel(accept_retry_);
+  if (accept_ops_.empty()) leave_done();
+}
+
+void Shard::hand_over(size_t listener) {
+  int& fd = setup_.listen_fds[listener];
+  if (fd >= 0) {
+    for (int n = 0; n < kHandOverAccepts; ++n) {
+      int c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (c >= 0) {
+        adopt(listener, c);
+      } else if (errno != EINTR && errno != ECONNABORTED) {
+        break;  // EAGAIN: the queue is empty
+      }
+    }
+    reactor().close(fd);
+    fd = -1;
+  }
+  for (int other : setup_.listen_fds) {
+    if (other >= 0) return;
+  }
+  leave_done();
+}
+
+void Shard::leave_done() {
+  if (left_) return;
+  left_ = true;
+  if (!goaway_ok_ && setup_.reports != nullptr) {
+    auto* r = new ShardReport;
+    r->kind = ShardReport::Kind::kListenersClosed;
+    r->shard = setup_.index;
+    setup_.reports->post(r);
+  } else {
+    goaway_ok_ = true;  // nobody to wait for
+  }
+  maybe_goaway();
+}
+
+void Shard::maybe_goaway() {
+  if (!left_ || !goaway_ok_ || draining()) return;
   start_draining();
-  timers().arm(drain_deadline_, now() + config().proxy.drain_timeout.count());
   if (downstream_count() == 0) stop_ = true;
 }
 
@@ -235,8 +307,18 @@ void Shard::on_timer(io::Timer& t) {
     }
     return;
   }
-  LOG_WARN("shard %u: drain_timeout reached; closing %zu connections", setup_.index,
-           downstream_count());
+  if (!last_words_) {
+    // Calls still running get a gRPC answer that says why (not a bare connection close), and
+    // their backends a RST_STREAM; the connections close once that is written, or a little
+    // later in any case (a client that does not read).
+    LOG_WARN("shard %u: drain_timeout reached; ending the calls still open on %zu connections",
+             setup_.index, downstream_count());
+    last_words_ = true;
+    end_calls("ringlb is shutting down: proxy.drain_timeout reached before the call ended");
+    timers().arm(drain_deadline_, now() + kLastWordsNs);
+    return;
+  }
+  LOG_WARN("shard %u: closing %zu connections", setup_.index, downstream_count());
   close_downstreams("drain timeout");
   stop_ = true;
 }

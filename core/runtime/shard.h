@@ -24,6 +24,8 @@ struct ShardMessage {
     kEndpoints,  // cluster `cluster` now has endpoint set `set`
     kServe,      // start accepting clients (every DNS cluster had its first answer)
     kDrain,      // stop accepting, GOAWAY every client, finish calls, then stop
+    kLeave,      // kDrain's first half: stop accepting, report kListenersClosed, await kGoaway
+    kGoaway,     // kDrain's second half: every shard has closed its listeners
   };
   ShardMessage* next = nullptr;
   Kind kind = Kind::kEndpoints;
@@ -36,7 +38,9 @@ struct ShardSetup {
   unsigned index = 0;
   unsigned workers = 1;  // shards in all: each gets its share of proxy.memory_limit
   io::IoBackend backend = io::IoBackend::kEpoll;
-  std::vector<int> listen_fds;                    // one per listener, this shard's own socket
+  // One per listener, this shard's own socket. The control thread may listen() on it before
+  // kServe (taking over from another process); the shard owns it from then on.
+  std::vector<int> listen_fds;
   std::vector<lb::EndpointSetPtr> endpoint_sets;  // one per cluster
   ReportQueue* reports = nullptr;                 // to the control thread; may be null (tests)
 };
@@ -54,6 +58,11 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   void post_serve();
   /// Any thread: stop accepting and drain. Idempotent.
   void post_drain();
+  /// Any thread: a drain in two steps across shards (the control thread's SIGTERM). post_leave:
+  /// close the listeners and report kListenersClosed; post_goaway (once every shard reported):
+  /// tell the clients to go. So no client told to go reconnects to a shard still listening.
+  void post_leave();
+  void post_goaway();
   /// Any thread: hand the shard a new snapshot for a cluster. Lock-free (a Treiber stack the
   /// shard empties when its eventfd fires); the hot path keeps reading its own plain pointer.
   void post_endpoints(size_t cluster, lb::EndpointSetPtr set);
@@ -83,6 +92,12 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   void loop();
   void begin_drain();
   void on_accept(size_t listener, const io::Completion& c);
+  /// Draining: accepts what waits in listener `listener`'s queue, then closes it.
+  void hand_over(size_t listener);
+  /// Every listener is closed: report it, or GOAWAY (maybe_goaway) if nobody waits for that.
+  void leave_done();
+  /// GOAWAY to every client once this shard has left (left_) and may tell them (goaway_ok_).
+  void maybe_goaway();
 
   ShardSetup setup_;
   std::vector<io::Op> accept_ops_;  // one per listener
@@ -93,6 +108,10 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   std::atomic<ShardMessage*> inbox_{nullptr};
   std::atomic<bool> finished_{false};
   bool serving_ = false;
+  bool leaving_ = false;     // draining: the listeners are closing (or closed); no new accepts
+  bool left_ = false;        // draining: every listener is closed
+  bool goaway_ok_ = false;   // kDrain or kGoaway came: clients may be told to go
+  bool last_words_ = false;  // drain_timeout reached: the calls left were ended (end_calls)
   bool stop_ = false;
   std::string error_;
 };

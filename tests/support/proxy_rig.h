@@ -32,6 +32,9 @@ class TestContext final : public core::proxy::Context {
   TestContext(std::shared_ptr<const core::config::Config> config, core::base::Clock& clock);
   void on_call_end(const core::proxy::CallRecord& record) override;
   MemoryReactor& memory() { return *reactor_; }
+  // What a shard does on SIGTERM and at drain_timeout.
+  using core::proxy::Context::end_calls;
+  using core::proxy::Context::start_draining;
 
   std::vector<EndedCall> ended;
 
