@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -23,6 +24,7 @@
 
 namespace ringlb::core::runtime {
 
+class HealthChecker;
 class Shard;
 
 /// The signals the control thread takes through its signalfd (blocked in every thread).
@@ -82,6 +84,12 @@ class Controller final : public io::IoHandler,
   void on_signal();
   void on_watch(Watch& w, io::Op& op, const io::Completion& c);
   void on_reports();
+  // Active health checks (health_checker.h): built in start() when a cluster enables them, fed
+  // every endpoint set the controller has (static at start, DNS at each publish), flushed in
+  // turn(). on_health_change() is where a change of health goes.
+  void start_health_checks();
+  void on_health_change(size_t cluster, const std::string& endpoint_key, bool healthy,
+                        std::string_view why);
 
   const config::Config& config_;
   std::vector<Shard*> shards_;
@@ -98,6 +106,7 @@ class Controller final : public io::IoHandler,
   io::Op reports_op_;
   std::unordered_map<std::string, EndpointReports> endpoint_reports_;  // by "cluster/endpoint"
   bool draining_ = false;
+  std::unique_ptr<HealthChecker> health_;  // after reactor_ and timers_: freed before them
 };
 
 }  // namespace ringlb::core::runtime
