@@ -1,9 +1,10 @@
 #pragma once
 // Controller: the control thread's event loop once the shards run. It takes the signals
 // (SIGTERM/SIGINT: drain; a second one: exit at once), follows DNS names with c-ares through
-// its own reactor and timers, and hands each shard new endpoint snapshots by message. It keeps
-// only the I/O: what an answer means and what it does to a cluster's members is decided in
-// discovery/ (interpret_answer, SrvLookup, FollowedName).
+// its own reactor and timers, runs the active health checks on them (health_checker.h), and
+// hands each shard new endpoint snapshots by message. It keeps only the I/O: what an answer
+// means and what it does to a cluster's members is decided in discovery/ (interpret_answer,
+// SrvLookup, FollowedName), what a health check result means in lb/health.h.
 // Owner: the control thread. Shards never call into it.
 #include <signal.h>
 
