@@ -8,6 +8,8 @@
 #include <cstring>
 
 #include "core/base/log.h"
+#include "core/runtime/health_checker.h"
+#include "core/runtime/server.h"
 #include "core/runtime/shard.h"
 #include "discovery/followed_name.h"
 #include "discovery/srv_lookup.h"
@@ -111,6 +113,7 @@ bool Controller::start(std::string& error) {
   }
   reactor_->poll_in(signal_fd_, signal_op_);
   if (reports_ != nullptr && reports_->fd() >= 0) reactor_->poll_in(reports_->fd(), reports_op_);
+  start_health_checks();
 
   uint64_t seed = static_cast<uint64_t>(base::mono_now_ns());
   for (size_t i = 0; i < config_.clusters.size(); ++i) {
@@ -133,6 +136,7 @@ void Controller::turn(int64_t max_wait_ns) {
   timers_.run(now);
   int64_t t = timers_.next_timeout(base::mono_now_ns());
   if (t < 0 || t > max_wait_ns) t = max_wait_ns;
+  if (health_ && health_->flush()) t = 0;  // health check output still queued: do not sleep
   reactor_->run_once(t);
 }
 
@@ -347,8 +351,42 @@ void Controller::finish(DnsCluster& c, const discovery::LookupResult& result) {
     LOG_INFO("cluster %s: publishing %zu endpoints (version %llu)", c.config->name.c_str(),
              step.publish->size(), static_cast<unsigned long long>(step.publish->version));
     for (Shard* s : shards_) s->post_endpoints(c.index, step.publish);
+    if (health_)
+      health_->set_endpoints(c.index, c.config->name, c.config->health_check, *step.publish);
   }
   timers_.arm(c.timer, now + step.next_query_in_ns);
+}
+
+void Controller::start_health_checks() {
+  std::vector<lb::EndpointSetPtr> sets;  // static clusters' members; DNS ones come in finish()
+  for (size_t i = 0; i < config_.clusters.size(); ++i) {
+    const config::ClusterConfig& c = config_.clusters[i];
+    if (!c.health_check.enabled) continue;
+    if (!health_) {
+      sets = initial_endpoint_sets(config_);
+      health_ = std::make_unique<HealthChecker>(
+          *reactor_, timers_,
+          [this](size_t cluster, const std::string& key, bool healthy, std::string_view why) {
+            on_health_change(cluster, key, healthy, why);
+          });
+    }
+    if (!c.uses_dns()) health_->set_endpoints(i, c.name, c.health_check, *sets[i]);
+  }
+}
+
+void Controller::on_health_change(size_t cluster, const std::string& endpoint_key, bool healthy,
+                                  std::string_view why) {
+  // Logged only, for now: taking the endpoint out on the shards (lb::kUnhealthy) comes with
+  // Controller::set_health().
+  const std::string* name = health_->endpoint_name(cluster, endpoint_key);
+  const char* endpoint = name != nullptr ? name->c_str() : "?";
+  const std::string& c = config_.clusters[cluster].name;
+  const int n = static_cast<int>(why.size());
+  if (healthy) {
+    LOG_INFO("cluster %s: endpoint %s healthy again (%.*s)", c.c_str(), endpoint, n, why.data());
+  } else {
+    LOG_WARN("cluster %s: endpoint %s unhealthy: %.*s", c.c_str(), endpoint, n, why.data());
+  }
 }
 
 std::vector<Controller::DnsStatus> Controller::dns_status() const {

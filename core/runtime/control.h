@@ -1,15 +1,17 @@
 #pragma once
 // Controller: the control thread's event loop once the shards run. It takes the signals
 // (SIGTERM/SIGINT: drain; a second one: exit at once), follows DNS names with c-ares through
-// its own reactor and timers, and hands each shard new endpoint snapshots by message. It keeps
-// only the I/O: what an answer means and what it does to a cluster's members is decided in
-// discovery/ (interpret_answer, SrvLookup, FollowedName).
+// its own reactor and timers, runs the active health checks on them (health_checker.h), and
+// hands each shard new endpoint snapshots by message. It keeps only the I/O: what an answer
+// means and what it does to a cluster's members is decided in discovery/ (interpret_answer,
+// SrvLookup, FollowedName), what a health check result means in lb/health.h.
 // Owner: the control thread. Shards never call into it.
 #include <signal.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -23,6 +25,7 @@
 
 namespace ringlb::core::runtime {
 
+class HealthChecker;
 class Shard;
 
 /// The signals the control thread takes through its signalfd (blocked in every thread).
@@ -85,6 +88,12 @@ class Controller final : public io::IoHandler,
   void on_signal();
   void on_watch(Watch& w, io::Op& op, const io::Completion& c);
   void on_reports();
+  // Active health checks (health_checker.h): built in start() when a cluster enables them, fed
+  // every endpoint set the controller has (static at start, DNS at each publish), flushed in
+  // turn(). on_health_change() is where a change of health goes.
+  void start_health_checks();
+  void on_health_change(size_t cluster, const std::string& endpoint_key, bool healthy,
+                        std::string_view why);
 
   const config::Config& config_;
   std::vector<Shard*> shards_;
@@ -104,6 +113,7 @@ class Controller final : public io::IoHandler,
   bool draining_ = false;
   size_t shards_left_ = 0;      // draining: shards that reported kListenersClosed
   bool goaway_posted_ = false;  // draining: every shard was sent kGoaway
+  std::unique_ptr<HealthChecker> health_;  // after reactor_ and timers_: freed before them
 };
 
 }  // namespace ringlb::core::runtime
