@@ -18,11 +18,12 @@ namespace {
 constexpr uint32_t kAssumedPeerMaxStreams = 100;
 
 // gRPC servers (grpc-go, grpc-core) count a PING that comes within 5 min of the previous one as
-// a strike unless they sent HEADERS or DATA in between, forgive the first, and after 2 strikes
-// send GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") and close the connection, calls and all. So a
-// call that stays quiet for long (a slow handler, a long poll) must not draw a PING every
-// interval: after this many PINGs with no HEADERS or DATA from the server (one more may cross a
-// server's write and count), we ping at most once per kQuietPingSpacing until it sends some.
+// a strike unless they sent HEADERS or DATA since (the first after that is free), and at the
+// third strike (the fourth such PING) send GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") and
+// close the connection, calls and all. So a call that stays quiet for long (a slow handler, a
+// long poll) must not draw a PING every interval: after this many PINGs with no HEADERS or DATA
+// from the server (one more may cross a server's write and count), we ping at most once per
+// kQuietPingSpacing until it sends some.
 constexpr uint8_t kPingsWithoutData = 2;
 constexpr int64_t kQuietPingSpacing = 300'000'000'000;  // 5 min: those servers' default minimum
 

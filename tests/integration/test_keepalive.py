@@ -198,7 +198,7 @@ def test_sigstopped_backend_detected_within_1s_and_no_new_call_fails(ringlb, bac
 
 
 def test_quiet_call_on_a_default_grpc_server_is_not_killed_by_pings(ringlb, backends):
-    """grpc-core (grpcio) closes a connection with GOAWAY(too_many_pings) after its third PING
+    """grpc-core (grpcio) closes a connection with GOAWAY(too_many_pings) at its fourth PING
     with no HEADERS or DATA in between: a call quiet for 3 s through keepalive 250 ms stays up."""
     (b,) = backends(1)
     r = ringlb([harness.cluster("main", [b])])

@@ -206,7 +206,7 @@ TEST_CASE("keepalive: frames other than the ACK also prove the connection alive"
 }
 
 TEST_CASE("keepalive: a call that stays quiet draws at most two PINGs until the server writes") {
-  // gRPC servers close a connection that pings more than twice without their sending data.
+  // gRPC servers close a connection at the fourth PING without their sending data.
   ProxyRig rig(config());
   rig.mode(kA).action = Action::kHold;
   H2Client& c = rig.client();
