@@ -34,9 +34,11 @@ class Host {
   mem::ChunkPool& chunks() { return chunks_; }
   mem::SessionHeap& session_heap() { return session_heap_; }
   base::Clock& clock() const { return clock_; }
-  /// The time at the start of this loop turn (one clock read per turn).
+  /// The time at the start of this loop turn, or, in handlers of completions, when the reactor
+  /// woke from its wait (one clock read each).
   int64_t now() const { return now_ns_; }
-  /// Reads the clock again; the loop does this once per turn.
+  /// Reads the clock again; the loop does this at the start of each turn, the reactor's wake
+  /// hook after a wait.
   int64_t refresh_now() { return now_ns_ = clock_.now_ns(); }
   unsigned index() const { return index_; }
 
@@ -65,7 +67,12 @@ class Host {
   void turn(int64_t max_wait_ns);
 
  protected:
-  void set_reactor(std::unique_ptr<io::Reactor> r) { reactor_ = std::move(r); }
+  void set_reactor(std::unique_ptr<io::Reactor> r) {
+    reactor_ = std::move(r);
+    // A completion after a long wait (an idle shard) must not see the time the wait began:
+    // deadlines and keepalive silences are measured from it.
+    reactor_->set_on_wake([](void* host) { static_cast<Host*>(host)->refresh_now(); }, this);
+  }
   /// Called at the start of a turn while the host is over its buffer limit: free what can be
   /// freed (the proxy resets the calls holding the most). Withheld connection credit goes back
   /// once under the limit again.

@@ -81,6 +81,23 @@ class Reactor {
   /// Submits what is queued, waits up to `timeout_ns` (< 0 = forever) for at least one
   /// completion, and dispatches every completion ready. Returns how many were dispatched.
   virtual int run_once(int64_t timeout_ns) = 0;
+
+  /// `fn(arg)` runs in run_once after a wait that may have blocked (timeout_ns != 0) and
+  /// before the completions are dispatched: the owner refreshes its cached clock there, so
+  /// handlers see the time their completions came, not the time the wait began.
+  void set_on_wake(void (*fn)(void*), void* arg) {
+    on_wake_ = fn;
+    wake_arg_ = arg;
+  }
+
+ protected:
+  void woke() {
+    if (on_wake_ != nullptr) on_wake_(wake_arg_);
+  }
+
+ private:
+  void (*on_wake_)(void*) = nullptr;
+  void* wake_arg_ = nullptr;
 };
 
 /// Picks and builds a backend per `want`. kAuto probes io_uring once and falls back to epoll on

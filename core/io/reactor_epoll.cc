@@ -121,6 +121,7 @@ class EpollReactor final : public Reactor {
     }
     int k = epoll_pwait2(epfd_, evs, kMaxEvents, tsp, nullptr);
     if (k < 0 && errno != EINTR) LOG_ERROR("epoll_wait failed: %s", strerror(errno));
+    if (timeout_ns != 0) woke();
     for (int i = 0; i < k; ++i) {
       int fd = evs[i].data.fd;
       FdState& st = fds_[fd];

@@ -128,6 +128,7 @@ class UringReactor final : public Reactor {
     if (r < 0 && r != -ETIME && r != -EINTR && r != -EBUSY && r != -EAGAIN) {
       LOG_ERROR("io_uring wait failed: %s", strerror(-r));
     }
+    if (timeout_ns != 0) woke();
     int n = 0;
     // Handlers may submit more SQEs while we walk the CQ; that is fine, they go out next turn.
     while (io_uring_peek_cqe(&ring_, &cqe) == 0) {

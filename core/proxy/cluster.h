@@ -40,6 +40,12 @@ struct EndpointState {
   // still refer to this state, so it must outlive them.
   uint32_t closing = 0;
   base::IntrusiveList<h2::H2Connection, &h2::H2Connection::conn_link> conns;
+  // Keepalive: the PING interval this endpoint's server puts up with. 0 = the cluster's
+  // keepalive.interval; doubled (up to kMaxKeepaliveInterval) each time the server answers our
+  // PINGs with GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"), and kept here so that new connections
+  // to it start with it. Written by its UpstreamConns.
+  int64_t keepalive_interval_ns = 0;
+  static constexpr int64_t kMaxKeepaliveInterval = 300'000'000'000;  // 5 min
 
   bool unused() const { return index < 0 && outstanding == 0 && closing == 0 && conns.empty(); }
 };
@@ -49,6 +55,7 @@ enum class UpstreamEvent : uint8_t {
   kConnectFailed,   // it never came up (refused, timed out, unreachable)
   kConnectionLost,  // it died while in use, not closed by us or after a GOAWAY
   kGoaway,          // the backend said GOAWAY
+  kPingTimeout,     // it was in use, went silent and did not answer a PING in time (closed)
 };
 
 /// A shard's view of one cluster. Owner: shard.

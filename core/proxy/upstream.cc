@@ -1,6 +1,8 @@
 #include "core/proxy/upstream.h"
 
+#include <algorithm>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "core/base/log.h"
@@ -11,8 +13,25 @@
 namespace ringlb::core::proxy {
 namespace {
 
-// Until the peer's SETTINGS arrive we assume what gRPC servers commonly advertise.
+// Until the peer's SETTINGS arrive we take up to this many attempts (what gRPC servers commonly
+// advertise); nghttp2 holds their HEADERS until then (see start()).
 constexpr uint32_t kAssumedPeerMaxStreams = 100;
+
+// gRPC servers (grpc-go, grpc-core) count a PING that comes within 5 min of the previous one as
+// a strike unless they sent HEADERS or DATA since (the first after that is free), and at the
+// third strike (the fourth such PING) send GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings") and
+// close the connection, calls and all. So a call that stays quiet for long (a slow handler, a
+// long poll) must not draw a PING every interval: after this many PINGs with no HEADERS or DATA
+// from the server (one more may cross a server's write and count), we ping at most once per
+// kQuietPingSpacing until it sends some.
+constexpr uint8_t kPingsWithoutData = 2;
+constexpr int64_t kQuietPingSpacing = 300'000'000'000;  // 5 min: those servers' default minimum
+
+constexpr std::string_view kTooManyPings = "too_many_pings";
+
+int64_t ms_of(int64_t ns) {
+  return ns / 1'000'000;
+}
 
 UpstreamConn* conn_of(void* user) {
   return static_cast<UpstreamConn*>(user);
@@ -27,7 +46,7 @@ struct Callbacks {
 
 UpstreamConn::UpstreamConn(Context& ctx, ClusterState& cluster, EndpointState& endpoint)
     : h2::H2Connection(ctx), ctx_(ctx), cluster_(cluster), endpoint_(endpoint) {
-  connect_timer_.handler = this;
+  connect_timer_.handler = ping_timer_.handler = this;
 }
 
 UpstreamConn::~UpstreamConn() = default;
@@ -44,7 +63,9 @@ base::Result<void> UpstreamConn::start() {
     nghttp2_session_callbacks_set_send_data_callback(c.cb, send_body);
     nghttp2_option_new(&c.opt);
     nghttp2_option_set_no_auto_window_update(c.opt, 1);
-    nghttp2_option_set_peer_max_concurrent_streams(c.opt, kAssumedPeerMaxStreams);
+    // No request HEADERS leave before the server's SETTINGS (which lift this to its own limit,
+    // or none): our preface and SETTINGS go out at once, requests wait until it is ready.
+    nghttp2_option_set_peer_max_concurrent_streams(c.opt, 0);
     nghttp2_option_set_max_continuations(c.opt, 8);
     nghttp2_option_set_no_closed_streams(c.opt, 1);
     return c;
@@ -78,13 +99,14 @@ base::Result<void> UpstreamConn::start() {
 
 bool UpstreamConn::has_room() const {
   uint32_t max = kAssumedPeerMaxStreams;
-  if (session_ != nullptr && ever_connected_) {
+  if (session_ != nullptr && ready_) {
     max = nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
   }
   return attempts.size() < max;
 }
 
 base::Result<void> UpstreamConn::submit(Attempt& a, h2::HeaderBlock& headers, bool end_stream) {
+  const bool was_idle = attempts.empty();
   nghttp2_data_provider prd;
   prd.source.ptr = nullptr;
   prd.read_callback = read_body;
@@ -95,7 +117,24 @@ base::Result<void> UpstreamConn::submit(Attempt& a, h2::HeaderBlock& headers, bo
   a.stream_id = id;
   attempts.push_back(&a);
   mark_dirty();  // no-op while connecting; start_io() flushes everything queued
+  if (was_idle) on_busy();
   return {};
+}
+
+void UpstreamConn::on_busy() {
+  const config::KeepaliveConfig& ka = cluster_.config->keepalive;
+  if (!ready_ || !ka.enabled) return;  // on_ready() arms the timer
+  // Silence counts from now: a call waits keepalive.interval before it draws a PING.
+  const int64_t now = ctx_.now();
+  waiting_since_ns_ = now;
+  if (ping_sent_ns_ != 0 && last_recv_ns_ >= ping_sent_ns_) ping_sent_ns_ = 0;  // answered
+  // Reused after a long silence: it may have died unseen (no calls, no pings). The PING goes
+  // out ahead of the request, and the timer holds it to keepalive.timeout.
+  if (ping_sent_ns_ == 0 && now - last_recv_ns_ >= ka.idle.count()) {
+    ctx_.timers().cancel(ping_timer_);
+    send_ping();
+  }
+  arm_keepalive();
 }
 
 void UpstreamConn::resume(const Attempt& a) {
@@ -142,30 +181,124 @@ void UpstreamConn::close_gracefully() {
 }
 
 void UpstreamConn::on_connected(int res) {
-  ctx_.timers().cancel(connect_timer_);
   if (res < 0) {
     std::string why = std::string("connect failed: ") + strerror(-res);
     close(why.c_str());
     return;
   }
-  ever_connected_ = true;
-  start_io();
+  start_io();  // the connect timer runs on until the server's SETTINGS
 }
 
-void UpstreamConn::on_timer(io::Timer&) {
-  if (state_ != State::kConnecting) return;
-  std::string why = "connect timed out after " +
-                    std::to_string(cluster_.config->connect_timeout.count() / 1000000) + " ms";
+void UpstreamConn::on_ready() {
+  ready_ = true;
+  ctx_.timers().cancel(connect_timer_);
+  last_recv_ns_ = ctx_.now();
+  if (!attempts.empty()) arm_keepalive();
+}
+
+void UpstreamConn::after_input() {
+  last_recv_ns_ = ctx_.now();  // any bytes prove the server alive; the timer looks lazily
+}
+
+void UpstreamConn::on_timer(io::Timer& t) {
+  if (&t == &ping_timer_) {
+    on_ping_timer();
+  } else {
+    on_connect_timeout();
+  }
+}
+
+void UpstreamConn::on_connect_timeout() {
+  if (ready_ || closing()) return;
+  const int64_t ms = ms_of(cluster_.config->connect_timeout.count());
+  std::string why = state_ == State::kConnecting
+                        ? "connect timed out after " + std::to_string(ms) + " ms"
+                        : "connected, but no HTTP/2 SETTINGS from the backend within " +
+                              std::to_string(ms) + " ms (connect_timeout)";
   close(why.c_str());
+}
+
+int64_t UpstreamConn::keepalive_interval_ns() const {
+  const int64_t configured = cluster_.config->keepalive.interval.count();
+  return std::max(configured, endpoint_.keepalive_interval_ns);
+}
+
+void UpstreamConn::arm_keepalive() {
+  if (ping_timer_.armed() || !ready_ || !cluster_.config->keepalive.enabled) return;
+  const int64_t due = ping_sent_ns_ != 0
+                          ? ping_sent_ns_ + cluster_.config->keepalive.timeout.count()
+                          : std::max(last_recv_ns_, waiting_since_ns_) + keepalive_interval_ns();
+  ctx_.timers().arm(ping_timer_, due);
+}
+
+void UpstreamConn::on_ping_timer() {
+  if (!open() || !ready_ || attempts.empty()) return;  // idle: the next submit re-arms
+  const int64_t now = ctx_.now();
+  const int64_t timeout = cluster_.config->keepalive.timeout.count();
+  if (ping_sent_ns_ != 0 && last_recv_ns_ < ping_sent_ns_) {
+    if (now - ping_sent_ns_ < timeout) {
+      ctx_.timers().arm(ping_timer_, ping_sent_ns_ + timeout);
+      return;
+    }
+    ping_timed_out_ = true;
+    std::string why = "PING timeout after " + std::to_string(ms_of(now - ping_sent_ns_)) +
+                      " ms (nothing from the backend: hung or unreachable)";
+    close(why.c_str());
+    return;
+  }
+  ping_sent_ns_ = 0;  // answered (by its ACK or anything else)
+  int64_t due = std::max(last_recv_ns_, waiting_since_ns_) + keepalive_interval_ns();
+  if (pings_without_data_ >= kPingsWithoutData) {
+    due = std::max(due, last_ping_ns_ + kQuietPingSpacing);
+  }
+  if (now < due) {
+    ctx_.timers().arm(ping_timer_, due);
+    return;
+  }
+  send_ping();
+  ctx_.timers().arm(ping_timer_, now + timeout);
+}
+
+void UpstreamConn::on_ping_ack(const uint8_t* opaque) {
+  // Any bytes prove the connection alive (after_input); the ACK of our latest PING also starts
+  // the next interval now rather than when the timer would have looked.
+  if (ping_sent_ns_ == 0 || std::memcmp(opaque, &ping_seq_, sizeof ping_seq_) != 0) return;
+  ping_sent_ns_ = 0;
+  last_recv_ns_ = ctx_.now();
+  ctx_.timers().cancel(ping_timer_);
+  if (!attempts.empty()) arm_keepalive();
+}
+
+void UpstreamConn::on_server_wrote() {
+  // HEADERS or DATA: the server forgives the PINGs it had counted (ping strikes).
+  const bool held_back = pings_without_data_ >= kPingsWithoutData;
+  pings_without_data_ = 0;
+  if (!held_back) return;
+  last_recv_ns_ = ctx_.now();
+  ctx_.timers().cancel(ping_timer_);  // it waited for kQuietPingSpacing: back to the interval
+  if (!attempts.empty()) arm_keepalive();
+}
+
+void UpstreamConn::send_ping() {
+  uint8_t opaque[8];
+  const uint64_t seq = ++ping_seq_;
+  std::memcpy(opaque, &seq, sizeof opaque);
+  if (nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, opaque) != 0) return;
+  ping_sent_ns_ = last_ping_ns_ = ctx_.now();
+  ping_interval_ns_ = keepalive_interval_ns();
+  if (pings_without_data_ < UINT8_MAX) ++pings_without_data_;
+  mark_dirty();
 }
 
 void UpstreamConn::on_close(const char* why) {
   LOG_DEBUG("shard %u: upstream %s closed: %s", ctx_.index(), name().c_str(), why);
   ctx_.timers().cancel(connect_timer_);
+  ctx_.timers().cancel(ping_timer_);
   if (!goaway_ && !ctx_.draining()) {  // not retired, not after a GOAWAY, not shutting down
-    ctx_.on_upstream_event(
-        ever_connected_ ? UpstreamEvent::kConnectionLost : UpstreamEvent::kConnectFailed, cluster_,
-        endpoint_, why);
+    UpstreamEvent e = !ready_           ? UpstreamEvent::kConnectFailed
+                      : ping_timed_out_ ? UpstreamEvent::kPingTimeout
+                                        : UpstreamEvent::kConnectionLost;
+    ctx_.on_upstream_event(e, cluster_, endpoint_, why);
   }
   goaway_ = true;
   endpoint_.conns.remove(this);
@@ -173,7 +306,8 @@ void UpstreamConn::on_close(const char* why) {
   // Calls may replay or reset other attempts while we tell them: walk a copy.
   std::vector<Attempt*> gone;
   attempts.for_each([&](Attempt* a) { gone.push_back(a); });
-  const AttemptEnd how = ever_connected_ ? AttemptEnd::kConnectionLost : AttemptEnd::kConnectFailed;
+  // Before the server's SETTINGS no HEADERS went out: the backend cannot have seen any.
+  const AttemptEnd how = ready_ ? AttemptEnd::kConnectionLost : AttemptEnd::kConnectFailed;
   for (Attempt* a : gone) {
     if (a->conn != this) continue;  // already let go of by an earlier call's reaction
     nghttp2_session_set_stream_user_data(session_, a->stream_id, nullptr);
@@ -213,12 +347,14 @@ int UpstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* 
   const bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   switch (f->hd.type) {
     case NGHTTP2_HEADERS: {
+      if (c->pings_without_data_ != 0) c->on_server_wrote();
       Attempt* a = c->attempt_of(f->hd.stream_id);
       if (a == nullptr) return 0;
       a->call->on_response_headers(*a, end, f->headers.cat == NGHTTP2_HCAT_HEADERS);
       break;
     }
     case NGHTTP2_DATA: {
+      if (c->pings_without_data_ != 0) c->on_server_wrote();
       Attempt* a = c->attempt_of(f->hd.stream_id);
       if (a != nullptr && end) a->call->on_response_end(*a);
       break;
@@ -226,21 +362,52 @@ int UpstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* 
     case NGHTTP2_RST_STREAM:
       if (Attempt* a = c->attempt_of(f->hd.stream_id)) a->peer_reset = true;
       break;
+    case NGHTTP2_SETTINGS:
+      if ((f->hd.flags & NGHTTP2_FLAG_ACK) == 0 && !c->ready_) c->on_ready();
+      break;
+    case NGHTTP2_PING:
+      if ((f->hd.flags & NGHTTP2_FLAG_ACK) != 0) c->on_ping_ack(f->ping.opaque_data);
+      break;
     case NGHTTP2_GOAWAY:
-      // No new streams here. nghttp2 closes the ones above the last stream id with
-      // REFUSED_STREAM: the backend never saw them, so their calls are replayed elsewhere.
-      if (!c->goaway_) {
-        c->ctx_.on_upstream_event(UpstreamEvent::kGoaway, c->cluster_, c->endpoint_,
-                                  f->goaway.error_code == NGHTTP2_NO_ERROR
-                                      ? "GOAWAY (no error)"
-                                      : nghttp2_http2_strerror(f->goaway.error_code));
-      }
-      c->goaway_ = true;
+      c->on_goaway(f->goaway);
       break;
     default:
       break;
   }
   return 0;
+}
+
+void UpstreamConn::on_goaway(const nghttp2_goaway& g) {
+  // No new streams here. nghttp2 closes the ones above the last stream id with REFUSED_STREAM:
+  // the backend never saw them, so their calls are replayed elsewhere.
+  const std::string_view debug(reinterpret_cast<const char*>(g.opaque_data), g.opaque_data_len);
+  if (g.error_code == NGHTTP2_ENHANCE_YOUR_CALM && debug == kTooManyPings) {
+    // The server's ping policy is stricter than our interval: this endpoint gets twice the
+    // interval (on this shard), for its connections now and later. Doubled from the interval
+    // this connection pinged at, so several connections told at once double it once.
+    const int64_t was = ping_interval_ns_ != 0 ? ping_interval_ns_ : keepalive_interval_ns();
+    const int64_t next = std::min(was * 2, EndpointState::kMaxKeepaliveInterval);
+    if (next > endpoint_.keepalive_interval_ns) {
+      endpoint_.keepalive_interval_ns = next;
+      LOG_WARN(
+          "shard %u: upstream %s: GOAWAY too_many_pings; its keepalive interval goes from "
+          "%lld to %lld ms",
+          ctx_.index(), name().c_str(), static_cast<long long>(ms_of(was)),
+          static_cast<long long>(ms_of(next)));
+    }
+  }
+  if (!goaway_) {
+    std::string detail = g.error_code == NGHTTP2_NO_ERROR ? "GOAWAY (no error)"
+                                                          : nghttp2_http2_strerror(g.error_code);
+    // The debug data says why ("too_many_pings", "max_age"...), when it is short and printable.
+    const bool printable =
+        std::all_of(debug.begin(), debug.end(), [](char ch) { return ch >= 0x20 && ch < 0x7f; });
+    if (!debug.empty() && debug.size() <= 64 && printable) {
+      detail.append(" (").append(debug).append(")");
+    }
+    ctx_.on_upstream_event(UpstreamEvent::kGoaway, cluster_, endpoint_, detail);
+  }
+  goaway_ = true;
 }
 
 int UpstreamConn::on_frame_send(nghttp2_session*, const nghttp2_frame* f, void* user) {

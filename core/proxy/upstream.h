@@ -2,6 +2,18 @@
 // UpstreamConn: one HTTP/2 connection from a shard to an endpoint (nghttp2 client session), and
 // the upstream side's interface that calls use (submit an attempt, resume, consume, reset). It
 // owns the session's callbacks, the zero-copy request DATA path included. Owner: one shard.
+//
+// Readiness: the connection is ready when the server's SETTINGS arrive (as gRPC clients see a
+// transport READY), not when TCP connects: the kernel of a stopped process still completes the
+// handshake. connect_timeout covers both. Until then our preface and SETTINGS go out but request
+// HEADERS wait inside nghttp2 (its peer limit is 0 streams until the server's SETTINGS), so a
+// connection that never gets ready ends its attempts as kConnectFailed: the backend cannot have
+// seen them, and the calls replay them elsewhere.
+//
+// Keepalive: while attempts wait, a connection silent for keepalive.interval is pinged; nothing
+// back (the ACK or any other bytes) within keepalive.timeout and it is closed as dead. Idle
+// connections are not pinged, but one reused after keepalive.idle of silence is pinged with the
+// new request. Servers' ping policies are respected (see kPingsWithoutData and too_many_pings).
 #include <netinet/in.h>
 
 #include <cstdint>
@@ -53,10 +65,23 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
 
  private:
   void on_connected(int res) override;
+  void after_input() override;
   void on_close(const char* why) override;
   void on_released() override;
   void close_gracefully();
   Attempt* attempt_of(int32_t id) const;
+  void on_ready();
+  void on_connect_timeout();
+  void on_goaway(const nghttp2_goaway& g);
+
+  // Keepalive.
+  void on_busy();  // the first attempt after none
+  int64_t keepalive_interval_ns() const;
+  void arm_keepalive();
+  void on_ping_timer();
+  void on_ping_ack(const uint8_t* opaque);
+  void on_server_wrote();
+  void send_ping();
 
   static int on_header(nghttp2_session* s, const nghttp2_frame* f, const uint8_t* name,
                        size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
@@ -76,9 +101,20 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
   EndpointState& endpoint_;
   sockaddr_storage addr_{};
   socklen_t addr_len_ = 0;
-  io::Timer connect_timer_;
+  io::Timer connect_timer_;  // TCP connect and the server's SETTINGS
   bool goaway_ = false;
-  bool ever_connected_ = false;
+  bool ready_ = false;  // the server's SETTINGS arrived: it reads and answers
+
+  // Keepalive state; written by this connection only. Times are the host's per-turn clock.
+  io::Timer ping_timer_;            // armed only while attempts wait (lazily: re-armed on fire)
+  int64_t last_recv_ns_ = 0;        // the last bytes received from the server
+  int64_t waiting_since_ns_ = 0;    // attempts have waited since (silence counts from here too)
+  int64_t ping_interval_ns_ = 0;    // the interval in force at our last PING
+  int64_t ping_sent_ns_ = 0;        // our PING in flight since then; 0 = none
+  int64_t last_ping_ns_ = 0;        // the last PING we sent
+  uint64_t ping_seq_ = 0;           // opaque data of our latest PING, to know its ACK
+  uint8_t pings_without_data_ = 0;  // PINGs since the server last sent HEADERS or DATA
+  bool ping_timed_out_ = false;     // closed for a PING timeout (the event says so)
 };
 
 }  // namespace ringlb::core::proxy

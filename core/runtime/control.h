@@ -60,7 +60,7 @@ class Controller final : public io::IoHandler,
 
   /// What the shards reported about one endpoint, for the admin surface.
   struct EndpointReports {
-    uint64_t counts[3] = {};  // by ShardReport::Kind
+    uint64_t counts[5] = {};  // by ShardReport::Kind
     std::string last_detail;
     int64_t last_ns = 0;
     int64_t logged_ns = 0;

@@ -17,6 +17,8 @@ const char* report_kind_name(ShardReport::Kind k) {
       return "GOAWAY";
     case ShardReport::Kind::kListenersClosed:
       return "listeners closed";
+    case ShardReport::Kind::kPingTimeout:
+      return "PING timeout";
   }
   return "?";
 }

@@ -1,9 +1,10 @@
 #pragma once
 // Shard-to-control reports: what a shard saw happen to an upstream (connect failed, connection
-// lost, GOAWAY), and, once, that a draining shard has closed its listeners. Shards act on what they
-// see at once and locally; they also tell the control thread, which decides what every shard should
-// see next (health, ejection: later issues) and shows it to operators. Owner: the queue is shared:
-// post() from any shard thread, take_all() and the eventfd from the control thread only.
+// lost, GOAWAY, PING timeout), and, once, that a draining shard has closed its listeners. Shards
+// act on what they see at once and locally; they also tell the control thread, which decides
+// what every shard should see next (health, ejection: later issues) and shows it to operators.
+// Owner: the queue is shared: post() from any shard thread, take_all() and the eventfd from the
+// control thread only.
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +19,7 @@ struct ShardReport {
     kConnectionLost,
     kGoaway,
     kListenersClosed,  // draining: this shard has left the listening group (no endpoint)
+    kPingTimeout,
   };
   ShardReport* next = nullptr;
   Kind kind = Kind::kConnectFailed;

@@ -290,6 +290,9 @@ void Shard::on_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterState&
     case proxy::UpstreamEvent::kGoaway:
       r->kind = ShardReport::Kind::kGoaway;
       break;
+    case proxy::UpstreamEvent::kPingTimeout:
+      r->kind = ShardReport::Kind::kPingTimeout;
+      break;
   }
   r->shard = setup_.index;
   r->cluster = cluster.index;

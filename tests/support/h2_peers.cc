@@ -27,6 +27,18 @@ nghttp2_option* manual_windows_option() {
   return opt;
 }
 
+// Backends also answer PINGs by hand, so a test can make one that does not (Mode::ack_pings).
+nghttp2_option* backend_option() {
+  static nghttp2_option* opt = [] {
+    nghttp2_option* o;
+    nghttp2_option_new(&o);
+    nghttp2_option_set_no_auto_window_update(o, 1);
+    nghttp2_option_set_no_auto_ping_ack(o, 1);
+    return o;
+  }();
+  return opt;
+}
+
 }  // namespace
 
 std::string pattern(size_t n, uint32_t seed) {
@@ -63,8 +75,9 @@ bool H2Peer::push(const std::vector<uint8_t>& in) {
   return n < 0 ? fail("mem_recv", n) : true;
 }
 
-void H2Peer::goaway(int32_t last_id, uint32_t code) {
-  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, last_id, code, nullptr, 0);
+void H2Peer::goaway(int32_t last_id, uint32_t code, std::string_view debug) {
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, last_id, code,
+                        reinterpret_cast<const uint8_t*>(debug.data()), debug.size());
 }
 
 bool H2Peer::fail(const char* what, ssize_t rv) {
@@ -305,7 +318,7 @@ H2Backend::H2Backend(std::shared_ptr<Mode> mode) : mode_(std::move(mode)) {
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, on_data_chunk);
   nghttp2_session_callbacks_set_on_frame_recv_callback(cb, on_frame_recv);
   nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
-  nghttp2_session_server_new2(&session_, cb, this, manual_windows_option());
+  nghttp2_session_server_new2(&session_, cb, this, backend_option());
   nghttp2_session_callbacks_del(cb);
   nghttp2_settings_entry iv[] = {
       {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, mode_->max_concurrent_streams}};
@@ -539,6 +552,12 @@ int H2Backend::on_frame_recv(nghttp2_session* s, const nghttp2_frame* f, void* u
   auto* self = static_cast<H2Backend*>(user);
   if (f->hd.type == NGHTTP2_GOAWAY) {
     self->goaway_last_id_ = f->goaway.last_stream_id;
+    return 0;
+  }
+  if (f->hd.type == NGHTTP2_PING && (f->hd.flags & NGHTTP2_FLAG_ACK) == 0) {
+    ++self->pings_;
+    if (self->mode_->on_ping) self->mode_->on_ping(*self);
+    if (self->mode_->ack_pings) nghttp2_submit_ping(s, NGHTTP2_FLAG_ACK, f->ping.opaque_data);
     return 0;
   }
   Exchange* e = of(s, f->hd.stream_id);

@@ -46,8 +46,8 @@ class H2Peer {
   int32_t send_window() const { return nghttp2_session_get_remote_window_size(session_); }
   /// GOAWAY from the other side: its last stream id, or -1 if none came.
   int32_t goaway_last_id() const { return goaway_last_id_; }
-  /// GOAWAY with `last_id` (and `code`) to the other side.
-  void goaway(int32_t last_id, uint32_t code = NGHTTP2_NO_ERROR);
+  /// GOAWAY with `last_id` (and `code`, and `debug` as its debug data) to the other side.
+  void goaway(int32_t last_id, uint32_t code = NGHTTP2_NO_ERROR, std::string_view debug = {});
 
  protected:
   bool fail(const char* what, ssize_t rv);
@@ -192,11 +192,19 @@ class H2Backend final : public H2Peer {
     std::string expect_path;
     size_t expect_body = SIZE_MAX;
     uint32_t max_concurrent_streams = 1024;
+    // Liveness (ProxyRig): a stopped backend (SIGSTOP) takes in nothing and sends nothing, its
+    // kernel keeps the bytes; a mute one reads but sends nothing (not even its SETTINGS).
+    bool stopped = false;
+    bool mute = false;
+    bool ack_pings = true;                    // answer PINGs (with ACK)
+    std::function<void(H2Backend&)> on_ping;  // each PING received, before any ACK
   };
 
   explicit H2Backend(std::shared_ptr<Mode> mode);
 
   Mode& mode() { return *mode_; }
+  /// PINGs received (ACKs not counted).
+  size_t pings() const { return pings_; }
   Exchange* exchange(int32_t id);
   /// Requests since the last recycle(), in arrival order.
   const std::vector<Exchange*>& exchanges() const { return live_; }
@@ -240,6 +248,7 @@ class H2Backend final : public H2Peer {
   static int on_stream_close(nghttp2_session* s, int32_t id, uint32_t code, void* user);
 
   std::shared_ptr<Mode> mode_;
+  size_t pings_ = 0;
   std::vector<std::unique_ptr<Exchange>> all_;
   std::vector<Exchange*> free_;
   std::vector<Exchange*> live_;

@@ -26,6 +26,11 @@ void TestContext::on_call_end(const core::proxy::CallRecord& record) {
   ended.push_back(std::move(e));
 }
 
+void TestContext::on_upstream_event(core::proxy::UpstreamEvent e, const core::proxy::ClusterState&,
+                                    const core::proxy::EndpointState& ep, std::string_view detail) {
+  events.push_back({e, ep.endpoint.name, std::string(detail)});
+}
+
 ProxyRig::ProxyRig(std::string_view toml)
     : config_(std::make_shared<const core::config::Config>(
           core::config::parse_config(toml, "<proxy rig>"))),
@@ -88,6 +93,12 @@ bool ProxyRig::backend_open(const H2Backend* p) const {
   return false;
 }
 
+void ProxyRig::hang_up(const H2Backend* p) {
+  for (const BackendConn& b : backends_) {
+    if (b.peer.get() == p && b.open && reactor().is_open(b.fd)) reactor().inject_eof(b.fd);
+  }
+}
+
 bool ProxyRig::fail(const std::string& why) {
   if (error_.empty()) error_ = why;
   return false;
@@ -120,10 +131,13 @@ bool ProxyRig::step(bool* moved) {
       b.open = false;
       continue;
     }
+    const H2Backend::Mode& m = b.peer->mode();
+    if (m.stopped) continue;  // what ringlb sent stays on the wire, as in a socket buffer
     if (r.take_wire(b.fd, buf_)) {
       *moved = true;
       if (!b.peer->push(buf_)) return fail("backend " + b.address + ": " + b.peer->error());
     }
+    if (m.mute) continue;
     if (!b.peer->pull(buf_)) return fail("backend " + b.address + ": " + b.peer->error());
     if (!buf_.empty()) {
       r.inject(b.fd, buf_);

@@ -31,12 +31,20 @@ class TestContext final : public core::proxy::Context {
  public:
   TestContext(std::shared_ptr<const core::config::Config> config, core::base::Clock& clock);
   void on_call_end(const core::proxy::CallRecord& record) override;
+  void on_upstream_event(core::proxy::UpstreamEvent e, const core::proxy::ClusterState& cluster,
+                         const core::proxy::EndpointState& ep, std::string_view detail) override;
   MemoryReactor& memory() { return *reactor_; }
   // What a shard does on SIGTERM and at drain_timeout.
   using core::proxy::Context::end_calls;
   using core::proxy::Context::start_draining;
 
+  struct Event {
+    core::proxy::UpstreamEvent kind;
+    std::string endpoint;
+    std::string detail;
+  };
   std::vector<EndedCall> ended;
+  std::vector<Event> events;  // every upstream event, in order
 
  private:
   MemoryReactor* reactor_ = nullptr;  // owned by the Host
@@ -55,6 +63,7 @@ class ProxyRig {
   TestContext& ctx() { return *ctx_; }
   MemoryReactor& reactor() { return ctx_->memory(); }
   const std::vector<EndedCall>& ended() const { return ctx_->ended; }
+  const std::vector<TestContext::Event>& events() const { return ctx_->events; }
 
   /// Opens a client connection on listener `listener`; returns its index.
   size_t add_client(size_t listener = 0, uint32_t stream_window = 65535);
@@ -71,6 +80,8 @@ class ProxyRig {
   /// All connections to every address, oldest first.
   size_t backend_count() const { return backends_.size(); }
   bool backend_open(const H2Backend* b) const;
+  /// Backend connection `b` hangs up (ringlb reads EOF), as a server closing its socket.
+  void hang_up(const H2Backend* b);
 
   /// Moves bytes and runs loop turns until nothing moves (at most `max_rounds` turns). False
   /// if it did not settle, or a peer's session failed (see error()).

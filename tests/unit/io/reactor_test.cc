@@ -849,3 +849,50 @@ TEST_CASE("reactor: run_once returns at once when it has dispatched a completion
                                 << " completion(s) and still waited for the timeout");
   });
 }
+
+TEST_CASE("reactor: the wake hook runs after a wait, before the completions it dispatches") {
+  // The owner refreshes its cached clock there: a completion after a long wait must not see
+  // the time the wait began (a deadline computed from it would already have passed).
+  each_backend([](Reactor& r) {
+    struct Wakes {
+      int count = 0;
+      std::chrono::steady_clock::time_point last;
+    } wakes;
+    r.set_on_wake(
+        [](void* w) {
+          auto* x = static_cast<Wakes*>(w);
+          ++x->count;
+          x->last = std::chrono::steady_clock::now();
+        },
+        &wakes);
+    r.run_once(0);
+    CHECK(wakes.count == 0);  // nothing waited
+
+    Fd efd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+    REQUIRE(efd.get() >= 0);
+    Recorder rec;
+    int wakes_seen = -1;
+    rec.hook = [&](Op&, const Completion&) {
+      wakes_seen = wakes.count;
+      uint64_t v;
+      while (::read(efd.get(), &v, sizeof v) == sizeof v) {
+      }
+    };
+    Op op = make_op(rec, 1);
+    r.poll_in(efd.get(), op);
+    const auto written_at = std::chrono::steady_clock::now() + std::chrono::milliseconds(30);
+    std::thread poker([fd = efd.get()] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      uint64_t one = 1;
+      (void)!::write(fd, &one, sizeof one);
+    });
+    int turns = 0;
+    while (rec.events.empty() && turns++ < 20) r.run_once(2'000 * kMs);
+    poker.join();
+    REQUIRE(rec.events.size() == 1);
+    CHECK(wakes_seen >= 1);           // the hook ran before the handler
+    CHECK(wakes.last >= written_at);  // after the wait ended, not before it began
+    r.cancel(op);
+    REQUIRE(drive(r, [&] { return !op.active; }));
+  });
+}
