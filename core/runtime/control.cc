@@ -17,7 +17,7 @@ namespace ringlb::core::runtime {
 using discovery::RecordType;
 
 namespace {
-enum : uint8_t { kTimerResolver = 1, kTimerPoll = 2 };
+enum : uint8_t { kTimerResolver = 1, kTimerPoll = 2, kTimerEject = 3 };
 constexpr int64_t kPollNs = 50'000'000;
 
 RecordType record_type(config::DnsRecord r) {
@@ -83,9 +83,15 @@ struct Controller::Watch final : io::IoHandler {
 Controller::Controller(const config::Config& config, std::vector<Shard*> shards,
                        ReportQueue* reports)
     : config_(config), shards_(std::move(shards)), reports_(reports) {
-  resolver_timer_.handler = poll_timer_.handler = this;
+  resolver_timer_.handler = poll_timer_.handler = eject_timer_.handler = this;
   resolver_timer_.tag = kTimerResolver;
   poll_timer_.tag = kTimerPoll;
+  eject_timer_.tag = kTimerEject;
+  eligibility_.resize(config_.clusters.size());
+  for (const config::ClusterConfig& c : config_.clusters) {
+    outlier_.emplace_back(proxy::outlier_policy(c.outlier));
+    members_.push_back(c.endpoints.size());  // DNS clusters: the first report says
+  }
   signal_op_.handler = reports_op_.handler = this;
   reports_op_.tag = 1;
 }
@@ -184,8 +190,9 @@ void Controller::on_signal() {
 }
 
 void Controller::on_reports() {
-  // Shards have already acted (replayed or failed the calls). Here: counts for operators, and
-  // one log line per endpoint per 10 s at most, so a dead endpoint cannot flood the log.
+  // Shards have already acted (replayed or failed the calls, ejected locally). Here: ejections
+  // confirmed or taken back for every shard, counts for operators, and one log line per
+  // endpoint per 10 s at most, so a dead endpoint cannot flood the log.
   constexpr int64_t kLogEveryNs = 10'000'000'000;
   const int64_t now = base::mono_now_ns();
   for (ShardReport* r : reports_->take_all()) {
@@ -194,7 +201,9 @@ void Controller::on_reports() {
     ++e.counts[static_cast<size_t>(r->kind)];
     e.last_detail = r->detail;
     e.last_ns = now;
-    if (e.logged_ns == 0 || now - e.logged_ns >= kLogEveryNs) {
+    if (r->kind == ShardReport::Kind::kEjected || r->kind == ShardReport::Kind::kNotEjected) {
+      on_ejection_report(*r, now);  // logs for itself
+    } else if (e.logged_ns == 0 || now - e.logged_ns >= kLogEveryNs) {
       e.logged_ns = now;
       LOG_WARN("cluster %s: upstream %s: %s (%s; shard %u)", cluster.c_str(), r->endpoint.c_str(),
                report_kind_name(r->kind), r->detail.c_str(), r->shard);
@@ -267,6 +276,10 @@ void Controller::on_timer(io::Timer& t) {
     rearm_resolver_timer();
     return;
   }
+  if (t.tag == kTimerEject) {
+    expire_ejections(base::mono_now_ns());
+    return;
+  }
   // kTimerPoll: only wakes the loop so run() can notice shards that stopped.
   timers_.arm(poll_timer_, base::mono_now_ns() + kPollNs);
 }
@@ -322,6 +335,9 @@ void Controller::finish(DnsCluster& c, const discovery::LookupResult& result) {
     LOG_INFO("cluster %s: publishing %zu endpoints (version %llu)", c.config->name.c_str(),
              step.publish->size(), static_cast<unsigned long long>(step.publish->version));
     for (Shard* s : shards_) s->post_endpoints(c.index, step.publish);
+    // An endpoint a shard had forgotten (it left the set and drained) and meets again in this
+    // set starts fresh there: tell it what it missed. Messages arrive in order, set first.
+    rebroadcast_eligibility(c.index);
   }
   timers_.arm(c.timer, now + step.next_query_in_ns);
 }

@@ -20,6 +20,7 @@
 #include "discovery/answer.h"
 #include "discovery/resolver.h"
 #include "lb/endpoint.h"
+#include "lb/outlier.h"
 
 namespace ringlb::core::runtime {
 
@@ -55,13 +56,34 @@ class Controller final : public io::IoHandler,
 
   /// What the shards reported about one endpoint, for the admin surface.
   struct EndpointReports {
-    uint64_t counts[3] = {};  // by ShardReport::Kind
+    uint64_t counts[ShardReport::kKinds] = {};  // by ShardReport::Kind
     std::string last_detail;
     int64_t last_ns = 0;
     int64_t logged_ns = 0;
   };
   const std::unordered_map<std::string, EndpointReports>& endpoint_reports() const {
     return endpoint_reports_;
+  }
+
+  /// Health checks (control thread): endpoint `endpoint` of cluster `cluster` is serving or
+  /// not. Sets or clears lb::kUnhealthy on every shard by message: while set, no new calls go
+  /// to it (calls in flight finish); when cleared it is back, slow-starting if slow_start is
+  /// on. Eligibility only, never membership. Idempotent; logs each change once.
+  void set_health(size_t cluster, const lb::Endpoint& endpoint, bool healthy);
+
+  /// What the control thread has decided about one endpoint's eligibility; every shard has been
+  /// told the same. Ejections come from the shards' reports, health from set_health.
+  struct EndpointEligibility {
+    std::string name;               // "ip:port"
+    uint8_t bits = 0;               // lb::kUnhealthy | lb::kEjected
+    lb::EndpointOutlier outlier;    // ejected until, backoff streak (the counts stay unused)
+    int64_t ejected_at_ns = 0;      // when the current or last ejection began
+    uint64_t ejections = 0;         // since start
+    int64_t refused_logged_ns = 0;  // last "not ejected (cap)" line: at most one per 10 s
+  };
+  /// Cluster `cluster`'s endpoints with something decided, by lb::endpoint_key.
+  const std::unordered_map<std::string, EndpointEligibility>& eligibility(size_t cluster) const {
+    return eligibility_[cluster];
   }
 
   void on_complete(io::Op& op, const io::Completion& c) override;
@@ -82,6 +104,13 @@ class Controller final : public io::IoHandler,
   void on_signal();
   void on_watch(Watch& w, io::Op& op, const io::Completion& c);
   void on_reports();
+  // Eligibility (control_eligibility.cc).
+  void on_ejection_report(const ShardReport& r, int64_t now);
+  void refuse_ejection(size_t cluster, EndpointEligibility& e, const ShardReport& r, int64_t now);
+  void expire_ejections(int64_t now);
+  void broadcast(size_t cluster, const std::string& key, uint8_t mask,
+                 const EndpointEligibility& e);
+  void rebroadcast_eligibility(size_t cluster);
 
   const config::Config& config_;
   std::vector<Shard*> shards_;
@@ -97,6 +126,12 @@ class Controller final : public io::IoHandler,
   ReportQueue* reports_ = nullptr;
   io::Op reports_op_;
   std::unordered_map<std::string, EndpointReports> endpoint_reports_;  // by "cluster/endpoint"
+  std::vector<lb::OutlierDetector> outlier_;  // per cluster: its outlier policy
+  // Per cluster, by lb::endpoint_key: what every shard has been told. Entries with nothing left
+  // to remember (eligible, streak decayed) are dropped when ejections expire.
+  std::vector<std::unordered_map<std::string, EndpointEligibility>> eligibility_;
+  std::vector<size_t> members_;  // per cluster: its size as the last reporting shard saw it
+  io::Timer eject_timer_;        // the next ejection to end
   bool draining_ = false;
 };
 

@@ -15,6 +15,10 @@ const char* report_kind_name(ShardReport::Kind k) {
       return "connection lost";
     case ShardReport::Kind::kGoaway:
       return "GOAWAY";
+    case ShardReport::Kind::kEjected:
+      return "ejected";
+    case ShardReport::Kind::kNotEjected:
+      return "not ejected (max_ejected_percent)";
   }
   return "?";
 }
