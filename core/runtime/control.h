@@ -65,6 +65,10 @@ class Controller final : public io::IoHandler,
     return endpoint_reports_;
   }
 
+  /// Control thread: handles every report the shards posted so far (counts, logs, ejections
+  /// decided for every shard). The reports eventfd calls it; public so tests can drive it.
+  void on_reports();
+
   /// Health checks (control thread): endpoint `endpoint` of cluster `cluster` is serving or
   /// not. Sets or clears lb::kUnhealthy on every shard by message: while set, no new calls go
   /// to it (calls in flight finish); when cleared it is back, slow-starting if slow_start is
@@ -103,7 +107,6 @@ class Controller final : public io::IoHandler,
   bool shards_finished() const;
   void on_signal();
   void on_watch(Watch& w, io::Op& op, const io::Completion& c);
-  void on_reports();
   // Eligibility (control_eligibility.cc).
   void on_ejection_report(const ShardReport& r, int64_t now);
   void refuse_ejection(size_t cluster, EndpointEligibility& e, const ShardReport& r, int64_t now);

@@ -97,11 +97,12 @@ void Controller::refuse_ejection(size_t cluster, EndpointEligibility& e, const S
   if (e.refused_logged_ns != 0 && now - e.refused_logged_ns < kRefusedLogEveryNs) return;
   e.refused_logged_ns = now;
   const config::ClusterConfig& c = config_.clusters[cluster];
+  const size_t members = members_[cluster];
   LOG_WARN(
-      "cluster %s: endpoint %s not ejected (%s): max_ejected_percent = %u of %zu endpoints "
-      "already out (shard %u)",
+      "cluster %s: endpoint %s not ejected (%s): max_ejected_percent = %u lets %zu of %zu "
+      "endpoints be out at once, and they are (shard %u)",
       c.name.c_str(), r.endpoint.c_str(), r.detail.c_str(), c.outlier.max_ejected_percent,
-      members_[cluster], r.shard);
+      lb::max_ejectable(members, c.outlier.max_ejected_percent), members, r.shard);
 }
 
 void Controller::expire_ejections(int64_t now) {

@@ -20,8 +20,9 @@ struct ShardReport {
     kGoaway,
     kEjected,     // the shard ejected `key` for `duration_ns` (its own detector tripped)
     kNotEjected,  // it tripped, but ejecting would pass max_ejected_percent on that shard
+                  // (keep last: kKinds counts up to it)
   };
-  static constexpr size_t kKinds = 5;
+  static constexpr size_t kKinds = static_cast<size_t>(Kind::kNotEjected) + 1;
   ShardReport* next = nullptr;
   Kind kind = Kind::kConnectFailed;
   unsigned shard = 0;
