@@ -112,11 +112,22 @@ struct ClusterState final : io::TimerHandler {
   /// arms no timer (apply_eligibility and record_outcome do).
   void set_eligibility(EndpointState& ep, uint8_t ineligible_bits, uint16_t weight_permille);
 
-  /// Passive outlier ejection: how one attempt at `ep` ended. The call code calls it once per
-  /// attempt that reached a verdict about the endpoint (see Outcome); connection-level failures
-  /// come through Context::on_upstream_event instead. When the detector trips, `ep` is ejected
-  /// on this shard at once (if max_ejected_percent allows), the ejection timer is armed, and the
-  /// control thread is told (Context::report_ejection), which tells every shard.
+  /// Passive outlier ejection: how one attempt at `ep` ended (`now_ns`: ctx.now()). The call
+  /// code calls it once per attempt that says something about the endpoint:
+  ///  - kSuccess: the backend's grpc-status 0 (plain HTTP/2: a status below 500);
+  ///  - kUnavailable: the backend's grpc-status 14 (plain HTTP/2: 502, 503, 504);
+  ///  - kOtherStatus: any other grpc-status from the backend (the backend works);
+  ///  - kLocalFailure: no answer from the backend on a live connection: the per-try timeout
+  ///    fired, the backend reset the stream (any code but REFUSED_STREAM), the response broke
+  ///    HTTP/2, or the stream ended without a status.
+  /// Not reported: attempts that ended with their connection (connect failed, connection lost,
+  /// PING timeout: Context::on_upstream_event counts those once per connection), refused or
+  /// replayed ones (REFUSED_STREAM, above a GOAWAY), and ones ringlb cancelled (the call's
+  /// deadline, a client reset, a hedge that lost): they say nothing about the endpoint.
+  /// When the detector trips, `ep` is ejected on this shard at once (if max_ejected_percent
+  /// allows), the ejection timer is armed, and the control thread is told
+  /// (Context::report_ejection), which tells every shard. Cheap when nothing trips: two
+  /// counters, no allocation.
   void record_outcome(EndpointState& ep, Outcome o, int64_t now_ns);
   /// The control thread's word on endpoint `key`: the bits under `mask` (lb::kUnhealthy,
   /// kEjected) become those of `bits`. With kEjected set: ejected until `until_ns` at backoff

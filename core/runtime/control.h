@@ -69,11 +69,17 @@ class Controller final : public io::IoHandler,
   /// decided for every shard). The reports eventfd calls it; public so tests can drive it.
   void on_reports();
 
-  /// Health checks (control thread): endpoint `endpoint` of cluster `cluster` is serving or
-  /// not. Sets or clears lb::kUnhealthy on every shard by message: while set, no new calls go
-  /// to it (calls in flight finish); when cleared it is back, slow-starting if slow_start is
-  /// on. Eligibility only, never membership. Idempotent; logs each change once.
-  void set_health(size_t cluster, const lb::Endpoint& endpoint, bool healthy);
+  /// Health checks (control thread): the endpoint whose lb::endpoint_key is `endpoint_key`, of
+  /// cluster `cluster` (config index), is serving or not. Sets or clears lb::kUnhealthy on
+  /// every shard by message: while set, no new calls go to it (calls in flight finish); when
+  /// cleared it is back, slow-starting if slow_start is on. Eligibility only, never membership;
+  /// separate from ejection (an endpoint can be both). Idempotent (no message when nothing
+  /// changes); logs each change once. Shards that do not know the endpoint ignore it, and learn
+  /// it again when a DNS set brings the endpoint back.
+  void set_health(size_t cluster, const std::string& endpoint_key, bool healthy);
+  void set_health(size_t cluster, const lb::Endpoint& endpoint, bool healthy) {
+    set_health(cluster, lb::endpoint_key(endpoint), healthy);
+  }
 
   /// What the control thread has decided about one endpoint's eligibility; every shard has been
   /// told the same. Ejections come from the shards' reports, health from set_health.

@@ -129,23 +129,21 @@ void Controller::expire_ejections(int64_t now) {
   if (next != INT64_MAX) timers_.arm(eject_timer_, next);
 }
 
-void Controller::set_health(size_t cluster, const lb::Endpoint& endpoint, bool healthy) {
-  const std::string key = lb::endpoint_key(endpoint);
+void Controller::set_health(size_t cluster, const std::string& key, bool healthy) {
   auto& map = eligibility_[cluster];
   auto it = map.find(key);
   if (it == map.end() && healthy) return;  // nothing recorded means healthy already
   EndpointEligibility& e = it != map.end() ? it->second : map[key];
-  e.name = endpoint.name;
+  if (e.name.empty()) e.name = lb::endpoint_key_text(key);
   const uint8_t want = healthy ? 0 : lb::kUnhealthy;
   if ((e.bits & lb::kUnhealthy) == want) return;
   e.bits = static_cast<uint8_t>((e.bits & ~lb::kUnhealthy) | want);
   const char* cname = config_.clusters[cluster].name.c_str();
   if (healthy) {
-    LOG_INFO("cluster %s: endpoint %s healthy again: back in rotation", cname,
-             endpoint.name.c_str());
+    LOG_INFO("cluster %s: endpoint %s healthy again: back in rotation", cname, e.name.c_str());
   } else {
     LOG_WARN("cluster %s: endpoint %s unhealthy: no new calls (calls in flight finish)", cname,
-             endpoint.name.c_str());
+             e.name.c_str());
   }
   broadcast(cluster, key, lb::kUnhealthy, e);
 }

@@ -126,7 +126,7 @@ TEST_CASE("eligibility: a health check's verdict reaches every shard; ejection s
   r.control->on_reports();
   r.deliver();
   CHECK(r.bits(0, 2) == (kUnhealthy | kEjected));
-  r.control->set_health(0, third, true);
+  r.control->set_health(0, ringlb::lb::endpoint_key(third), true);  // by key: the same
   r.deliver();
   CHECK(r.bits(0, 2) == kEjected);
   CHECK(r.bits(1, 2) == kEjected);
