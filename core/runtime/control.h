@@ -90,6 +90,9 @@ class Controller final : public io::IoHandler,
     int64_t ejected_at_ns = 0;      // when the current or last ejection began
     uint64_t ejections = 0;         // since start
     int64_t refused_logged_ns = 0;  // last "not ejected (cap)" line: at most one per 10 s
+    int64_t logged_ns = 0;          // last "ejected" line
+    uint32_t unlogged = 0;          // ejections since then that were not logged
+    bool ejection_logged = false;   // the current or last one was: its end is logged too
   };
   /// Cluster `cluster`'s endpoints with something decided, by lb::endpoint_key.
   const std::unordered_map<std::string, EndpointEligibility>& eligibility(size_t cluster) const {
@@ -115,6 +118,7 @@ class Controller final : public io::IoHandler,
   void on_watch(Watch& w, io::Op& op, const io::Completion& c);
   // Eligibility (control_eligibility.cc).
   void on_ejection_report(const ShardReport& r, int64_t now);
+  void log_ejection(const ShardReport& r, EndpointEligibility& e, int64_t duration_ns, int64_t now);
   void refuse_ejection(size_t cluster, EndpointEligibility& e, const ShardReport& r, int64_t now);
   void expire_ejections(int64_t now);
   void broadcast(size_t cluster, const std::string& key, uint8_t mask,

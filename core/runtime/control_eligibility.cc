@@ -21,6 +21,7 @@ namespace {
 
 constexpr int64_t kS = 1'000'000'000;
 constexpr int64_t kRefusedLogEveryNs = 10 * kS;
+constexpr int64_t kEjectLogEveryNs = 1 * kS;
 
 // "5s", "1.5s", "250ms": ejection lengths in log lines.
 std::string duration_text(int64_t ns) {
@@ -81,13 +82,30 @@ void Controller::on_ejection_report(const ShardReport& r, int64_t now) {
   e.bits |= lb::kEjected;
   e.ejected_at_ns = now;
   ++e.ejections;
-  LOG_WARN("cluster %s: endpoint %s ejected for %s: %s (shard %u; ejection %u in a row)",
-           config_.clusters[r.cluster].name.c_str(), r.endpoint.c_str(), duration_text(d).c_str(),
-           r.detail.c_str(), r.shard, e.outlier.streak);
+  log_ejection(r, e, d, now);
   broadcast(r.cluster, r.key, lb::kEjected, e);
   if (!eject_timer_.armed() || e.outlier.ejected_until_ns < eject_timer_.deadline_ns) {
     timers_.arm(eject_timer_, e.outlier.ejected_until_ns);
   }
+}
+
+// One line per ejection and one when it ends, except for an endpoint ejected again less than
+// kEjectLogEveryNs after the last line about it (only with a tiny base_ejection): those pairs
+// are counted, and the next line says how many went unlogged.
+void Controller::log_ejection(const ShardReport& r, EndpointEligibility& e, int64_t d,
+                              int64_t now) {
+  e.ejection_logged = e.logged_ns == 0 || now - e.logged_ns >= kEjectLogEveryNs;
+  if (!e.ejection_logged) {
+    ++e.unlogged;
+    return;
+  }
+  std::string more;
+  if (e.unlogged > 0) more = "; " + std::to_string(e.unlogged) + " more ejections not logged";
+  e.logged_ns = now;
+  e.unlogged = 0;
+  LOG_WARN("cluster %s: endpoint %s ejected for %s: %s (shard %u; ejection %u in a row%s)",
+           config_.clusters[r.cluster].name.c_str(), r.endpoint.c_str(), duration_text(d).c_str(),
+           r.detail.c_str(), r.shard, e.outlier.streak, more.c_str());
 }
 
 // The cap said no (on the reporting shard, or here across the cluster): the endpoint stays in.
@@ -114,15 +132,18 @@ void Controller::expire_ejections(int64_t now) {
       EndpointEligibility& e = it->second;
       if (e.outlier.ejected() && detector.expire(e.outlier, now)) {
         e.bits &= static_cast<uint8_t>(~lb::kEjected);
-        LOG_INFO("cluster %s: endpoint %s un-ejected after %s", config_.clusters[c].name.c_str(),
-                 e.name.c_str(), duration_text(now - e.ejected_at_ns).c_str());
+        if (e.ejection_logged) {
+          LOG_INFO("cluster %s: endpoint %s un-ejected after %s", config_.clusters[c].name.c_str(),
+                   e.name.c_str(), duration_text(now - e.ejected_at_ns).c_str());
+        }
         // Shards end it on their own timers at the same deadline; this makes sure they agree.
         broadcast(c, it->first, lb::kEjected, e);
       }
       if (e.outlier.ejected()) next = std::min(next, e.outlier.ejected_until_ns);
       const bool forgettable =
           e.bits == 0 && !e.outlier.ejected() && detector.decayed_streak(e.outlier, now) == 0 &&
-          (e.refused_logged_ns == 0 || now - e.refused_logged_ns >= kRefusedLogEveryNs);
+          (e.refused_logged_ns == 0 || now - e.refused_logged_ns >= kRefusedLogEveryNs) &&
+          (e.logged_ns == 0 || now - e.logged_ns >= kEjectLogEveryNs);
       it = forgettable ? cluster.erase(it) : std::next(it);
     }
   }
