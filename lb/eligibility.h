@@ -71,8 +71,22 @@ struct PickContext {
   const Eligibility* eligibility = nullptr;  // nullptr: every member eligible at full weight
   std::span<const int> avoid;                // endpoints this call already tried (small)
   uint32_t attempt = 0;                      // 0 = first try
-  bool panic = false;                        // out: no eligible endpoint, picked among all
+  // Panic threshold: with fewer than this share of the members eligible (percent), pick among
+  // all of them. 0 = only when none is eligible. The cluster's outlier.panic_threshold.
+  uint32_t panic_percent = 0;
+  bool panic = false;  // out: too few eligible (see panics()), picked among all members
 };
+
+/// Whether a pick over `el` is in panic: no endpoint eligible, or fewer than `percent` of them
+/// (eligible x 100 < percent x members, exact). In panic the pickers ignore eligibility and pick
+/// among all members at their snapshot weights, as Envoy's healthy panic threshold does: when
+/// most of a cluster looks bad, the detection is more likely wrong (or the cluster is overloaded
+/// and ejection would pile the load onto the few left) than the members are, and a call with
+/// some chance beats a certain failure. 4 members at 25%: 1 eligible is not panic (25%), 0 is.
+inline bool panics(const Eligibility& el, uint32_t percent) {
+  const size_t eligible = el.eligible_count();
+  return eligible == 0 || eligible * 100 < size_t{percent} * el.size();
+}
 
 /// The endpoints `el` lets take calls (ascending index) and their effective weights: snapshot
 /// weight (0 read as 1) times the per-mille share, scaled down together only if the largest would

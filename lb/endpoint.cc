@@ -1,5 +1,6 @@
 #include "lb/endpoint.h"
 
+#include <arpa/inet.h>
 #include <netinet/in.h>
 
 #include <cstring>
@@ -52,6 +53,30 @@ std::string endpoint_key(const Endpoint& e) {
     }
   }
   return key;
+}
+
+std::string endpoint_key_text(std::string_view key) {
+  sa_family_t family;
+  if (key.size() < sizeof(family)) return "?";
+  std::memcpy(&family, key.data(), sizeof(family));
+  const char* p = key.data() + sizeof(family);
+  char ip[INET6_ADDRSTRLEN];
+  uint16_t port;
+  if (family == AF_INET && key.size() == sizeof(family) + 4 + 2) {
+    std::memcpy(&port, p + 4, 2);
+    if (inet_ntop(AF_INET, p, ip, sizeof ip) == nullptr) return "?";
+    return std::string(ip) + ":" + std::to_string(ntohs(port));
+  }
+  if (family == AF_INET6 && key.size() == sizeof(family) + 16 + 2 + 4) {
+    uint32_t scope;
+    std::memcpy(&port, p + 16, 2);
+    std::memcpy(&scope, p + 18, 4);
+    if (inet_ntop(AF_INET6, p, ip, sizeof ip) == nullptr) return "?";
+    std::string text = "[" + std::string(ip);
+    if (scope != 0) text += "%" + std::to_string(scope);
+    return text + "]:" + std::to_string(ntohs(port));
+  }
+  return "?";
 }
 
 }  // namespace ringlb::lb

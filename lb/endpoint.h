@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ringlb::lb {
@@ -34,5 +35,8 @@ using EndpointSetPtr = std::shared_ptr<const EndpointSet>;
 
 /// Key for pools: "same endpoint" across snapshots (address bytes + port).
 std::string endpoint_key(const Endpoint& e);
+/// The address an endpoint_key stands for, as text ("10.0.1.5:50051", "[fe80::1%2]:50051"), for
+/// log lines where only the key is at hand; "?" for a key that is not an IP address's.
+std::string endpoint_key_text(std::string_view key);
 
 }  // namespace ringlb::lb

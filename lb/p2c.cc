@@ -144,7 +144,7 @@ int P2cPicker::pick_slow(PickContext& ctx) {
   const Eligibility* el = ctx.eligibility;
   if (el == nullptr || el->all_clear()) return pick_avoiding(all_, identity, ctx);
   assert(el->size() == all_.n);
-  if (el->eligible_count() == 0) {
+  if (panics(*el, ctx.panic_percent)) {
     ctx.panic = true;
     return pick_avoiding(all_, identity, ctx);
   }

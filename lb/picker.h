@@ -21,9 +21,10 @@ class Picker {
   ///
   /// Chooses among the endpoints that are eligible and not in `ctx.avoid`; if there is none,
   /// among the eligible ones (avoid relaxed: better to retry the same endpoint than fail); if none
-  /// is eligible, among all members at their snapshot weights, still preferring endpoints not in
-  /// `avoid`, and sets `ctx.panic` (a call with some chance beats a certain failure: Envoy's panic
-  /// threshold at 0%). Sets `ctx.panic` to false otherwise.
+  /// is eligible, or fewer than `ctx.panic_percent` percent (lb::panics), among all members at
+  /// their snapshot weights, still preferring endpoints not in `avoid`, and sets `ctx.panic` (a
+  /// call with some chance beats a certain failure: Envoy's healthy panic threshold). Sets
+  /// `ctx.panic` to false otherwise.
   ///
   /// `ctx.outstanding[i]` is this shard's count of calls in flight on endpoint i (same size as
   /// the set); round_robin ignores it, p2c compares outstanding / effective weight of two

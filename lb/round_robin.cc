@@ -184,7 +184,7 @@ int RoundRobinPicker::pick_slow(PickContext& ctx) {
   if (all_.size() == 0) return -1;
   if (el == nullptr || el->all_clear()) return choose(all_, nullptr, ctx.avoid);
   assert(el->size() == all_.size());
-  if (el->eligible_count() == 0) {
+  if (panics(*el, ctx.panic_percent)) {
     ctx.panic = true;
     return choose(all_, nullptr, ctx.avoid);
   }

@@ -4,17 +4,41 @@
 #include <array>
 #include <unordered_map>
 
+#include "core/proxy/context.h"
 #include "core/proxy/upstream.h"
 
 namespace ringlb::core::proxy {
 
 ClusterState::~ClusterState() {
   // Shard teardown: connections are closed and reclaimed before this runs.
+  if (ctx != nullptr && timer.armed()) ctx->timers().cancel(timer);
   for (EndpointState* ep : endpoints) delete ep;
   for (EndpointState* ep : retiring) delete ep;
 }
 
-void ClusterState::apply(lb::EndpointSetPtr next) {
+lb::OutlierPolicy outlier_policy(const config::OutlierConfig& o) {
+  lb::OutlierPolicy p;
+  p.enabled = o.enabled;
+  p.consecutive_failures = o.consecutive_failures;
+  p.consecutive_unavailable = o.consecutive_unavailable;
+  p.base_ejection_ns = o.base_ejection.count();
+  p.max_ejection_ns = o.max_ejection.count();
+  p.max_ejected_percent = o.max_ejected_percent;
+  return p;
+}
+
+void ClusterState::setup(Context* owner) {
+  ctx = owner;
+  timer.handler = this;
+  outlier = lb::OutlierDetector(outlier_policy(config->outlier));
+  slow_start = lb::SlowStart(config->slow_start.count());
+}
+
+void ClusterState::apply(lb::EndpointSetPtr next, int64_t now_ns) {
+  // Slow start is for endpoints that join a cluster in service; the first set (start-up) and
+  // the first answer after an empty one ramp nobody: all would ramp alike, which changes nothing.
+  const bool ramp_new = slow_start.enabled() && set != nullptr && !set->empty();
+  bool ramping = false;
   std::unordered_map<std::string, EndpointState*> old;
   old.reserve(endpoints.size());
   for (EndpointState* ep : endpoints) old.emplace(ep->key, ep);
@@ -38,10 +62,15 @@ void ClusterState::apply(lb::EndpointSetPtr next) {
         st = new EndpointState;
         st->key = std::move(key);
         st->id = next_id != nullptr ? ++*next_id : 0;
+        if (ramp_new) {
+          st->ramp_start_ns = now_ns;
+          st->weight_permille = slow_start.permille(0);
+        }
       }
     }
     st->endpoint = e;
     st->index = static_cast<int>(i);
+    ramping |= st->ramp_start_ns >= 0;  // new, or back from retirement mid-ramp
     fresh[i] = st;
     counts[i] = st->outstanding;
   }
@@ -72,6 +101,7 @@ void ClusterState::apply(lb::EndpointSetPtr next) {
       ++i;
     }
   }
+  if (ramping) arm(now_ns + slow_start.step_ns());
 }
 
 EndpointState* ClusterState::pick(std::span<const uint64_t> avoid) {
@@ -84,12 +114,14 @@ EndpointState* ClusterState::pick(std::span<const uint64_t> avoid) {
       if (endpoints[i]->id == id) avoid_index[n++] = static_cast<int>(i);
     }
   }
-  lb::PickContext ctx;
-  ctx.outstanding = outstanding;
-  ctx.eligibility = &eligibility;
-  ctx.avoid = std::span<const int>(avoid_index.data(), n);
-  ctx.attempt = static_cast<uint32_t>(avoid.size());
-  int i = picker->pick(ctx);
+  lb::PickContext pc;
+  pc.outstanding = outstanding;
+  pc.eligibility = &eligibility;
+  pc.avoid = std::span<const int>(avoid_index.data(), n);
+  pc.attempt = static_cast<uint32_t>(avoid.size());
+  pc.panic_percent = config->outlier.panic_threshold;
+  int i = picker->pick(pc);
+  panics += pc.panic;
   return i < 0 ? nullptr : endpoints[static_cast<size_t>(i)];
 }
 

@@ -20,6 +20,7 @@ Context::Context(std::shared_ptr<const config::Config> config, unsigned index,
     c.index = i;
     c.seed = 0x9e3779b97f4a7c15ULL * (index + 1) + i;  // shards must not pick in lockstep
     c.next_id = &next_endpoint_id_;
+    c.setup(this);  // clusters_ is sized once, above: the states never move after this
     c.apply(endpoint_sets[i]);
   }
   set_buffer_limit(config_->proxy.memory_limit);  // a shard sets its share
@@ -51,8 +52,23 @@ bool Context::adopt(size_t listener, int fd) {
   return true;
 }
 
+// Messages are handled on a wake-up, when the turn's time may be long stale (an idle shard):
+// these control-rate paths read the clock, so ramps and ejections start when they really do.
 void Context::apply_endpoints(size_t cluster, lb::EndpointSetPtr set) {
-  clusters_[cluster].apply(std::move(set));
+  clusters_[cluster].apply(std::move(set), clock().now_ns());
+}
+
+void Context::apply_eligibility(size_t cluster, std::string_view key, uint8_t mask, uint8_t bits,
+                                int64_t until_ns, uint32_t streak) {
+  clusters_[cluster].apply_eligibility(key, mask, bits, until_ns, streak, clock().now_ns());
+}
+
+void Context::on_upstream_event(UpstreamEvent e, ClusterState& cluster, EndpointState& ep,
+                                std::string_view detail) {
+  // Told first, so the control thread's log has the failure before any ejection it caused.
+  report_upstream_event(e, cluster, ep, detail);
+  // GOAWAY is a backend going away politely (a deploy, a drain), not a failure.
+  if (e != UpstreamEvent::kGoaway) cluster.record_outcome(ep, Outcome::kLocalFailure, now());
 }
 
 void Context::close_upstreams() {

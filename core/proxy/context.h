@@ -7,6 +7,7 @@
 // Owner: one shard thread; nothing here is touched by any other thread.
 #include <cstdint>
 #include <memory>
+#include <string_view>
 #include <vector>
 
 #include "core/base/clock.h"
@@ -18,6 +19,7 @@
 #include "core/proxy/cluster.h"
 #include "core/proxy/router.h"
 #include "lb/endpoint.h"
+#include "lb/outlier.h"
 
 namespace ringlb::core::proxy {
 
@@ -34,11 +36,24 @@ class Context : public h2::Host {
   /// The end-of-call hook: once per call, when its client stream and every attempt have let
   /// go. Metrics and the access log hang here. The record is valid during the call only.
   virtual void on_call_end(const CallRecord& record) { (void)record; }
-  /// Something happened to an upstream connection. The shard has already acted locally (calls
-  /// replayed or failed); this is for telling the control thread.
-  virtual void on_upstream_event(UpstreamEvent e, const ClusterState& cluster,
-                                 const EndpointState& ep, std::string_view detail) {
+  /// Something happened to an upstream connection (upstream.cc calls this; the entry point for
+  /// every kind). Every kind but kGoaway is one local-origin failure of `ep` for passive
+  /// outlier ejection (ClusterState::record_outcome, which may eject it here and now); then
+  /// report_upstream_event tells the control thread. Not virtual: hook report_upstream_event.
+  void on_upstream_event(UpstreamEvent e, ClusterState& cluster, EndpointState& ep,
+                         std::string_view detail);
+  /// The telling part of on_upstream_event, after the shard has acted locally (calls replayed
+  /// or failed, the failure counted). The shard posts it to the control thread.
+  virtual void report_upstream_event(UpstreamEvent e, const ClusterState& cluster,
+                                     const EndpointState& ep, std::string_view detail) {
     (void)e, (void)cluster, (void)ep, (void)detail;
+  }
+  /// This shard's outlier detector tripped on `ep` (`trip` says why): ejected here already for
+  /// `duration_ns`, or, when that is 0, not ejected because max_ejected_percent would be passed.
+  /// The shard tells the control thread, which decides what every shard sees.
+  virtual void report_ejection(const ClusterState& cluster, const EndpointState& ep,
+                               const lb::Trip& trip, int64_t duration_ns) {
+    (void)cluster, (void)ep, (void)trip, (void)duration_ns;
   }
 
   const config::Config& config() const { return *config_; }
@@ -53,6 +68,9 @@ class Context : public h2::Host {
   bool adopt(size_t listener, int fd);
   /// Cluster `cluster` now has endpoint set `set`.
   void apply_endpoints(size_t cluster, lb::EndpointSetPtr set);
+  /// The control thread's word on one endpoint's eligibility (ClusterState::apply_eligibility).
+  void apply_eligibility(size_t cluster, std::string_view key, uint8_t mask, uint8_t bits,
+                         int64_t until_ns, uint32_t streak);
   /// Closes every upstream connection now (shutdown).
   void close_upstreams();
   /// True while any connection, client or upstream, is open or has I/O still completing.

@@ -19,7 +19,7 @@ namespace ringlb::core::runtime {
 using discovery::RecordType;
 
 namespace {
-enum : uint8_t { kTimerResolver = 1, kTimerPoll = 2, kTimerGoaway = 3 };
+enum : uint8_t { kTimerResolver = 1, kTimerPoll = 2, kTimerGoaway = 3, kTimerEject = 4 };
 constexpr int64_t kPollNs = 50'000'000;
 // Shards close their listeners within microseconds of a drain; this only bounds a stuck one.
 constexpr int64_t kGoawayFallbackNs = 1'000'000'000;
@@ -87,10 +87,17 @@ struct Controller::Watch final : io::IoHandler {
 Controller::Controller(const config::Config& config, std::vector<Shard*> shards,
                        ReportQueue* reports)
     : config_(config), shards_(std::move(shards)), reports_(reports) {
-  resolver_timer_.handler = poll_timer_.handler = goaway_timer_.handler = this;
+  resolver_timer_.handler = poll_timer_.handler = goaway_timer_.handler = eject_timer_.handler =
+      this;
   resolver_timer_.tag = kTimerResolver;
   poll_timer_.tag = kTimerPoll;
   goaway_timer_.tag = kTimerGoaway;
+  eject_timer_.tag = kTimerEject;
+  eligibility_.resize(config_.clusters.size());
+  for (const config::ClusterConfig& c : config_.clusters) {
+    outlier_.emplace_back(proxy::outlier_policy(c.outlier));
+    members_.push_back(c.endpoints.size());  // DNS clusters: the first report says
+  }
   signal_op_.handler = reports_op_.handler = this;
   reports_op_.tag = 1;
 }
@@ -201,8 +208,9 @@ void Controller::post_goaway() {
 }
 
 void Controller::on_reports() {
-  // Shards have already acted (replayed or failed the calls). Here: counts for operators, and
-  // one log line per endpoint per 10 s at most, so a dead endpoint cannot flood the log.
+  // Shards have already acted (replayed or failed the calls, ejected locally). Here: ejections
+  // confirmed or taken back for every shard, counts for operators, and one log line per
+  // endpoint per 10 s at most, so a dead endpoint cannot flood the log.
   constexpr int64_t kLogEveryNs = 10'000'000'000;
   const int64_t now = base::mono_now_ns();
   for (ShardReport* r : reports_->take_all()) {
@@ -216,7 +224,9 @@ void Controller::on_reports() {
     ++e.counts[static_cast<size_t>(r->kind)];
     e.last_detail = r->detail;
     e.last_ns = now;
-    if (e.logged_ns == 0 || now - e.logged_ns >= kLogEveryNs) {
+    if (r->kind == ShardReport::Kind::kEjected || r->kind == ShardReport::Kind::kNotEjected) {
+      on_ejection_report(*r, now);  // logs for itself
+    } else if (e.logged_ns == 0 || now - e.logged_ns >= kLogEveryNs) {
       e.logged_ns = now;
       LOG_WARN("cluster %s: upstream %s: %s (%s; shard %u)", cluster.c_str(), r->endpoint.c_str(),
                report_kind_name(r->kind), r->detail.c_str(), r->shard);
@@ -296,6 +306,10 @@ void Controller::on_timer(io::Timer& t) {
     post_goaway();
     return;
   }
+  if (t.tag == kTimerEject) {
+    expire_ejections(base::mono_now_ns());
+    return;
+  }
   // kTimerPoll: only wakes the loop so run() can notice shards that stopped.
   timers_.arm(poll_timer_, base::mono_now_ns() + kPollNs);
 }
@@ -353,6 +367,9 @@ void Controller::finish(DnsCluster& c, const discovery::LookupResult& result) {
     for (Shard* s : shards_) s->post_endpoints(c.index, step.publish);
     if (health_)
       health_->set_endpoints(c.index, c.config->name, c.config->health_check, *step.publish);
+    // An endpoint a shard had forgotten (it left the set and drained) and meets again in this
+    // set starts fresh there: tell it what it missed. Messages arrive in order, set first.
+    rebroadcast_eligibility(c.index);
   }
   timers_.arm(c.timer, now + step.next_query_in_ns);
 }

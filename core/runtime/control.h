@@ -22,6 +22,7 @@
 #include "discovery/answer.h"
 #include "discovery/resolver.h"
 #include "lb/endpoint.h"
+#include "lb/outlier.h"
 
 namespace ringlb::core::runtime {
 
@@ -60,13 +61,47 @@ class Controller final : public io::IoHandler,
 
   /// What the shards reported about one endpoint, for the admin surface.
   struct EndpointReports {
-    uint64_t counts[5] = {};  // by ShardReport::Kind
+    uint64_t counts[ShardReport::kKinds] = {};  // by ShardReport::Kind
     std::string last_detail;
     int64_t last_ns = 0;
     int64_t logged_ns = 0;
   };
   const std::unordered_map<std::string, EndpointReports>& endpoint_reports() const {
     return endpoint_reports_;
+  }
+
+  /// Control thread: handles every report the shards posted so far (counts, logs, ejections
+  /// decided for every shard). The reports eventfd calls it; public so tests can drive it.
+  void on_reports();
+
+  /// Health checks (control thread): the endpoint whose lb::endpoint_key is `endpoint_key`, of
+  /// cluster `cluster` (config index), is serving or not. Sets or clears lb::kUnhealthy on
+  /// every shard by message: while set, no new calls go to it (calls in flight finish); when
+  /// cleared it is back, slow-starting if slow_start is on. Eligibility only, never membership;
+  /// separate from ejection (an endpoint can be both). Idempotent (no message when nothing
+  /// changes); logs each change once. Shards that do not know the endpoint ignore it, and learn
+  /// it again when a DNS set brings the endpoint back.
+  void set_health(size_t cluster, const std::string& endpoint_key, bool healthy);
+  void set_health(size_t cluster, const lb::Endpoint& endpoint, bool healthy) {
+    set_health(cluster, lb::endpoint_key(endpoint), healthy);
+  }
+
+  /// What the control thread has decided about one endpoint's eligibility; every shard has been
+  /// told the same. Ejections come from the shards' reports, health from set_health.
+  struct EndpointEligibility {
+    std::string name;               // "ip:port"
+    uint8_t bits = 0;               // lb::kUnhealthy | lb::kEjected
+    lb::EndpointOutlier outlier;    // ejected until, backoff streak (the counts stay unused)
+    int64_t ejected_at_ns = 0;      // when the current or last ejection began
+    uint64_t ejections = 0;         // since start
+    int64_t refused_logged_ns = 0;  // last "not ejected (cap)" line: at most one per 10 s
+    int64_t logged_ns = 0;          // last "ejected" line
+    uint32_t unlogged = 0;          // ejections since then that were not logged
+    bool ejection_logged = false;   // the current or last one was: its end is logged too
+  };
+  /// Cluster `cluster`'s endpoints with something decided, by lb::endpoint_key.
+  const std::unordered_map<std::string, EndpointEligibility>& eligibility(size_t cluster) const {
+    return eligibility_[cluster];
   }
 
   void on_complete(io::Op& op, const io::Completion& c) override;
@@ -87,13 +122,20 @@ class Controller final : public io::IoHandler,
   bool shards_finished() const;
   void on_signal();
   void on_watch(Watch& w, io::Op& op, const io::Completion& c);
-  void on_reports();
   // Active health checks (health_checker.h): built in start() when a cluster enables them, fed
   // every endpoint set the controller has (static at start, DNS at each publish), flushed in
   // turn(). on_health_change() is where a change of health goes.
   void start_health_checks();
   void on_health_change(size_t cluster, const std::string& endpoint_key, bool healthy,
                         std::string_view why);
+  // Eligibility (control_eligibility.cc).
+  void on_ejection_report(const ShardReport& r, int64_t now);
+  void log_ejection(const ShardReport& r, EndpointEligibility& e, int64_t duration_ns, int64_t now);
+  void refuse_ejection(size_t cluster, EndpointEligibility& e, const ShardReport& r, int64_t now);
+  void expire_ejections(int64_t now);
+  void broadcast(size_t cluster, const std::string& key, uint8_t mask,
+                 const EndpointEligibility& e);
+  void rebroadcast_eligibility(size_t cluster);
 
   const config::Config& config_;
   std::vector<Shard*> shards_;
@@ -110,6 +152,12 @@ class Controller final : public io::IoHandler,
   ReportQueue* reports_ = nullptr;
   io::Op reports_op_;
   std::unordered_map<std::string, EndpointReports> endpoint_reports_;  // by "cluster/endpoint"
+  std::vector<lb::OutlierDetector> outlier_;  // per cluster: its outlier policy
+  // Per cluster, by lb::endpoint_key: what every shard has been told. Entries with nothing left
+  // to remember (eligible, streak decayed) are dropped when ejections expire.
+  std::vector<std::unordered_map<std::string, EndpointEligibility>> eligibility_;
+  std::vector<size_t> members_;  // per cluster: its size as the last reporting shard saw it
+  io::Timer eject_timer_;        // the next ejection to end
   bool draining_ = false;
   size_t shards_left_ = 0;      // draining: shards that reported kListenersClosed
   bool goaway_posted_ = false;  // draining: every shard was sent kGoaway

@@ -19,6 +19,10 @@ const char* report_kind_name(ShardReport::Kind k) {
       return "listeners closed";
     case ShardReport::Kind::kPingTimeout:
       return "PING timeout";
+    case ShardReport::Kind::kEjected:
+      return "ejected";
+    case ShardReport::Kind::kNotEjected:
+      return "not ejected (max_ejected_percent)";
   }
   return "?";
 }

@@ -1,10 +1,12 @@
 #pragma once
 // Shard-to-control reports: what a shard saw happen to an upstream (connect failed, connection
-// lost, GOAWAY, PING timeout), and, once, that a draining shard has closed its listeners. Shards
-// act on what they see at once and locally; they also tell the control thread, which decides
-// what every shard should see next (health, ejection: later issues) and shows it to operators.
-// Owner: the queue is shared: post() from any shard thread, take_all() and the eventfd from the
-// control thread only.
+// Shard-to-control reports: what a shard saw happen to an upstream (connect failed, connection
+// lost, GOAWAY, PING timeout), what its outlier detector did about it (ejected an endpoint, or
+// would have but for max_ejected_percent), and, once, that a draining shard has closed its
+// listeners. Shards act on what they see at once and locally; they also tell the control thread,
+// which decides what every shard should see next (it confirms or takes back an ejection and
+// tells every shard) and shows it to operators. Owner: the queue is shared: post() from any shard
+// thread, take_all() and the eventfd from the control thread only.
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -20,13 +22,21 @@ struct ShardReport {
     kGoaway,
     kListenersClosed,  // draining: this shard has left the listening group (no endpoint)
     kPingTimeout,
+    kEjected,     // the shard ejected `key` for `duration_ns` (its own detector tripped)
+    kNotEjected,  // it tripped, but ejecting would pass max_ejected_percent on that shard
+                  // (keep last: kKinds counts up to it)
   };
+  static constexpr size_t kKinds = static_cast<size_t>(Kind::kNotEjected) + 1;
   ShardReport* next = nullptr;
   Kind kind = Kind::kConnectFailed;
   unsigned shard = 0;
   size_t cluster = 0;
   std::string endpoint;  // "ip:port"
-  std::string detail;    // why, in words
+  std::string detail;    // why, in words ("3 consecutive UNAVAILABLE" for ejections)
+  // kEjected / kNotEjected only:
+  std::string key;          // lb::endpoint_key: what shards know the endpoint by
+  int64_t duration_ns = 0;  // the shard's own ejection length (kEjected)
+  size_t members = 0;       // the cluster's size as that shard sees it (for the cap)
 };
 
 const char* report_kind_name(ShardReport::Kind k);

@@ -125,6 +125,14 @@ void Shard::post_endpoints(size_t cluster, lb::EndpointSetPtr set) {
   post(new ShardMessage{nullptr, ShardMessage::Kind::kEndpoints, cluster, std::move(set)});
 }
 
+void Shard::post_eligibility(size_t cluster, EligibilityUpdate u) {
+  auto* m = new ShardMessage;
+  m->kind = ShardMessage::Kind::kEligibility;
+  m->cluster = cluster;
+  m->eligibility = std::move(u);
+  post(m);
+}
+
 void Shard::post_serve() {
   post(new ShardMessage{nullptr, ShardMessage::Kind::kServe, 0, {}});
 }
@@ -178,6 +186,11 @@ void Shard::handle(ShardMessage& m) {
       goaway_ok_ = true;
       maybe_goaway();
       break;
+    case ShardMessage::Kind::kEligibility: {
+      const EligibilityUpdate& u = m.eligibility;
+      apply_eligibility(m.cluster, u.key, u.mask, u.bits, u.until_ns, u.streak);
+      break;
+    }
   }
 }
 
@@ -276,8 +289,8 @@ void Shard::maybe_goaway() {
   if (downstream_count() == 0) stop_ = true;
 }
 
-void Shard::on_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterState& cluster,
-                              const proxy::EndpointState& ep, std::string_view detail) {
+void Shard::report_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterState& cluster,
+                                  const proxy::EndpointState& ep, std::string_view detail) {
   if (setup_.reports == nullptr) return;
   auto* r = new ShardReport;
   switch (e) {
@@ -298,6 +311,21 @@ void Shard::on_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterState&
   r->cluster = cluster.index;
   r->endpoint = ep.endpoint.name;
   r->detail.assign(detail);
+  setup_.reports->post(r);
+}
+
+void Shard::report_ejection(const proxy::ClusterState& cluster, const proxy::EndpointState& ep,
+                            const lb::Trip& trip, int64_t duration_ns) {
+  if (setup_.reports == nullptr) return;
+  auto* r = new ShardReport;
+  r->kind = duration_ns > 0 ? ShardReport::Kind::kEjected : ShardReport::Kind::kNotEjected;
+  r->shard = setup_.index;
+  r->cluster = cluster.index;
+  r->endpoint = ep.endpoint.name;
+  r->detail = std::to_string(trip.count) + " " + lb::eject_reason_text(trip.reason);
+  r->key = ep.key;
+  r->duration_ns = duration_ns;
+  r->members = cluster.endpoints.size();
   setup_.reports->post(r);
 }
 

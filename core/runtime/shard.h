@@ -18,19 +18,33 @@
 
 namespace ringlb::core::runtime {
 
+/// The control thread's word on one endpoint's eligibility, the same for every shard: the bits
+/// under `mask` (lb::kUnhealthy, lb::kEjected) become those of `bits`. With kEjected set it is
+/// ejected until `until_ns` (CLOCK_MONOTONIC, the clock shards and control share); `streak` is
+/// its backoff streak as the control thread counts it. Membership is never touched.
+struct EligibilityUpdate {
+  std::string key;  // lb::endpoint_key
+  uint8_t mask = 0;
+  uint8_t bits = 0;
+  int64_t until_ns = 0;
+  uint32_t streak = 0;
+};
+
 /// A message from the control thread to one shard. Typed: each kind carries what it needs.
 struct ShardMessage {
   enum class Kind : uint8_t {
-    kEndpoints,  // cluster `cluster` now has endpoint set `set`
-    kServe,      // start accepting clients (every DNS cluster had its first answer)
-    kDrain,      // stop accepting, GOAWAY every client, finish calls, then stop
-    kLeave,      // kDrain's first half: stop accepting, report kListenersClosed, await kGoaway
-    kGoaway,     // kDrain's second half: every shard has closed its listeners
+    kEndpoints,    // cluster `cluster` now has endpoint set `set`
+    kServe,        // start accepting clients (every DNS cluster had its first answer)
+    kDrain,        // stop accepting, GOAWAY every client, finish calls, then stop
+    kLeave,        // kDrain's first half: stop accepting, report kListenersClosed, await kGoaway
+    kGoaway,       // kDrain's second half: every shard has closed its listeners
+    kEligibility,  // endpoint `eligibility.key` of `cluster`: health or ejection changed
   };
   ShardMessage* next = nullptr;
   Kind kind = Kind::kEndpoints;
   size_t cluster = 0;
   lb::EndpointSetPtr set;
+  EligibilityUpdate eligibility;  // kEligibility only
 };
 
 /// What the control thread hands a shard at start.
@@ -66,6 +80,9 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   /// Any thread: hand the shard a new snapshot for a cluster. Lock-free (a Treiber stack the
   /// shard empties when its eventfd fires); the hot path keeps reading its own plain pointer.
   void post_endpoints(size_t cluster, lb::EndpointSetPtr set);
+  /// Any thread: an endpoint's health or ejection changed (the control thread decides; every
+  /// shard gets the same update).
+  void post_eligibility(size_t cluster, EligibilityUpdate u);
   /// Shard thread: handles every message posted so far (the eventfd handler calls it; public
   /// so benchmarks can drive a shard that is not running).
   void drain_inbox();
@@ -83,8 +100,10 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
 
   void on_complete(io::Op& op, const io::Completion& c) override;
   void on_timer(io::Timer& t) override;
-  void on_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterState& cluster,
-                         const proxy::EndpointState& ep, std::string_view detail) override;
+  void report_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterState& cluster,
+                             const proxy::EndpointState& ep, std::string_view detail) override;
+  void report_ejection(const proxy::ClusterState& cluster, const proxy::EndpointState& ep,
+                       const lb::Trip& trip, int64_t duration_ns) override;
 
  private:
   void post(ShardMessage* m);

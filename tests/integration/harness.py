@@ -86,7 +86,12 @@ def pattern(i: int, size: int) -> bytes:
 class Backend:
     """One grpcio server with the test.Echo methods and per-backend counters."""
 
-    def __init__(self, name: str, delay: float = 0.0, max_workers: int = 128):
+    # Set on an instance: Unary answers this status (still counted) instead of echoing. A class
+    # attribute, so subclasses that build their own server have it too.
+    fail_code: grpc.StatusCode | None = None
+
+    def __init__(self, name: str, delay: float = 0.0, max_workers: int = 128, port: int = 0):
+        """port: 0 binds any free port; another binds that one (a backend that comes back)."""
         self.name = name
         self.delay = delay              # seconds, used by UnaryDelay when the request is empty
         self.lock = threading.Lock()
@@ -111,9 +116,9 @@ class Backend:
         # The same methods under a second service name, for route tests.
         self.server.add_generic_rpc_handlers(
             tuple(grpc.method_handlers_generic_handler(svc, handlers) for svc in SERVICES))
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         if not self.port:
-            raise RuntimeError(f"backend {name}: could not bind 127.0.0.1:0")
+            raise RuntimeError(f"backend {name}: could not bind 127.0.0.1:{port}")
         self.server.start()
 
     # -- bookkeeping
@@ -146,6 +151,9 @@ class Backend:
     def _unary(self, req: bytes, ctx):
         self._enter("Unary")
         try:
+            code = self.fail_code
+            if code is not None:
+                ctx.abort(code, f"{self.name} is failing on purpose")
             ctx.send_initial_metadata((("x-backend", self.name),))
             return req
         finally:

@@ -26,8 +26,10 @@ void TestContext::on_call_end(const core::proxy::CallRecord& record) {
   ended.push_back(std::move(e));
 }
 
-void TestContext::on_upstream_event(core::proxy::UpstreamEvent e, const core::proxy::ClusterState&,
-                                    const core::proxy::EndpointState& ep, std::string_view detail) {
+void TestContext::report_upstream_event(core::proxy::UpstreamEvent e,
+                                        const core::proxy::ClusterState&,
+                                        const core::proxy::EndpointState& ep,
+                                        std::string_view detail) {
   events.push_back({e, ep.endpoint.name, std::string(detail)});
 }
 

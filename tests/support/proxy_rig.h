@@ -31,8 +31,9 @@ class TestContext final : public core::proxy::Context {
  public:
   TestContext(std::shared_ptr<const core::config::Config> config, core::base::Clock& clock);
   void on_call_end(const core::proxy::CallRecord& record) override;
-  void on_upstream_event(core::proxy::UpstreamEvent e, const core::proxy::ClusterState& cluster,
-                         const core::proxy::EndpointState& ep, std::string_view detail) override;
+  void report_upstream_event(core::proxy::UpstreamEvent e, const core::proxy::ClusterState& cluster,
+                             const core::proxy::EndpointState& ep,
+                             std::string_view detail) override;
   MemoryReactor& memory() { return *reactor_; }
   // What a shard does on SIGTERM and at drain_timeout.
   using core::proxy::Context::end_calls;

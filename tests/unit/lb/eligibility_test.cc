@@ -428,6 +428,69 @@ TEST_CASE("pickers: panic mode picks among all members when none is eligible") {
   }
 }
 
+TEST_CASE("panics: the threshold is a share of the members, compared exactly") {
+  Eligibility el(4);
+  CHECK_FALSE(ringlb::lb::panics(el, 25));
+  CHECK_FALSE(ringlb::lb::panics(el, 100));  // all eligible: never, whatever the threshold
+  el.set_flags(0, kEjected);
+  el.set_flags(1, kEjected);
+  el.set_flags(2, kUnhealthy);
+  CHECK_FALSE(ringlb::lb::panics(el, 25));  // 1 of 4 = 25%: not below
+  CHECK(ringlb::lb::panics(el, 26));
+  CHECK_FALSE(ringlb::lb::panics(el, 0));
+  el.set_flags(3, kDraining);
+  CHECK(ringlb::lb::panics(el, 0));  // none eligible: always
+  Eligibility three(3);
+  three.set_flags(0, kEjected);
+  three.set_flags(1, kEjected);
+  CHECK_FALSE(ringlb::lb::panics(three, 33));  // 1 of 3 = 33.3%
+  CHECK(ringlb::lb::panics(three, 34));
+  Eligibility empty(0);
+  CHECK(ringlb::lb::panics(empty, 0));  // pickers return -1 before asking
+}
+
+TEST_CASE("pickers: below the panic threshold, picks go to all members at snapshot weights") {
+  for (Policy policy : kPolicies) {
+    CAPTURE(name_of(policy));
+    auto set = make_set({1, 1, 2, 1, 1});
+    Eligibility el(5);
+    for (size_t i : {0, 1, 2, 3}) el.set_flags(i, kEjected);  // 1 of 5 eligible: 20%
+    auto p = make_picker(policy, set, 9);
+    std::vector<uint32_t> outstanding(5, 0);
+    std::vector<int> seq;
+    size_t panics = 0;
+    PickContext ctx{.outstanding = outstanding, .eligibility = &el, .panic_percent = 25};
+    for (int i = 0; i < 60'000; ++i) {
+      seq.push_back(p->pick(ctx));
+      panics += ctx.panic;
+    }
+    CHECK(panics == 60'000);
+    check_chi_square(counts_of(seq, 5), {1, 1, 2, 1, 1});
+
+    // Two of five eligible (40%): no panic, and only the eligible ones.
+    el.set_flags(3, 0);
+    seq.clear();
+    panics = 0;
+    for (int i = 0; i < 1000; ++i) {
+      seq.push_back(p->pick(ctx));
+      panics += ctx.panic;
+    }
+    CHECK(panics == 0);
+    auto counts = counts_of(seq, 5);
+    CHECK(counts[3] + counts[4] == 1000);
+    CHECK(counts[3] > 0);
+    CHECK(counts[4] > 0);
+
+    // Threshold 0 is the old rule: one eligible of five is enough.
+    el.set_flags(3, kEjected);
+    PickContext zero{.outstanding = outstanding, .eligibility = &el, .panic_percent = 0};
+    for (int i = 0; i < 100; ++i) {
+      CHECK(p->pick(zero) == 4);
+      CHECK_FALSE(zero.panic);
+    }
+  }
+}
+
 TEST_CASE("pickers: empty set gives -1 whatever the context") {
   EndpointSet empty;
   Eligibility el(0);

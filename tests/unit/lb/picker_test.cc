@@ -432,4 +432,16 @@ TEST_CASE("endpoint_key: same address and port, regardless of weight or name") {
   CHECK(ringlb::lb::endpoint_key(v6) != ringlb::lb::endpoint_key(v6_other_scope));
   CHECK(ringlb::lb::endpoint_key(v6) != ringlb::lb::endpoint_key(a.endpoints[0]));
   CHECK(ringlb::lb::endpoint_key(v6) == ringlb::lb::endpoint_key(v6));
+
+  // And back to text, for log lines where only the key is at hand.
+  CHECK(ringlb::lb::endpoint_key_text(ringlb::lb::endpoint_key(a.endpoints[0])) ==
+        "10.0.0.0:50051");
+  CHECK(ringlb::lb::endpoint_key_text(ringlb::lb::endpoint_key(port)) == "10.0.0.0:50052");
+  CHECK(ringlb::lb::endpoint_key_text(ringlb::lb::endpoint_key(v6)) == "[fe80::1%1]:50051");
+  sin6.sin6_scope_id = 0;
+  inet_pton(AF_INET6, "2001:db8::5", &sin6.sin6_addr);
+  std::memcpy(&v6.addr, &sin6, sizeof(sin6));
+  CHECK(ringlb::lb::endpoint_key_text(ringlb::lb::endpoint_key(v6)) == "[2001:db8::5]:50051");
+  CHECK(ringlb::lb::endpoint_key_text("") == "?");
+  CHECK(ringlb::lb::endpoint_key_text("xyz") == "?");
 }
