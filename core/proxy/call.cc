@@ -494,6 +494,13 @@ void Call::on_response_data(Attempt& a, const uint8_t* data, size_t len) {
 }
 
 void Call::on_response_end(Attempt& a) {
+  if (a.held && ds != nullptr && phase_ == Phase::kWaiting) {
+    // Held headers, then END_STREAM on an empty DATA frame: no message and no trailers, so no
+    // grpc-status. Judged as trailers without one would be (UNKNOWN, retried if the policy
+    // says so), not left to the stream's close, which would read as a broken response.
+    on_final_status(a, a.trailers, false);
+    return;
+  }
   if (a.state != Attempt::State::kCommitted) return;
   if (record_.grpc && phase_ == Phase::kResponding) {
     // END_STREAM on DATA: the backend sent no trailers, so no grpc-status.
