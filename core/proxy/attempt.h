@@ -29,6 +29,7 @@ struct Attempt {
   EndpointState* endpoint = nullptr;
   int32_t stream_id = 0;
   uint64_t read_pos = 0;         // absolute position in the call's request body
+  int64_t started_ns = 0;        // ctx.now() when started: its per-try timeout counts from here
   bool peer_reset = false;       // the backend sent RST_STREAM (vs. a reset ringlb made)
   bool header_overflow = false;  // ringlb reset it: its response headers passed the limit
   // Its response headers arrived but no message yet: they wait in `headers` until the first

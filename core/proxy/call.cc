@@ -266,6 +266,7 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
   a.state = Attempt::State::kStarted;
   a.endpoint = &ep;
   a.read_pos = 0;  // a new attempt only starts while the whole body is held
+  a.started_ns = ctx_.now();
   a.peer_reset = a.header_overflow = a.held = false;
   a.headers.clear();
   a.trailers.clear();
@@ -622,10 +623,11 @@ void Call::on_per_try_timeout(Attempt& a) {
     hedge();
     return;
   }
-  const std::string msg = "ringlb: upstream " + a.endpoint->endpoint.name +
-                          " did not answer within the per-try timeout (" +
-                          std::to_string(per_try_ns(*retry_, ctx_.now(), deadline_ns_) / 1000000) +
-                          " ms)";
+  const std::string msg =
+      "ringlb: upstream " + a.endpoint->endpoint.name +
+      " did not answer within the per-try timeout (" +
+      // what this try had: a share is of the time left when it started
+      std::to_string(per_try_ns(*retry_, a.started_ns, deadline_ns_) / 1000000) + " ms)";
   reset_attempt(a);
   // The backend may be hung: always worth another endpoint while attempts and time remain.
   retry_or_fail(true, StatusCode::kDeadlineExceeded, msg);
