@@ -284,7 +284,8 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
     int n = snprintf(text, sizeof text, "%u", previous);
     req_headers_.add("grpc-previous-rpc-attempts", std::string_view(text, static_cast<size_t>(n)));
   }
-  if (int64_t t = per_try_ns(*retry_, ctx_.now(), deadline_ns_); t > 0) {
+  // Per-try timeouts end in a retry: gRPC calls only (plain HTTP/2 has the deadline alone).
+  if (int64_t t = record_.grpc ? per_try_ns(*retry_, ctx_.now(), deadline_ns_) : 0; t > 0) {
     ctx_.timers().arm(a.per_try, ctx_.now() + t);
   }
   auto submitted = (*conn)->submit(a, req_headers_, req_end_ && req_body_.end() == 0);
@@ -574,8 +575,10 @@ void Call::on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::str
   StatusCode status;
   std::string msg = failure_message(a, how, code, why, &status);
   // A call that never reached a backend but ran out of replays (or time) is not retried on
-  // top: the policy is for backends that answered badly or went away mid-call.
-  const bool retryable = !again && !a.header_overflow && retry_->retries(static_cast<int>(status));
+  // top: the policy is for backends that answered badly or went away mid-call. The policy is
+  // gRPC's: a plain HTTP/2 request (a POST, say) that may have been processed is not re-sent.
+  const bool retryable =
+      record_.grpc && !again && !a.header_overflow && retry_->retries(static_cast<int>(status));
   end_attempt(a);
   retry_or_fail(retryable, status, msg);
 }
