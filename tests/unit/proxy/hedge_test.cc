@@ -230,3 +230,29 @@ TEST_CASE("hedge: held headers on one attempt do not commit; a message does") {
   CHECK(c.stream(id)->body == "hedge message");
   CHECK(c.stream(id)->grpc_status == 0);
 }
+
+TEST_CASE("hedge: headers held before the delay do not stop the hedge (no message yet)") {
+  ProxyRig rig(
+      cfg("retry = {}", "{ prefix = \"/h.\", cluster = \"c\", hedge = { after = \"50ms\" } }"));
+  every_endpoint(rig, Action::kHold);
+  H2Client& c = rig.client();
+  int32_t id = c.submit(grpc_request("/h.Svc/Get", pattern(10)));
+  REQUIRE(rig.pump());
+  const std::string first = first_tried(rig);
+  Exchange* a = only(rig, first);
+  REQUIRE(a != nullptr);
+  backend_of(rig, first, a)->respond(a->id, 200, {{"x-from", "first"}});
+  REQUIRE(rig.pump());
+  REQUIRE(rig.advance_ms(50));
+  Exchange* b = only(rig, other(first));
+  REQUIRE(b != nullptr);  // hedged although the first sent its headers
+  backend_of(rig, other(first), b)->answer(b->id);
+  REQUIRE(rig.pump());
+  const H2Client::Stream& s = *c.stream(id);
+  REQUIRE(s.closed);
+  CHECK(s.body == std::string("from ") + other(first));
+  CHECK(s.header("x-from").empty());
+  CHECK(a->rst_code == NGHTTP2_CANCEL);
+  REQUIRE(rig.ended().size() == 1);
+  CHECK(rig.ended()[0].rec.hedges == 1);
+}

@@ -416,7 +416,7 @@ TEST_CASE("policy: a per-try timeout resets a silent attempt and tries another e
     CHECK(rig.ended()[0].rec.local);
     CHECK(rig.ended()[0].rec.attempts == 2);
   }
-  SUBCASE("response headers stop the per-try clock") {
+  SUBCASE("a message stops the per-try clock") {
     ProxyRig rig(cfg("retry = { per_try_timeout = \"100ms\", backoff = \"0s\" }"));
     every_endpoint(rig, Action::kHold);
     H2Client& c = rig.client();
@@ -426,6 +426,7 @@ TEST_CASE("policy: a per-try timeout resets a silent attempt and tries another e
     H2Backend* b = backend_of(rig, first_tried(rig), a);
     REQUIRE(rig.advance_ms(50));
     b->respond(a->id);
+    b->send_data(a->id, "first part, ");
     REQUIRE(rig.pump());
     REQUIRE(rig.advance_ms(200));
     CHECK_FALSE(a->rst_received);
@@ -433,8 +434,31 @@ TEST_CASE("policy: a per-try timeout resets a silent attempt and tries another e
     b->send_data(a->id, "late but fine");
     b->send_trailers(a->id, 0);
     REQUIRE(rig.pump());
-    CHECK(c.stream(id)->body == "late but fine");
+    CHECK(c.stream(id)->body == "first part, late but fine");
     CHECK(c.stream(id)->grpc_status == 0);
+  }
+  SUBCASE("held headers alone do not stop it (a server that sends its headers, then works)") {
+    ProxyRig rig(cfg("retry = { per_try_timeout = \"100ms\", backoff = \"0s\" }"));
+    every_endpoint(rig, hold_first());
+    H2Client& c = rig.client();
+    int32_t id = c.submit(grpc_request("/svc.Echo/Call", pattern(10)));
+    REQUIRE(rig.pump());
+    const std::string first = first_tried(rig);
+    Exchange* a = only(rig, first);
+    REQUIRE(a != nullptr);
+    backend_of(rig, first, a)->respond(a->id, 200, {{"x-from", "first"}});
+    REQUIRE(rig.pump());
+    REQUIRE(rig.advance_ms(99));
+    CHECK_FALSE(a->rst_received);
+    REQUIRE(rig.advance_ms(1));
+    CHECK(a->rst_code == NGHTTP2_CANCEL);
+    const H2Client::Stream& s = *c.stream(id);
+    REQUIRE(s.closed);
+    CHECK(s.grpc_status == 0);
+    CHECK(s.body == std::string("from ") + other(first));
+    CHECK(s.header("x-from").empty());  // the held headers never reached the client
+    REQUIRE(rig.ended().size() == 1);
+    CHECK(rig.ended()[0].rec.retries == 1);
   }
 }
 
