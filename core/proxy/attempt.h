@@ -35,7 +35,7 @@ struct Attempt {
   // Its response headers arrived but no message yet: they wait in `headers` until the first
   // DATA (the call commits) or the trailers (whose grpc-status may still be retried).
   bool held = false;
-  io::Timer per_try;         // the retry policy's per-try timeout, until response headers
+  io::Timer per_try;         // the retry policy's per-try timeout, until the call commits to it
   h2::HeaderBlock headers;   // its response headers as they arrive (kept while held)
   h2::HeaderBlock trailers;  // its trailers as they arrive
   base::ListLink conn_link;  // in UpstreamConn::attempts

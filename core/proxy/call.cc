@@ -218,7 +218,7 @@ void Call::hedge() {
   int active = 0;
   for (const Attempt& a : attempts_) {
     if (!a.active()) continue;
-    if (a.held || a.state == Attempt::State::kCommitted) return;  // an answer is coming
+    if (a.state == Attempt::State::kCommitted) return;  // answered (held headers are not yet)
     ++active;
   }
   if (active == 0 || active >= static_cast<int>(kMaxAttempts)) return;
@@ -402,7 +402,8 @@ void Call::on_response_headers(Attempt& a, bool end_stream, bool trailer) {
     a.headers.clear();
     return;
   }
-  ctx_.timers().cancel(a.per_try);  // it answered: from here the deadline alone bounds it
+  // The per-try timer stops when the call commits to this attempt or the attempt ends, not
+  // here: held headers are no answer yet (many servers send theirs before they work).
   if (!record_.grpc) {
     forward_headers(a, end_stream);
     return;
@@ -620,7 +621,7 @@ void Call::retry_or_fail(bool retryable, StatusCode status, std::string_view mes
 }
 
 void Call::on_per_try_timeout(Attempt& a) {
-  if (!a.active() || a.state == Attempt::State::kCommitted || a.held) return;
+  if (!a.active() || a.state == Attempt::State::kCommitted) return;
   if (ds == nullptr || phase_ != Phase::kWaiting) return;
   if (hedging_) {  // the first keeps running; whichever answers first wins
     hedge();
