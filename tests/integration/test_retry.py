@@ -116,7 +116,8 @@ def test_unavailable_backend_costs_no_calls(make_backend, ringlb, headers_first)
         return ""
 
     failures = _run(CALLS, IN_FLIGHT, one)
-    assert not failures, f"{len(failures)} of {CALLS} calls failed:\n  " + "\n  ".join(failures[:10])
+    assert not failures, \
+        f"{len(failures)} of {CALLS} calls failed:\n  " + "\n  ".join(failures[:10])
     served = sum(g.calls["Unary"] for g in good)
     assert served == CALLS, f"the healthy backends served {served} calls for {CALLS}"
     assert bad.total > 0, "the failing backend got no call: the test proved nothing"
