@@ -29,12 +29,13 @@ struct Attempt {
   EndpointState* endpoint = nullptr;
   int32_t stream_id = 0;
   uint64_t read_pos = 0;         // absolute position in the call's request body
+  int64_t started_ns = 0;        // ctx.now() when started: its per-try timeout counts from here
   bool peer_reset = false;       // the backend sent RST_STREAM (vs. a reset ringlb made)
   bool header_overflow = false;  // ringlb reset it: its response headers passed the limit
   // Its response headers arrived but no message yet: they wait in `headers` until the first
   // DATA (the call commits) or the trailers (whose grpc-status may still be retried).
   bool held = false;
-  io::Timer per_try;         // the retry policy's per-try timeout, until response headers
+  io::Timer per_try;         // the retry policy's per-try timeout, until the call commits to it
   h2::HeaderBlock headers;   // its response headers as they arrive (kept while held)
   h2::HeaderBlock trailers;  // its trailers as they arrive
   base::ListLink conn_link;  // in UpstreamConn::attempts

@@ -218,7 +218,7 @@ void Call::hedge() {
   int active = 0;
   for (const Attempt& a : attempts_) {
     if (!a.active()) continue;
-    if (a.held || a.state == Attempt::State::kCommitted) return;  // an answer is coming
+    if (a.state == Attempt::State::kCommitted) return;  // answered (held headers are not yet)
     ++active;
   }
   if (active == 0 || active >= static_cast<int>(kMaxAttempts)) return;
@@ -266,6 +266,7 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
   a.state = Attempt::State::kStarted;
   a.endpoint = &ep;
   a.read_pos = 0;  // a new attempt only starts while the whole body is held
+  a.started_ns = ctx_.now();
   a.peer_reset = a.header_overflow = a.held = false;
   a.headers.clear();
   a.trailers.clear();
@@ -283,7 +284,8 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
     int n = snprintf(text, sizeof text, "%u", previous);
     req_headers_.add("grpc-previous-rpc-attempts", std::string_view(text, static_cast<size_t>(n)));
   }
-  if (int64_t t = per_try_ns(*retry_, ctx_.now(), deadline_ns_); t > 0) {
+  // Per-try timeouts end in a retry: gRPC calls only (plain HTTP/2 has the deadline alone).
+  if (int64_t t = record_.grpc ? per_try_ns(*retry_, ctx_.now(), deadline_ns_) : 0; t > 0) {
     ctx_.timers().arm(a.per_try, ctx_.now() + t);
   }
   auto submitted = (*conn)->submit(a, req_headers_, req_end_ && req_body_.end() == 0);
@@ -400,7 +402,8 @@ void Call::on_response_headers(Attempt& a, bool end_stream, bool trailer) {
     a.headers.clear();
     return;
   }
-  ctx_.timers().cancel(a.per_try);  // it answered: from here the deadline alone bounds it
+  // The per-try timer stops when the call commits to this attempt or the attempt ends, not
+  // here: held headers are no answer yet (many servers send theirs before they work).
   if (!record_.grpc) {
     forward_headers(a, end_stream);
     return;
@@ -494,6 +497,13 @@ void Call::on_response_data(Attempt& a, const uint8_t* data, size_t len) {
 }
 
 void Call::on_response_end(Attempt& a) {
+  if (a.held && ds != nullptr && phase_ == Phase::kWaiting) {
+    // Held headers, then END_STREAM on an empty DATA frame: no message and no trailers, so no
+    // grpc-status. Judged as trailers without one would be (UNKNOWN, retried if the policy
+    // says so), not left to the stream's close, which would read as a broken response.
+    on_final_status(a, a.trailers, false);
+    return;
+  }
   if (a.state != Attempt::State::kCommitted) return;
   if (record_.grpc && phase_ == Phase::kResponding) {
     // END_STREAM on DATA: the backend sent no trailers, so no grpc-status.
@@ -566,8 +576,10 @@ void Call::on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::str
   StatusCode status;
   std::string msg = failure_message(a, how, code, why, &status);
   // A call that never reached a backend but ran out of replays (or time) is not retried on
-  // top: the policy is for backends that answered badly or went away mid-call.
-  const bool retryable = !again && !a.header_overflow && retry_->retries(static_cast<int>(status));
+  // top: the policy is for backends that answered badly or went away mid-call. The policy is
+  // gRPC's: a plain HTTP/2 request (a POST, say) that may have been processed is not re-sent.
+  const bool retryable =
+      record_.grpc && !again && !a.header_overflow && retry_->retries(static_cast<int>(status));
   end_attempt(a);
   retry_or_fail(retryable, status, msg);
 }
@@ -609,16 +621,17 @@ void Call::retry_or_fail(bool retryable, StatusCode status, std::string_view mes
 }
 
 void Call::on_per_try_timeout(Attempt& a) {
-  if (!a.active() || a.state == Attempt::State::kCommitted || a.held) return;
+  if (!a.active() || a.state == Attempt::State::kCommitted) return;
   if (ds == nullptr || phase_ != Phase::kWaiting) return;
   if (hedging_) {  // the first keeps running; whichever answers first wins
     hedge();
     return;
   }
-  const std::string msg = "ringlb: upstream " + a.endpoint->endpoint.name +
-                          " did not answer within the per-try timeout (" +
-                          std::to_string(per_try_ns(*retry_, ctx_.now(), deadline_ns_) / 1000000) +
-                          " ms)";
+  const std::string msg =
+      "ringlb: upstream " + a.endpoint->endpoint.name +
+      " did not answer within the per-try timeout (" +
+      // what this try had: a share is of the time left when it started
+      std::to_string(per_try_ns(*retry_, a.started_ns, deadline_ns_) / 1000000) + " ms)";
   reset_attempt(a);
   // The backend may be hung: always worth another endpoint while attempts and time remain.
   retry_or_fail(true, StatusCode::kDeadlineExceeded, msg);

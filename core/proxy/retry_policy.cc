@@ -24,12 +24,20 @@ void RetryBudget::refill(const config::RetryPolicy& p, int64_t now_ns) {
     last_ns_ = now_ns;
     return;
   }
+  // Whole seconds and the fraction apart, so neither overflows nor is lost (1.5 s adds 1.5
+  // seconds' floor, not one).
+  constexpr int64_t kSecond = 1'000'000'000;
   const int64_t elapsed = now_ns - last_ns_;
-  const int64_t add = elapsed >= 1'000'000'000 ? per_s * (elapsed / 1'000'000'000)
-                                               : per_s * elapsed / 1'000'000'000;
+  const int64_t part = per_s * (elapsed % kSecond) / kSecond;
+  const int64_t add = per_s * (elapsed / kSecond) + part;
   if (add == 0) return;  // less than a milli-token: let the time accumulate
-  milli_ = std::min(cap(p), milli_ + add);
-  last_ns_ = elapsed >= 1'000'000'000 ? now_ns : last_ns_ + add * 1'000'000'000 / per_s;
+  if (milli_ + add >= cap(p)) {
+    milli_ = cap(p);  // full: the time past the cap buys nothing
+    last_ns_ = now_ns;
+    return;
+  }
+  milli_ += add;
+  last_ns_ += elapsed / kSecond * kSecond + part * kSecond / per_s;
 }
 
 void RetryBudget::on_call(const config::RetryPolicy& p, int64_t now_ns) {
