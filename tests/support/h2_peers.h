@@ -192,6 +192,7 @@ class H2Backend final : public H2Peer {
     std::string expect_path;
     size_t expect_body = SIZE_MAX;
     uint32_t max_concurrent_streams = 1024;
+    uint32_t max_header_list_size = 0;  // SETTINGS_MAX_HEADER_LIST_SIZE; 0: not advertised
   };
 
   explicit H2Backend(std::shared_ptr<Mode> mode);
