@@ -1,7 +1,7 @@
 #include "proto/grpc.h"
 
 #include <array>
-#include <limits>
+#include <string>
 
 namespace ringlb::proto {
 
@@ -89,11 +89,8 @@ std::optional<std::chrono::nanoseconds> parse_grpc_timeout(std::string_view valu
   const char letter = value.back();
   for (const auto& unit : kTimeoutUnits) {
     if (unit.letter != letter) continue;
-    // 99999999H is about 11,400 years: more than int64 nanoseconds hold, so saturate. A
-    // saturated deadline is still "practically never", which is what the client asked for.
-    if (amount > std::numeric_limits<int64_t>::max() / unit.nanos) {
-      return std::chrono::nanoseconds::max();
-    }
+    // Compared in units, not nanoseconds: 99999999H in nanoseconds would overflow int64.
+    if (amount > kMaxGrpcTimeout.count() / unit.nanos) return kMaxGrpcTimeout;
     return std::chrono::nanoseconds(amount * unit.nanos);
   }
   return std::nullopt;
@@ -129,6 +126,32 @@ size_t format_grpc_timeout(std::chrono::nanoseconds d, char* out) {
   }
   // int64 nanoseconds top out near 2.6 million hours, which always fits the last unit.
   __builtin_unreachable();
+}
+
+std::string quote_value(std::string_view value, size_t max) {
+  const std::string_view shown = value.substr(0, max);
+  std::string out;
+  out.reserve(shown.size() + 24);
+  out.push_back('"');
+  for (char c : shown) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b == '"' || b == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (b < 0x20 || b > 0x7E) {
+      out += "\\x";
+      out.push_back(kHexUpper[b >> 4]);
+      out.push_back(kHexUpper[b & 0x0F]);
+    } else {
+      out.push_back(c);
+    }
+  }
+  if (shown.size() < value.size()) {
+    out += "...\" (" + std::to_string(value.size()) + " bytes)";
+  } else {
+    out.push_back('"');
+  }
+  return out;
 }
 
 std::string percent_encode(std::string_view message) {
@@ -188,6 +211,90 @@ std::optional<FrameHeader> decode_frame_header(std::span<const uint8_t> in) {
   h.compressed = in[0] == 1;
   h.length = uint32_t{in[1]} << 24 | uint32_t{in[2]} << 16 | uint32_t{in[3]} << 8 | in[4];
   return h;
+}
+
+StatusCode status_for_http(int http_status) {
+  switch (http_status) {
+    case 400:
+      return StatusCode::kInternal;
+    case 401:
+      return StatusCode::kUnauthenticated;
+    case 403:
+      return StatusCode::kPermissionDenied;
+    case 404:
+      return StatusCode::kUnimplemented;
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return StatusCode::kUnavailable;
+    default:
+      return StatusCode::kUnknown;
+  }
+}
+
+std::string_view http_reason(int http_status) {
+  switch (http_status) {
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return {};
+  }
+}
+
+std::string missing_status_message(std::string_view upstream, int http_status,
+                                   std::string_view content_type) {
+  std::string msg = "ringlb: upstream ";
+  msg += upstream;
+  if (http_status <= 0) {
+    msg += " answered without an HTTP status or grpc-status";
+  } else {
+    msg += " answered HTTP " + std::to_string(http_status);
+    if (std::string_view reason = http_reason(http_status); !reason.empty()) {
+      msg += " (";
+      msg += reason;
+      msg += ')';
+    }
+    msg += " without grpc-status";
+  }
+  // The content-type says what answered instead (an HTML error page from a sidecar, a plain
+  // HTTP server on the gRPC port), which is what the person reading the error needs.
+  if (content_type.empty()) {
+    msg += " (no content-type)";
+  } else if (!is_grpc_content_type(content_type)) {
+    msg += " (content-type " + quote_value(content_type, 64) + ")";
+  }
+  return msg;
 }
 
 bool is_grpc_content_type(std::string_view value) {

@@ -18,7 +18,8 @@ struct EndpointState;
 struct Attempt {
   enum class State : uint8_t {
     kFree,       // not in use
-    kStarted,    // submitted on `conn`; nothing of it may have reached the backend yet
+    kStarted,    // submitted on `conn` (or parked there, stream_id 0, until the backend's
+                 // SETTINGS arrive); nothing of it may have reached the backend yet
     kSent,       // its HEADERS went out: the backend may be processing it
     kCommitted,  // its response was accepted: the call's answer comes from here
   };
@@ -27,7 +28,8 @@ struct Attempt {
   State state = State::kFree;
   UpstreamConn* conn = nullptr;
   EndpointState* endpoint = nullptr;
-  int32_t stream_id = 0;
+  int32_t stream_id = 0;         // 0 while parked (UpstreamConn::park): nothing submitted yet
+  uint32_t previous = 0;         // the grpc-previous-rpc-attempts it carries (0: not sent)
   uint64_t read_pos = 0;         // absolute position in the call's request body
   int64_t started_ns = 0;        // ctx.now() when started: its per-try timeout counts from here
   bool peer_reset = false;       // the backend sent RST_STREAM (vs. a reset ringlb made)

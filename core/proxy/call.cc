@@ -111,12 +111,13 @@ void Call::begin(DownstreamConn* d, int32_t id) {
   ds = d;
   ds_id = id;
   phase_ = Phase::kHeaders;
-  req_end_ = headers_too_large_ = false;
+  req_end_ = headers_too_large_ = bad_timeout_ = false;
   retry_pending_ = hedging_ = false;
   policy_attempts_ = 0;
   cluster_ = nullptr;
   retry_ = nullptr;
   hedge_ = nullptr;
+  client_timeout_ns_ = -1;
   deadline_ns_ = 0;
   req_taken_ = 0;
   for (Attempt& a : attempts_) {
@@ -152,11 +153,17 @@ bool Call::add_request_header(std::string_view name, std::string_view value, uin
     return false;
   }
   if (name == "grpc-timeout") {
-    // Held back: each attempt sends the time left, the smaller of the client's and the route's.
+    // Held back: each attempt sends the time left, the smaller of the client's and the route's,
+    // re-encoded. A malformed value is never forwarded (a gRPC C++ backend that read one closed
+    // the connection it shared with other clients' calls): it stays in req_headers_ only to be
+    // named in the local answer. Of several values the smallest wins: none may lengthen another.
     if (auto t = proto::parse_grpc_timeout(value)) {
-      deadline_ns_ = t->count();  // relative until on_request_headers
+      if (client_timeout_ns_ < 0 || t->count() < client_timeout_ns_) {
+        client_timeout_ns_ = t->count();
+      }
       return true;
     }
+    bad_timeout_ = true;
   }
   req_headers_.add(name, value, flags);
   return true;
@@ -171,6 +178,16 @@ void Call::on_request_headers(bool end_stream) {
     fail(StatusCode::kResourceExhausted,
          "ringlb: request header list exceeds proxy.max_header_list_size (" +
              std::to_string(ctx_.config().proxy.max_header_list_size) + " bytes)");
+    return;
+  }
+  if (bad_timeout_) {
+    fail(StatusCode::kInternal,  // what grpc-go and grpc-core servers answer for one
+         "ringlb: malformed grpc-timeout " + proto::quote_value(req_headers_.find("grpc-timeout")) +
+             " (1 to 8 digits, then one unit of H M S m u n); the call was not forwarded");
+    return;
+  }
+  if (client_timeout_ns_ == 0) {  // valid, and already past: no backend could meet it
+    fail(StatusCode::kDeadlineExceeded, "ringlb: the call arrived with grpc-timeout 0");
     return;
   }
   if (ctx_.over_buffer_limit()) {
@@ -192,7 +209,8 @@ void Call::on_request_headers(bool end_stream) {
   cluster_ = &ctx_.cluster(static_cast<size_t>(m.cluster));
   retry_ = m.retry;
   hedge_ = m.hedge;
-  int64_t timeout = deadline_ns_;
+  // Both are at most kMaxGrpcTimeout / the config's 7 days: now + timeout cannot overflow.
+  int64_t timeout = client_timeout_ns_ > 0 ? client_timeout_ns_ : 0;
   if (m.timeout_ns > 0 && (timeout == 0 || m.timeout_ns < timeout)) timeout = m.timeout_ns;
   deadline_ns_ = timeout > 0 ? ctx_.now() + timeout : 0;
   if (deadline_ns_ > 0) ctx_.timers().arm(deadline_, deadline_ns_);
@@ -261,7 +279,7 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
     record_.tried[record_.attempts].assign(ep.endpoint.name);
   }
   // Attempts before this one that may have reached a backend (transparent replays do not count).
-  const unsigned previous = record_.attempts - record_.replays;
+  a.previous = record_.attempts - record_.replays;
   ++record_.attempts;
   a.state = Attempt::State::kStarted;
   a.endpoint = &ep;
@@ -271,6 +289,15 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
   a.headers.clear();
   a.trailers.clear();
   cluster_->call_started(ep);
+  // Per-try timeouts end in a retry: gRPC calls only (plain HTTP/2 has the deadline alone). A
+  // wait for the backend's SETTINGS counts.
+  if (int64_t t = record_.grpc ? per_try_ns(*retry_, ctx_.now(), deadline_ns_) : 0; t > 0) {
+    ctx_.timers().arm(a.per_try, ctx_.now() + t);
+  }
+  send_attempt(a, **conn);
+}
+
+void Call::send_attempt(Attempt& a, UpstreamConn& conn) {
   // The backend learns the time left, the smaller of the client's and the route's deadline.
   const size_t mark = req_headers_.count();
   if (deadline_ns_ > 0) {
@@ -279,25 +306,51 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
     size_t n = proto::format_grpc_timeout(std::chrono::nanoseconds(left), text);
     req_headers_.add("grpc-timeout", std::string_view(text, n));
   }
-  if (previous > 0) {
-    char text[8];
-    int n = snprintf(text, sizeof text, "%u", previous);
+  if (a.previous > 0) {
+    char text[12];
+    int n = snprintf(text, sizeof text, "%u", a.previous);
     req_headers_.add("grpc-previous-rpc-attempts", std::string_view(text, static_cast<size_t>(n)));
   }
-  // Per-try timeouts end in a retry: gRPC calls only (plain HTTP/2 has the deadline alone).
-  if (int64_t t = record_.grpc ? per_try_ns(*retry_, ctx_.now(), deadline_ns_) : 0; t > 0) {
-    ctx_.timers().arm(a.per_try, ctx_.now() + t);
+  // A header list past the backend's SETTINGS_MAX_HEADER_LIST_SIZE is refused here: sent, it
+  // may make the backend close the connection, failing every other call on it. Until the
+  // backend's SETTINGS arrive its limit is unknown; a list small enough for any gRPC server goes
+  // at once, a larger one waits for them (on_upstream_settings).
+  const size_t size = req_headers_.list_size();
+  const std::optional<uint32_t> limit = conn.peer_max_header_list();
+  if (size > limit.value_or(UpstreamConn::kAssumedPeerMaxHeaderList)) {
+    req_headers_.truncate(mark);
+    if (limit) {
+      refuse_attempt(a, size, *limit);
+    } else {
+      conn.park(a);
+    }
+    return;
   }
-  auto submitted = (*conn)->submit(a, req_headers_, req_end_ && req_body_.end() == 0);
+  auto submitted = conn.submit(a, req_headers_, req_end_ && req_body_.end() == 0);
   req_headers_.truncate(mark);
   if (!submitted) {
-    ctx_.timers().cancel(a.per_try);
-    a.state = Attempt::State::kFree;
-    a.endpoint = nullptr;
-    cluster_->call_finished(ep);
+    end_attempt(a);
     fail(StatusCode::kInternal,
          "ringlb: cannot submit the call upstream: " + submitted.error().message);
   }
+}
+
+void Call::on_upstream_settings(Attempt& a) {
+  if (a.conn == nullptr || a.state != Attempt::State::kStarted) return;
+  send_attempt(a, *a.conn);
+}
+
+void Call::refuse_attempt(Attempt& a, size_t list_size, uint32_t limit) {
+  // Copied first: ending the attempt may free its endpoint.
+  std::string msg = "ringlb: the request header list is " + std::to_string(list_size) +
+                    " bytes, more than the " + std::to_string(limit) + " that upstream " +
+                    a.endpoint->endpoint.name +
+                    " accepts (its SETTINGS_MAX_HEADER_LIST_SIZE; names + values + 32 per "
+                    "field); the call was not sent";
+  end_attempt(a);
+  // Not retried: the same list would be refused again. A hedge already under way elsewhere
+  // may still answer (the header lists differ only in grpc-previous-rpc-attempts).
+  if (!has_attempts()) fail(StatusCode::kResourceExhausted, msg);
 }
 
 void Call::on_request_data(const uint8_t* data, size_t len) {
@@ -753,7 +806,7 @@ void Call::respond_locally(StatusCode code, std::string_view message) {
     ds->submit_response(ds_id, h, true);
   } else {
     // A plain HTTP/2 client gets an HTTP status and the reason as text.
-    const char* status = headers_too_large_ ? "431" : http_status_for(code);
+    const char* status = headers_too_large_ ? "431" : bad_timeout_ ? "400" : http_status_for(code);
     h.add(":status", status);
     h.add("content-type", "text/plain; charset=utf-8");
     record_.http_status = static_cast<uint16_t>(parse_int(status, 502));

@@ -85,6 +85,9 @@ class Call final : public io::TimerHandler {
   void on_response_data(Attempt& a, const uint8_t* data, size_t len);
   void on_response_end(Attempt& a);
   void on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::string_view why);
+  /// Attempt `a` waited on its connection (UpstreamConn::park) for the backend's SETTINGS; they
+  /// came: send it now, or refuse it if its header list is past what the backend accepts.
+  void on_upstream_settings(Attempt& a);
 
   // The sides' data sources. Request: what attempt `a` may send next (<= max); `eof` when that
   // ends the body. Response likewise for the client.
@@ -122,6 +125,8 @@ class Call final : public io::TimerHandler {
   void arm_hedge();
   void hedge();
   void on_per_try_timeout(Attempt& a);
+  void send_attempt(Attempt& a, UpstreamConn& conn);
+  void refuse_attempt(Attempt& a, size_t list_size, uint32_t limit);
   bool replayable(const Attempt& a, AttemptEnd how, uint32_t code) const;
   bool has_other_attempt(const Attempt& a) const;
   void end_attempt(Attempt& a);
@@ -155,14 +160,16 @@ class Call final : public io::TimerHandler {
   Phase phase_ = Phase::kIdle;
   bool req_end_ = false;            // the client sent END_STREAM
   bool headers_too_large_ = false;  // the request header list passed the limit
+  bool bad_timeout_ = false;        // a grpc-timeout was malformed (kept in req_headers_)
   bool retry_pending_ = false;      // retry_timer_ runs: the next attempt starts when it fires
   bool hedging_ = false;            // this call may be hedged (route policy and method)
   uint8_t policy_attempts_ = 0;     // attempts started by retry or hedge
   ClusterState* cluster_ = nullptr;
   const config::RetryPolicy* retry_ = nullptr;  // the route's; points into the config
   const config::HedgePolicy* hedge_ = nullptr;
-  int64_t deadline_ns_ = 0;  // 0 = none
-  uint64_t req_taken_ = 0;   // body bytes the client's window was given back for
+  int64_t client_timeout_ns_ = -1;  // the client's grpc-timeout (the smallest), -1 = none
+  int64_t deadline_ns_ = 0;         // 0 = none
+  uint64_t req_taken_ = 0;          // body bytes the client's window was given back for
   std::array<Attempt, kMaxAttempts> attempts_;
   std::array<uint64_t, CallRecord::kMaxTried> tried_ids_{};  // EndpointState ids, for avoid
   h2::HeaderBlock req_headers_;  // kept until the call commits, so it can be re-sent

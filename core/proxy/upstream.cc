@@ -113,9 +113,11 @@ base::Result<void> UpstreamConn::submit(Attempt& a, h2::HeaderBlock& headers, bo
   int32_t id = nghttp2_submit_request(session_, nullptr, headers.nva(), headers.count(),
                                       end_stream ? nullptr : &prd, &a);
   if (id < 0) return base::fail(nghttp2_strerror(id));
-  a.conn = this;
   a.stream_id = id;
-  attempts.push_back(&a);
+  if (a.conn != this) {  // else it was parked here, and is on the list already
+    a.conn = this;
+    attempts.push_back(&a);
+  }
   mark_dirty();  // no-op while connecting; start_io() flushes everything queued
   if (was_idle) on_busy();
   return {};
@@ -138,19 +140,19 @@ void UpstreamConn::on_busy() {
 }
 
 void UpstreamConn::resume(const Attempt& a) {
-  if (!open()) return;
+  if (!open() || a.stream_id == 0) return;  // parked: nothing submitted yet
   nghttp2_session_resume_data(session_, a.stream_id);
   mark_dirty();
 }
 
 void UpstreamConn::consume(const Attempt& a, size_t n) {
-  if (!open() || n == 0) return;
+  if (!open() || n == 0 || a.stream_id == 0) return;
   nghttp2_session_consume_stream(session_, a.stream_id, n);
   mark_dirty();
 }
 
 void UpstreamConn::reset(Attempt& a, uint32_t code) {
-  if (!closing()) {
+  if (!closing() && a.stream_id != 0) {  // a parked attempt has no stream to reset
     nghttp2_session_set_stream_user_data(session_, a.stream_id, nullptr);
     nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, a.stream_id, code);
     mark_dirty();
@@ -162,6 +164,29 @@ void UpstreamConn::attempt_done(Attempt& a) {
   attempts.remove(&a);
   a.conn = nullptr;
   if (goaway_ && attempts.empty()) close_gracefully();
+}
+
+std::optional<uint32_t> UpstreamConn::peer_max_header_list() const {
+  if (!ready_) return std::nullopt;
+  return nghttp2_session_get_remote_settings(session_, NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE);
+}
+
+void UpstreamConn::park(Attempt& a) {
+  a.conn = this;
+  a.stream_id = 0;
+  attempts.push_back(&a);
+}
+
+void UpstreamConn::release_parked() {
+  // Calls may end or replay while they hear of it: walk a copy. Parked attempts are rare (a
+  // header list past 8 KiB on a new connection), so the copy is almost always empty.
+  std::vector<Attempt*> parked;
+  attempts.for_each([&](Attempt* a) {
+    if (a->stream_id == 0) parked.push_back(a);
+  });
+  for (Attempt* a : parked) {
+    if (a->conn == this && a->stream_id == 0) a->call->on_upstream_settings(*a);
+  }
 }
 
 void UpstreamConn::retire() {
@@ -194,6 +219,7 @@ void UpstreamConn::on_ready() {
   ctx_.timers().cancel(connect_timer_);
   last_recv_ns_ = ctx_.now();
   if (!attempts.empty()) arm_keepalive();
+  release_parked();  // only the first SETTINGS releases what waited for them
 }
 
 void UpstreamConn::after_input() {
@@ -310,7 +336,7 @@ void UpstreamConn::on_close(const char* why) {
   const AttemptEnd how = ready_ ? AttemptEnd::kConnectionLost : AttemptEnd::kConnectFailed;
   for (Attempt* a : gone) {
     if (a->conn != this) continue;  // already let go of by an earlier call's reaction
-    nghttp2_session_set_stream_user_data(session_, a->stream_id, nullptr);
+    if (a->stream_id != 0) nghttp2_session_set_stream_user_data(session_, a->stream_id, nullptr);
     a->call->on_attempt_closed(*a, how, NGHTTP2_INTERNAL_ERROR, why);
   }
 }

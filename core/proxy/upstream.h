@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "core/base/list.h"
@@ -52,6 +53,18 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
   /// `a` is done with this connection (its close was reported, or it was reset).
   void attempt_done(Attempt& a);
 
+  /// The backend's SETTINGS_MAX_HEADER_LIST_SIZE once its SETTINGS have arrived (UINT32_MAX if
+  /// it set none); nullopt before, when nghttp2 would report RFC 9113's initial "unlimited",
+  /// which says nothing about the backend.
+  std::optional<uint32_t> peer_max_header_list() const;
+  /// Request header lists up to this size are sent before the backend's SETTINGS arrive: 8 KiB
+  /// is the smallest limit gRPC servers advertise by default (grpc-core and grpc-java: 8192).
+  static constexpr uint32_t kAssumedPeerMaxHeaderList = 8192;
+  /// Holds attempt `a` on this connection, unsent (stream id 0), until the backend's SETTINGS
+  /// arrive; then its call's on_upstream_settings sends or refuses it. If the connection closes
+  /// first, the call hears of it as of any attempt that never reached the backend (replay).
+  void park(Attempt& a);
+
   /// Takes new streams: connecting or open, no GOAWAY from the peer.
   bool accepting() const { return !closing() && !goaway_; }
   bool has_room() const;
@@ -69,6 +82,7 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
   void on_close(const char* why) override;
   void on_released() override;
   void close_gracefully();
+  void release_parked();
   Attempt* attempt_of(int32_t id) const;
   void on_ready();
   void on_connect_timeout();

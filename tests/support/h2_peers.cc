@@ -321,8 +321,9 @@ H2Backend::H2Backend(std::shared_ptr<Mode> mode) : mode_(std::move(mode)) {
   nghttp2_session_server_new2(&session_, cb, this, backend_option());
   nghttp2_session_callbacks_del(cb);
   nghttp2_settings_entry iv[] = {
-      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, mode_->max_concurrent_streams}};
-  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, 1);
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, mode_->max_concurrent_streams},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, mode_->max_header_list_size}};
+  nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, mode_->max_header_list_size ? 2 : 1);
 }
 
 H2Backend::Exchange* H2Backend::alloc() {

@@ -198,6 +198,7 @@ class H2Backend final : public H2Peer {
     bool mute = false;
     bool ack_pings = true;                    // answer PINGs (with ACK)
     std::function<void(H2Backend&)> on_ping;  // each PING received, before any ACK
+    uint32_t max_header_list_size = 0;        // SETTINGS_MAX_HEADER_LIST_SIZE; 0: not advertised
   };
 
   explicit H2Backend(std::shared_ptr<Mode> mode);

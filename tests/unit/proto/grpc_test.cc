@@ -49,8 +49,12 @@ TEST_CASE("grpc-timeout: valid values") {
       {"0m", 0ns},
       {"007S", 7s},
       {"99999999n", 99'999'999ns},
-      {"99999999S", std::chrono::seconds(99'999'999)},
+      {"99999999m", 99'999'999ms},
       {"12345678u", 12'345'678us},
+      {"0n", 0ns},  // valid: the deadline has passed already (grpc-go and grpc-core agree)
+      {"00000000H", 0ns},
+      {"8640000S", std::chrono::hours(24 * 100)},  // exactly the cap
+      {"2400H", std::chrono::hours(24 * 100)},
   };
   for (const auto& c : cases) {
     CAPTURE(c.text);
@@ -58,20 +62,39 @@ TEST_CASE("grpc-timeout: valid values") {
     REQUIRE(got.has_value());
     CHECK(*got == c.want);
   }
-  // 99999999 hours exceeds int64 nanoseconds: saturates rather than wrapping negative.
-  auto huge = parse_grpc_timeout("99999999H");
-  REQUIRE(huge.has_value());
-  CHECK(*huge == std::chrono::nanoseconds::max());
-  auto big_minutes = parse_grpc_timeout("99999999M");
-  REQUIRE(big_minutes.has_value());
-  CHECK(*big_minutes == std::chrono::minutes(99'999'999));
+}
+
+TEST_CASE("grpc-timeout: valid but huge values are capped, never overflow") {
+  using ringlb::proto::kMaxGrpcTimeout;
+  CHECK(kMaxGrpcTimeout == std::chrono::hours(24 * 100));
+  // 99999999H is about 11,400 years, past what int64 nanoseconds hold: it must neither wrap
+  // negative nor fail, and the result must leave room to add any monotonic clock reading.
+  for (std::string_view text :
+       {"99999999H", "99999999M", "99999999S", "8640001S", "2401H", "144001M", "10000000H"}) {
+    CAPTURE(text);
+    auto got = parse_grpc_timeout(text);
+    REQUIRE(got.has_value());
+    CHECK(*got == kMaxGrpcTimeout);
+  }
+  // Just below the cap is exact.
+  CHECK(*parse_grpc_timeout("2399H") == std::chrono::hours(2399));
+  CHECK(*parse_grpc_timeout("8639999S") == std::chrono::seconds(8'639'999));
+  // The cap re-encodes as a value any peer parses, and reads back as itself.
+  CHECK(format(kMaxGrpcTimeout) == "8640000S");
+  CHECK(*parse_grpc_timeout(format(kMaxGrpcTimeout)) == kMaxGrpcTimeout);
+  // Added to a clock reading decades from its epoch, the deadline still does not overflow.
+  const int64_t decades_ns = int64_t{50} * 365 * 24 * 3600 * 1'000'000'000;
+  CHECK(decades_ns + kMaxGrpcTimeout.count() > decades_ns);
 }
 
 TEST_CASE("grpc-timeout: invalid values") {
   // "１S" starts with a full-width digit: UTF-8, not ASCII.
+  // Units are H M S m u n only: "s", "h", "U", "N", "ms" are not units.
   const std::string_view cases[] = {
-      "",    "S",   "m",   "1",   "100",  "123456789S", "000000000n", "1s",   "1h",    "1x",  "1 S",
-      " 1S", "1S ", "+1S", "-1S", "1.5S", "1SS",        "S1",         "1e3m", "0x10m", "１S",
+      "",     "S",      "m",   "1",    "100",  "123456789S", "000000000n", "1s",
+      "1h",   "1U",     "1N",  "1ms",  "1x",   "1 S",        " 1S",        "1S ",
+      "\t1S", "1S\r\n", "+1S", "-1S",  "-0S",  "1.5S",       "1SS",        "S1",
+      "1e3m", "0x10m",  "１S", "1,0S", "1_0S", "99999999HH", "999999999H",
   };
   for (auto text : cases) {
     CAPTURE(text);
@@ -91,6 +114,9 @@ TEST_CASE("grpc-timeout: format picks the finest unit that fits in 8 digits") {
   CHECK(format(std::chrono::seconds(99'999'999)) == "99999999S");
   CHECK(format(std::chrono::seconds(100'000'000)) == "1666667M");
   CHECK(format(std::chrono::nanoseconds::max()) == "2562048H");
+  // Beyond the cap, format still writes a valid value; parse reads it back as the cap.
+  CHECK(*parse_grpc_timeout(format(std::chrono::nanoseconds::max())) ==
+        ringlb::proto::kMaxGrpcTimeout);
 }
 
 TEST_CASE("grpc-timeout: format rounds up and never to zero") {
@@ -114,8 +140,8 @@ TEST_CASE("grpc-timeout: format/parse round trip never shortens the deadline") {
       30s,
       59min,
       25h,
-      std::chrono::hours(24 * 365),
-      std::chrono::nanoseconds::max() / 3,
+      std::chrono::hours(24 * 99),
+      ringlb::proto::kMaxGrpcTimeout,
   };
   for (auto d : samples) {
     CAPTURE(d.count());
@@ -252,4 +278,57 @@ TEST_CASE("status codes: names and texts") {
   // Codes a peer might send that we do not know read as UNKNOWN, as gRPC clients do.
   CHECK(status_name(static_cast<StatusCode>(17)) == "UNKNOWN");
   CHECK(status_text(static_cast<StatusCode>(-1)) == "2");
+}
+
+TEST_CASE("quote_value: escaped, quoted and cut for messages") {
+  using ringlb::proto::quote_value;
+  CHECK(quote_value("1x") == "\"1x\"");
+  CHECK(quote_value("") == "\"\"");
+  CHECK(quote_value("a\"b\\c") == "\"a\\\"b\\\\c\"");
+  CHECK(quote_value(std::string_view("1\0S\n", 4)) == "\"1\\x00S\\x0A\"");
+  CHECK(quote_value("caf\xC3\xA9") == "\"caf\\xC3\\xA9\"");
+  CHECK(quote_value(std::string(9000, 'a'), 4) == "\"aaaa...\" (9000 bytes)");
+  CHECK(quote_value("abcd", 4) == "\"abcd\"");  // exactly max: not cut
+  // Whatever the input, the result is printable ASCII (safe in a log line and a grpc-message).
+  std::string all;
+  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
+  for (char c : quote_value(all, 256)) {
+    CHECK(static_cast<unsigned char>(c) >= 0x20);
+    CHECK(static_cast<unsigned char>(c) <= 0x7E);
+  }
+}
+
+TEST_CASE("HTTP status to gRPC status, per gRPC's http-grpc-status-mapping.md") {
+  using ringlb::proto::status_for_http;
+  CHECK(status_for_http(400) == StatusCode::kInternal);
+  CHECK(status_for_http(401) == StatusCode::kUnauthenticated);
+  CHECK(status_for_http(403) == StatusCode::kPermissionDenied);
+  CHECK(status_for_http(404) == StatusCode::kUnimplemented);
+  CHECK(status_for_http(429) == StatusCode::kUnavailable);
+  CHECK(status_for_http(502) == StatusCode::kUnavailable);
+  CHECK(status_for_http(503) == StatusCode::kUnavailable);
+  CHECK(status_for_http(504) == StatusCode::kUnavailable);
+  // Everything else is UNKNOWN, 200 included (a 200 without grpc-status is no answer either).
+  for (int other : {0, 100, 200, 204, 301, 302, 402, 405, 408, 431, 500, 501, 505, 599, 999, -1}) {
+    CAPTURE(other);
+    CHECK(status_for_http(other) == StatusCode::kUnknown);
+  }
+}
+
+TEST_CASE("missing_status_message: names the upstream, the HTTP status and what came instead") {
+  using ringlb::proto::missing_status_message;
+  CHECK(missing_status_message("10.0.1.5:50051", 503, "text/html; charset=utf-8") ==
+        "ringlb: upstream 10.0.1.5:50051 answered HTTP 503 (Service Unavailable) without "
+        "grpc-status (content-type \"text/html; charset=utf-8\")");
+  CHECK(missing_status_message("b:1", 200, "application/grpc") ==
+        "ringlb: upstream b:1 answered HTTP 200 (OK) without grpc-status");
+  CHECK(missing_status_message("b:1", 418, "") ==
+        "ringlb: upstream b:1 answered HTTP 418 without grpc-status (no content-type)");
+  CHECK(missing_status_message("b:1", 0, "application/grpc+proto") ==
+        "ringlb: upstream b:1 answered without an HTTP status or grpc-status");
+  // A hostile content-type is escaped and cut.
+  const std::string msg = missing_status_message("b:1", 502, std::string(500, '\n'));
+  CHECK(msg.size() < 400);
+  CHECK(msg.find('\n') == std::string::npos);
+  CHECK(msg.find("(500 bytes)") != std::string::npos);
 }
