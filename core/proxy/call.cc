@@ -56,28 +56,6 @@ const char* http_status_for(StatusCode code) {
 // The hedge delay when the route says `after = "auto"` and sets no per-try timeout.
 constexpr int64_t kDefaultHedgeNs = 100'000'000;
 
-// gRPC's mapping of an HTTP status on a response without grpc-status
-// (doc/http-grpc-status-mapping.md).
-StatusCode status_for_http_answer(int http) {
-  switch (http) {
-    case 400:
-      return StatusCode::kInternal;
-    case 401:
-      return StatusCode::kUnauthenticated;
-    case 403:
-      return StatusCode::kPermissionDenied;
-    case 404:
-      return StatusCode::kUnimplemented;
-    case 429:
-    case 502:
-    case 503:
-    case 504:
-      return StatusCode::kUnavailable;
-    default:
-      return StatusCode::kUnknown;
-  }
-}
-
 // Jitter for backoffs: a shard-local generator (splitmix64), seeded once per thread.
 uint64_t next_random() {
   thread_local uint64_t state = 0x9e3779b97f4a7c15ULL ^ reinterpret_cast<uintptr_t>(&state);
@@ -85,6 +63,13 @@ uint64_t next_random() {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
   return z ^ (z >> 31);
+}
+
+// What a backend's grpc-status says about the backend, for outlier ejection.
+lb::Outcome outcome_of(int grpc_status) {
+  if (grpc_status == 0) return lb::Outcome::kSuccess;
+  if (grpc_status == static_cast<int>(StatusCode::kUnavailable)) return lb::Outcome::kUnavailable;
+  return lb::Outcome::kOtherStatus;
 }
 
 int parse_int(std::string_view s, int fallback) {
@@ -439,6 +424,7 @@ void Call::on_response_headers(Attempt& a, bool end_stream, bool trailer) {
                                             " ended the response without grpc-status"));
       }
       record_.grpc_status = parse_int(trailers_.find("grpc-status"), -1);
+      if (record_.grpc) note_outcome(a, outcome_of(record_.grpc_status));
       phase_ = Phase::kAnswered;
       resume_downstream();
     } else if (a.held && phase_ == Phase::kWaiting && ds != nullptr) {
@@ -474,14 +460,15 @@ void Call::on_final_status(Attempt& a, h2::HeaderBlock& block, bool trailers_onl
   const int http = parse_int(a.headers.find(":status"), 0);
   int code = parse_int(block.find("grpc-status"), -1);
   std::string why;
-  if (http != 200) {
-    code = static_cast<int>(status_for_http_answer(http));
-    why = "ringlb: upstream " + a.endpoint->endpoint.name + " answered HTTP " +
-          std::to_string(http) + " to a gRPC call";
-  } else if (code < 0) {
-    code = static_cast<int>(StatusCode::kUnknown);
-    why =
-        "ringlb: upstream " + a.endpoint->endpoint.name + " ended the response without grpc-status";
+  if (http != 200 || code < 0) {
+    // gRPC's HTTP mapping: a non-200 answer, or a 200 without grpc-status, is the proxy's to
+    // explain (the HTTP status and content-type say what came instead).
+    code = static_cast<int>(http != 200 ? proto::status_for_http(http) : StatusCode::kUnknown);
+    note_outcome(a, http == 200 ? lb::Outcome::kLocalFailure : outcome_of(code));
+    why = proto::missing_status_message(a.endpoint->endpoint.name, http,
+                                        a.headers.find("content-type"));
+  } else {
+    note_outcome(a, outcome_of(code));
   }
   const int64_t pushback = parse_pushback_ms(block.find("grpc-retry-pushback-ms"),
                                              !block.find("grpc-retry-pushback-ms").empty());
@@ -519,6 +506,14 @@ void Call::forward_headers(Attempt& a, bool end_stream) {
   h2::HeaderBlock& h = a.headers;
   record_.http_status = static_cast<uint16_t>(parse_int(h.find(":status"), 0));
   record_.first_byte_ns = ctx_.now();
+  if (!record_.grpc) {
+    const int http = record_.http_status;
+    note_outcome(a, http >= 502 && http <= 504 ? lb::Outcome::kUnavailable
+                    : http >= 500              ? lb::Outcome::kOtherStatus
+                                               : lb::Outcome::kSuccess);
+  } else if (end_stream) {
+    note_outcome(a, outcome_of(parse_int(h.find("grpc-status"), -1)));
+  }
   if (end_stream) {  // trailers-only
     record_.grpc_status = parse_int(h.find("grpc-status"), -1);
     phase_ = Phase::kAnswered;
@@ -559,6 +554,7 @@ void Call::on_response_end(Attempt& a) {
   }
   if (a.state != Attempt::State::kCommitted) return;
   if (record_.grpc && phase_ == Phase::kResponding) {
+    note_outcome(a, lb::Outcome::kLocalFailure);
     // END_STREAM on DATA: the backend sent no trailers, so no grpc-status.
     trailers_.clear();
     trailers_.add("grpc-status", proto::status_text(StatusCode::kUnknown));
@@ -622,6 +618,9 @@ void Call::on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::str
     dispatch();
     return;
   }
+  // Reset by the backend or broken HTTP/2 on a live connection says the endpoint is unwell;
+  // connection-level ends are counted once per connection (Context::on_upstream_event).
+  if (how == AttemptEnd::kStream && !a.header_overflow) note_outcome(a, lb::Outcome::kLocalFailure);
   if (committed) {  // mid-response: the client gets what was sent, then the error
     fail_from(a, how, code, why);
     return;
@@ -685,6 +684,7 @@ void Call::on_per_try_timeout(Attempt& a) {
       " did not answer within the per-try timeout (" +
       // what this try had: a share is of the time left when it started
       std::to_string(per_try_ns(*retry_, a.started_ns, deadline_ns_) / 1000000) + " ms)";
+  note_outcome(a, lb::Outcome::kLocalFailure);
   reset_attempt(a);
   // The backend may be hung: always worth another endpoint while attempts and time remain.
   retry_or_fail(true, StatusCode::kDeadlineExceeded, msg);
@@ -728,6 +728,10 @@ void Call::fail_from(Attempt& a, AttemptEnd how, uint32_t code, std::string_view
   end_attempt(a);
   record_.truncated = req_body_.truncated();
   fail(status, msg);
+}
+
+void Call::note_outcome(Attempt& a, lb::Outcome o) {
+  if (a.endpoint != nullptr) cluster_->record_outcome(*a.endpoint, o, ctx_.now());
 }
 
 void Call::end_attempt(Attempt& a) {

@@ -36,6 +36,7 @@
 #include "core/proxy/attempt.h"
 #include "core/proxy/call_record.h"
 #include "core/proxy/retry_buffer.h"
+#include "lb/outlier.h"
 #include "proto/grpc.h"
 
 namespace ringlb::core::proxy {
@@ -130,6 +131,8 @@ class Call final : public io::TimerHandler {
   bool replayable(const Attempt& a, AttemptEnd how, uint32_t code) const;
   bool has_other_attempt(const Attempt& a) const;
   void end_attempt(Attempt& a);
+  /// Tells the cluster's outlier detector how attempt `a` went (ClusterState::record_outcome).
+  void note_outcome(Attempt& a, lb::Outcome o);
   void let_go(Attempt& a);
   void reset_attempt(Attempt& a);
   void reset_attempts(const Attempt* keep);

@@ -83,9 +83,6 @@ def test_refused_connects_eject_the_endpoint_until_base_ejection(backends, ringl
     assert m.group(0) in rl.log_text()
 
 
-@pytest.mark.xfail(strict=True, reason="UNAVAILABLE answers are counted only once call.cc calls "
-                   "ClusterState::record_outcome at the end of each attempt (the integrator's "
-                   "call rewrite); remove this mark then")
 def test_unavailable_backend_is_ejected_and_comes_back(backends, ringlb):
     bs = backends(3)
     sick = bs[1]
@@ -94,7 +91,7 @@ def test_unavailable_backend_is_ejected_and_comes_back(backends, ringlb):
     stub = Stub(channel(rl.port))
 
     for i in range(30):
-        _call(stub, i)  # UNAVAILABLE from the sick one reaches the client until retries exist
+        _call(stub, i)
     _wait_log(rl, rf"cluster main: endpoint {re.escape(sick.address)} ejected for "
                   rf"{EJECTION_S}s: 3 consecutive UNAVAILABLE")
     # One shard: it took exactly three answers to decide, then no more calls.

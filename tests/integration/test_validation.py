@@ -377,8 +377,6 @@ def test_non_200_answer_becomes_mapped_grpc_error(ringlb, status, code):
     assert f"HTTP {status}" in msg and backend.address in msg, msg
 
 
-@pytest.mark.xfail(reason="wired by the integrator: Call::on_final_status does not use "
-                          "proto::missing_status_message yet", strict=True)
 def test_non_200_answer_message_names_what_came_instead(ringlb):
     page = b"<html><body>upstream is down</body></html>"
     with ScriptedServer([(":status", "503"), ("content-type", "text/html")], page) as backend:
