@@ -275,7 +275,7 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
   a.trailers.clear();
   cluster_->call_started(ep);
   // Per-try timeouts end in a retry: gRPC calls only (plain HTTP/2 has the deadline alone). A
-  // wait for the backend's SETTINGS counts.
+  // wait for the backend's SETTINGS (UpstreamConn::park) counts.
   if (int64_t t = record_.grpc ? per_try_ns(*retry_, ctx_.now(), deadline_ns_) : 0; t > 0) {
     ctx_.timers().arm(a.per_try, ctx_.now() + t);
   }
@@ -283,6 +283,15 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
 }
 
 void Call::send_attempt(Attempt& a, UpstreamConn& conn) {
+  // The request header list is checked against the backend's SETTINGS_MAX_HEADER_LIST_SIZE: a
+  // list past it, sent, may make the backend close the connection and fail every other call on
+  // it. Until its SETTINGS arrive the limit is unknown, and nothing would go out anyway (the
+  // connection is not ready): the attempt waits for them (on_upstream_settings).
+  const std::optional<uint32_t> limit = conn.peer_max_header_list();
+  if (!limit) {
+    conn.park(a);
+    return;
+  }
   // The backend learns the time left, the smaller of the client's and the route's deadline.
   const size_t mark = req_headers_.count();
   if (deadline_ns_ > 0) {
@@ -296,19 +305,9 @@ void Call::send_attempt(Attempt& a, UpstreamConn& conn) {
     int n = snprintf(text, sizeof text, "%u", a.previous);
     req_headers_.add("grpc-previous-rpc-attempts", std::string_view(text, static_cast<size_t>(n)));
   }
-  // A header list past the backend's SETTINGS_MAX_HEADER_LIST_SIZE is refused here: sent, it
-  // may make the backend close the connection, failing every other call on it. Until the
-  // backend's SETTINGS arrive its limit is unknown; a list small enough for any gRPC server goes
-  // at once, a larger one waits for them (on_upstream_settings).
-  const size_t size = req_headers_.list_size();
-  const std::optional<uint32_t> limit = conn.peer_max_header_list();
-  if (size > limit.value_or(UpstreamConn::kAssumedPeerMaxHeaderList)) {
+  if (const size_t size = req_headers_.list_size(); size > *limit) {
     req_headers_.truncate(mark);
-    if (limit) {
-      refuse_attempt(a, size, *limit);
-    } else {
-      conn.park(a);
-    }
+    refuse_attempt(a, size, *limit);
     return;
   }
   auto submitted = conn.submit(a, req_headers_, req_end_ && req_body_.end() == 0);

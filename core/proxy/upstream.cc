@@ -178,8 +178,8 @@ void UpstreamConn::park(Attempt& a) {
 }
 
 void UpstreamConn::release_parked() {
-  // Calls may end or replay while they hear of it: walk a copy. Parked attempts are rare (a
-  // header list past 8 KiB on a new connection), so the copy is almost always empty.
+  // Calls may end or replay while they hear of it: walk a copy. Once per connection, over the
+  // attempts that came while it connected.
   std::vector<Attempt*> parked;
   attempts.for_each([&](Attempt* a) {
     if (a->stream_id == 0) parked.push_back(a);

@@ -5,10 +5,12 @@
 //
 // Readiness: the connection is ready when the server's SETTINGS arrive (as gRPC clients see a
 // transport READY), not when TCP connects: the kernel of a stopped process still completes the
-// handshake. connect_timeout covers both. Until then our preface and SETTINGS go out but request
-// HEADERS wait inside nghttp2 (its peer limit is 0 streams until the server's SETTINGS), so a
-// connection that never gets ready ends its attempts as kConnectFailed: the backend cannot have
-// seen them, and the calls replay them elsewhere.
+// handshake. connect_timeout covers both. Until then our preface and SETTINGS go out but attempts
+// wait, parked on the connection outside nghttp2 (the server's SETTINGS say how large a request
+// header list it takes, and each is checked against that before it is submitted; nghttp2's peer
+// limit of 0 streams until then is the backstop), so a connection that never gets ready ends its
+// attempts as kConnectFailed: the backend cannot have seen them, and the calls replay them
+// elsewhere.
 //
 // Keepalive: while attempts wait, a connection silent for keepalive.interval is pinged; nothing
 // back (the ACK or any other bytes) within keepalive.timeout and it is closed as dead. Idle
@@ -57,12 +59,11 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
   /// it set none); nullopt before, when nghttp2 would report RFC 9113's initial "unlimited",
   /// which says nothing about the backend.
   std::optional<uint32_t> peer_max_header_list() const;
-  /// Request header lists up to this size are sent before the backend's SETTINGS arrive: 8 KiB
-  /// is the smallest limit gRPC servers advertise by default (grpc-core and grpc-java: 8192).
-  static constexpr uint32_t kAssumedPeerMaxHeaderList = 8192;
   /// Holds attempt `a` on this connection, unsent (stream id 0), until the backend's SETTINGS
-  /// arrive; then its call's on_upstream_settings sends or refuses it. If the connection closes
-  /// first, the call hears of it as of any attempt that never reached the backend (replay).
+  /// arrive (the connection is ready): then its call's on_upstream_settings sends it, or
+  /// refuses it if its header list is past the backend's limit. Nothing would go out before
+  /// them anyway. If the connection closes first, the call hears of it as of any attempt that
+  /// never reached the backend (kConnectFailed: replay).
   void park(Attempt& a);
 
   /// Takes new streams: connecting or open, no GOAWAY from the peer.

@@ -1,9 +1,9 @@
 // One client's bad call never fails another's: what ringlb refuses to forward. A malformed
 // grpc-timeout is answered locally (INTERNAL, as grpc-go and grpc-core servers answer it) and
 // never reaches a backend; a valid but huge one is capped; a request header list past the
-// backend's SETTINGS_MAX_HEADER_LIST_SIZE is answered RESOURCE_EXHAUSTED and never sent, and
-// on a new connection a large list waits for the backend's SETTINGS before either. Driven in
-// memory on a fake clock.
+// backend's SETTINGS_MAX_HEADER_LIST_SIZE is answered RESOURCE_EXHAUSTED and never sent (on a
+// new connection, once the backend's SETTINGS say its limit: attempts wait for them parked).
+// Driven in memory on a fake clock.
 #include <doctest/doctest.h>
 
 #include <cerrno>
@@ -205,9 +205,29 @@ TEST_CASE(
   CHECK(c.stream(small)->grpc_status == 0);
   auto ex = exchanges(rig, kA);
   REQUIRE(ex.size() == 2);
-  // The small one went out first: the big one waited for the backend's SETTINGS.
-  CHECK(ex[0]->header("x-big").empty());
-  CHECK(ex[1]->headers.list_size() == 12000);
+  // Both waited for the backend's SETTINGS and went in the order they came.
+  CHECK(ex[0]->headers.list_size() == 12000);  // what the client sent, as sent
+  CHECK(ex[1]->header("x-big").empty());
+}
+
+TEST_CASE(
+    "proxy validate: on a new connection every list is checked against what the backend "
+    "advertises, however small") {
+  // A backend with a 4 KiB limit: a 5,000-byte list is past it, though under what gRPC servers
+  // advertise by default. Nothing goes out before the backend's SETTINGS, so it is refused on
+  // the connection's first turn too, not only once the connection is known.
+  ProxyRig rig(config());
+  rig.mode(kA).max_header_list_size = 4096;
+  H2Client& c = rig.client();
+  int32_t big = c.submit(big_request(5000));
+  int32_t fits = c.submit(big_request(4096));
+  REQUIRE(rig.pump());
+  CHECK(c.stream(big)->header("grpc-status") == "8");
+  CHECK(contains(message_of(*c.stream(big)), "5000 bytes, more than the 4096"));
+  CHECK(c.stream(fits)->grpc_status == 0);
+  auto ex = exchanges(rig, kA);
+  REQUIRE(ex.size() == 1);
+  CHECK(ex[0]->headers.list_size() == 4096);
 }
 
 TEST_CASE("proxy validate: a waiting attempt whose connection fails is replayed elsewhere") {
