@@ -25,7 +25,7 @@ build() {  # dir, extra meson args...
 
 build build || exit 1
 
-passed=0; failed=0; skipped=0
+passed=0; failed=0; skipped=0; gaps=0
 count() {  # name, status, passed, failed
   echo "== $1: $3 passed, $4 failed (exit $2) [${SECONDS}s since the start]"
   passed=$((passed + $3)); failed=$((failed + $4))
@@ -75,17 +75,20 @@ pytest_run() {  # name, then pytest arguments (default folder tests/integration;
   local log; log=$(mktemp)
   local tail_n=25
   [ -n "${RINGLB_PYTEST_TAIL:-}" ] && tail_n=$RINGLB_PYTEST_TAIL
-  # -rs: every skip is listed with its reason; they are counted in the closing line.
-  /usr/bin/python3 -m pytest "${RINGLB_PYTEST_DIR:-tests/integration}" -q -rs -p no:cacheprovider "$@" 2>&1 | tee "$log" | tail -n "$tail_n"
+  # -rsx: every skip and known gap (xfail) is listed with its reason; both are counted in the
+  # closing line.
+  /usr/bin/python3 -m pytest "${RINGLB_PYTEST_DIR:-tests/integration}" -q -rsx -p no:cacheprovider "$@" 2>&1 | tee "$log" | tail -n "$tail_n"
   local st=${PIPESTATUS[0]}
   local summary; summary=$(grep -E '^[0-9]+ (passed|failed)|^=+ .*(passed|failed)' "$log" | tail -n 1)
   local p f
   p=$(echo "$summary" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+')
   f=$(echo "$summary" | grep -oE '[0-9]+ (failed|errors?)' | awk '{s += $1} END {print s + 0}')
   local sk; sk=$(echo "$summary" | grep -oE '[0-9]+ skipped' | grep -oE '[0-9]+')
+  local xf; xf=$(echo "$summary" | grep -oE '[0-9]+ xfailed' | grep -oE '[0-9]+')
   rm -f "$log"
   count "$name" "$st" "${p:-0}" "${f:-0}"
   skipped=$((skipped + ${sk:-0}))
+  gaps=$((gaps + ${xf:-0}))
 }
 
 echo "== integration tests (release build, io_uring and epoll)"
@@ -122,7 +125,9 @@ if [ "${RINGLB_SKIP_TSAN:-0}" != 1 ]; then
     --ignore=tests/integration/test_bench_smoke.py --ignore=tests/integration/test_config.py \
     --ignore=tests/integration/test_errors.py --ignore=tests/integration/test_plain_http.py \
     --ignore=tests/integration/test_hol.py --ignore=tests/integration/test_replay.py \
-    --ignore=tests/integration/test_deadlines.py --ignore=tests/integration/test_seccomp.py
+    --ignore=tests/integration/test_deadlines.py --ignore=tests/integration/test_seccomp.py \
+    --ignore=tests/integration/test_retry.py --ignore=tests/integration/test_validation.py \
+    --ignore=tests/integration/test_keepalive.py
 fi
 
 if [ "${RINGLB_SKIP_FUZZ:-0}" != 1 ]; then
@@ -133,9 +138,8 @@ if [ "${RINGLB_SKIP_FUZZ:-0}" != 1 ]; then
 fi
 
 echo
-if [ "$skipped" -gt 0 ]; then
-  echo "ringlb tests: $passed passed, $failed failed, $skipped skipped"
-else
-  echo "ringlb tests: $passed passed, $failed failed"
-fi
+extra=""
+[ "$skipped" -gt 0 ] && extra="$extra, $skipped skipped"
+[ "$gaps" -gt 0 ] && extra="$extra, $gaps known gaps (xfail, listed above)"
+echo "ringlb tests: $passed passed, $failed failed$extra"
 [ "$failed" -eq 0 ]

@@ -393,8 +393,8 @@ void Controller::start_health_checks() {
 
 void Controller::on_health_change(size_t cluster, const std::string& endpoint_key, bool healthy,
                                   std::string_view why) {
-  // Logged only, for now: taking the endpoint out on the shards (lb::kUnhealthy) comes with
-  // Controller::set_health().
+  // Every shard takes it out (lb::kUnhealthy: no new calls, calls in flight finish) or back.
+  set_health(cluster, endpoint_key, healthy);
   const std::string* name = health_->endpoint_name(cluster, endpoint_key);
   const char* endpoint = name != nullptr ? name->c_str() : "?";
   const std::string& c = config_.clusters[cluster].name;

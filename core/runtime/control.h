@@ -159,8 +159,8 @@ class Controller final : public io::IoHandler,
   std::vector<size_t> members_;  // per cluster: its size as the last reporting shard saw it
   io::Timer eject_timer_;        // the next ejection to end
   bool draining_ = false;
-  size_t shards_left_ = 0;      // draining: shards that reported kListenersClosed
-  bool goaway_posted_ = false;  // draining: every shard was sent kGoaway
+  size_t shards_left_ = 0;                 // draining: shards that reported kListenersClosed
+  bool goaway_posted_ = false;             // draining: every shard was sent kGoaway
   std::unique_ptr<HealthChecker> health_;  // after reactor_ and timers_: freed before them
 };
 

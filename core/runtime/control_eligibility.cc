@@ -160,12 +160,9 @@ void Controller::set_health(size_t cluster, const std::string& key, bool healthy
   if ((e.bits & lb::kUnhealthy) == want) return;
   e.bits = static_cast<uint8_t>((e.bits & ~lb::kUnhealthy) | want);
   const char* cname = config_.clusters[cluster].name.c_str();
-  if (healthy) {
-    LOG_INFO("cluster %s: endpoint %s healthy again: back in rotation", cname, e.name.c_str());
-  } else {
-    LOG_WARN("cluster %s: endpoint %s unhealthy: no new calls (calls in flight finish)", cname,
-             e.name.c_str());
-  }
+  // The health checker's own line (on_health_change) says why; this one is for debugging.
+  LOG_DEBUG("cluster %s: endpoint %s: health %s on every shard", cname, e.name.c_str(),
+            healthy ? "restored" : "taken away");
   broadcast(cluster, key, lb::kUnhealthy, e);
 }
 
