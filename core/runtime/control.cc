@@ -105,6 +105,8 @@ Controller::Controller(const config::Config& config, std::vector<Shard*> shards,
 Controller::~Controller() {
   resolver_.reset();  // runs pending callbacks (ARES_EDESTRUCTION) while dns_ still exists
   for (auto& [fd, w] : watches_) delete w;
+  // Closed sockets whose cancelled polls never completed: the reactor is not turned again.
+  for (Watch* w : dying_watches_) delete w;
   if (signal_fd_ >= 0) ::close(signal_fd_);
 }
 
@@ -256,7 +258,10 @@ void Controller::on_watch(Watch& w, io::Op& op, const io::Completion& c) {
     }
     rearm_resolver_timer();
   }
-  if (w.dead && !w.in.active && !w.out.active) delete &w;
+  if (w.dead && !w.in.active && !w.out.active) {
+    dying_watches_.erase(&w);
+    delete &w;
+  }
 }
 
 void Controller::watch(int fd, bool read, bool write) {
@@ -269,7 +274,11 @@ void Controller::watch(int fd, bool read, bool write) {
     reactor_->cancel(w->in);
     reactor_->cancel(w->out);
     reactor_->forget(fd);
-    if (!w->in.active && !w->out.active) delete w;
+    if (!w->in.active && !w->out.active) {
+      delete w;
+    } else {
+      dying_watches_.insert(w);  // freed when its cancels complete, or by ~Controller
+    }
     return;
   }
   if (w == nullptr) {

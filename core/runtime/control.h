@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/config/config.h"
@@ -144,6 +145,7 @@ class Controller final : public io::IoHandler,
   std::unique_ptr<discovery::Resolver> resolver_;
   std::vector<std::unique_ptr<DnsCluster>> dns_;
   std::unordered_map<int, Watch*> watches_;
+  std::unordered_set<Watch*> dying_watches_;  // closed by c-ares, cancels still pending
   io::Timer resolver_timer_;
   io::Timer poll_timer_;
   io::Timer goaway_timer_;  // draining: the bound on waiting for every shard's kListenersClosed

@@ -37,7 +37,7 @@ targets=("$@")
 mkdir -p "$build/gen"
 # Every library source except the binary's main and the demo; the archive lets each target
 # link only the objects it needs.
-mapfile -t sources < <(ls lb/*.cc discovery/*.cc proto/grpc.cc core/*/*.cc |
+mapfile -t sources < <(ls lb/*.cc discovery/*.cc proto/grpc.cc proto/health.cc core/*/*.cc |
   grep -v -e '^core/runtime/main.cc$' -e '^core/demo/')
 pkgs="libnghttp2 liburing libcares protobuf"
 # toml++ header-only here, so the TOML parser is instrumented too and the config target explores
@@ -47,7 +47,7 @@ pkgs="libnghttp2 liburing libcares protobuf"
 # reports a parse_error for them, which is all ringlb sees.
 cflags="-std=c++2b -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined \
 -fno-sanitize-recover=undefined -I. -I$build/gen -DTOML_HEADER_ONLY=1 -DTOML_SHARED_LIB=0 \
-'-DTOML_ASSERT(expr)=static_cast<void>(0)' $(pkg-config --cflags $pkgs)"
+'-DTOML_ASSERT(expr)=static_cast<void>(0)' '-DRINGLB_VERSION=\"fuzz\"' $(pkg-config --cflags $pkgs)"
 libs="$(pkg-config --libs $pkgs) -lpthread"
 
 {
