@@ -152,9 +152,15 @@ class Loader {
   explicit Loader(std::string_view source) : source_(source) {}
 
   Config load(const toml::table& root) {
-    check_keys(root, "", {"proxy", "discovery", "listener", "cluster"});
+    check_keys(root, "", {"proxy", "discovery", "listener", "cluster", "admin", "log", "metrics"});
     Config config;
     config.source = source_;
+    config.admin.address = *io::parse_socket_address("127.0.0.1:9901");
+    if (const toml::node* n = root.get("admin"))
+      load_admin(expect_table(*n, "admin"), config.admin);
+    if (const toml::node* n = root.get("log")) load_log(expect_table(*n, "log"), config.log);
+    if (const toml::node* n = root.get("metrics"))
+      load_metrics(expect_table(*n, "metrics"), config.metrics);
     if (const toml::node* n = root.get("proxy"))
       load_proxy(expect_table(*n, "proxy"), config.proxy);
     if (const toml::node* n = root.get("discovery"))
@@ -793,6 +799,74 @@ class Loader {
       d.stale_after = duration(*n, join(path, "stale_after"));
     }
     if (const toml::node* n = t.get("hold")) d.hold = duration(*n, join(path, "hold"));
+  }
+
+  void load_admin(const toml::table& t, AdminConfig& a) const {
+    check_keys(t, "admin", {"address", "max_connections", "request_timeout"});
+    if (const toml::node* n = t.get("address")) {
+      if (n->is_string() && expect_string(*n, "admin.address") == "off") {
+        a.enabled = false;
+      } else {
+        a.address = address(*n, "admin.address", false);
+      }
+    }
+    if (const toml::node* n = t.get("max_connections")) {
+      a.max_connections =
+          static_cast<uint32_t>(integer_in_range(*n, "admin.max_connections", 1, 1024));
+    }
+    if (const toml::node* n = t.get("request_timeout")) {
+      a.request_timeout = duration_in_range(*n, "admin.request_timeout",
+                                            std::chrono::milliseconds(10), std::chrono::minutes(5));
+    }
+  }
+
+  void load_log(const toml::table& t, LogConfig& l) const {
+    check_keys(t, "log", {"level", "access", "access_sample", "access_buffer"});
+    if (const toml::node* n = t.get("level")) {
+      using L = LogConfig::Level;
+      l.level = choose<L>(
+          *n, "log.level",
+          {{"debug", L::kDebug}, {"info", L::kInfo}, {"warn", L::kWarn}, {"error", L::kError}});
+      l.level_set = true;
+    }
+    if (const toml::node* n = t.get("access")) {
+      const std::string& text = expect_string(*n, "log.access");
+      if (text == "stdout") {
+        l.access = AccessLogTarget::kStdout;
+      } else if (text == "off") {
+        l.access = AccessLogTarget::kOff;
+      } else if (text.empty()) {
+        fail(*n, "log.access", "expected \"stdout\", \"off\" or a file path, got \"\"");
+      } else {
+        l.access = AccessLogTarget::kFile;
+        l.access_path = text;
+      }
+    }
+    if (const toml::node* n = t.get("access_sample")) {
+      double v = 0;
+      if (const toml::value<double>* d = n->as_floating_point()) {
+        v = d->get();
+      } else if (const toml::value<int64_t>* i = n->as_integer()) {
+        v = static_cast<double>(i->get());
+      } else {
+        fail(*n, "log.access_sample", "expected a number 0..1, got " + type_name(n->type()));
+      }
+      if (!(v >= 0.0 && v <= 1.0)) {
+        fail(*n, "log.access_sample", "must be between 0 and 1, got " + std::to_string(v));
+      }
+      l.access_sample = v;
+    }
+    if (const toml::node* n = t.get("access_buffer")) {
+      l.access_buffer =
+          static_cast<uint32_t>(integer_in_range(*n, "log.access_buffer", 16, 1 << 20));
+    }
+  }
+
+  void load_metrics(const toml::table& t, MetricsConfig& m) const {
+    check_keys(t, "metrics", {"max_methods"});
+    if (const toml::node* n = t.get("max_methods")) {
+      m.max_methods = static_cast<uint32_t>(integer_in_range(*n, "metrics.max_methods", 0, 10000));
+    }
   }
 
   void load_discovery(const toml::table& t, DiscoveryConfig& d) const {

@@ -163,6 +163,40 @@ struct ClusterConfig {
   bool uses_dns() const { return !dns.name.empty(); }
 };
 
+/// The admin listener (control thread, HTTP/1.1): /metrics /ready /live /endpoints /config and
+/// POST /reload. Bound with SO_REUSEPORT so a ringlb taking over from another (restart) can bind
+/// the same address; each process answers for itself.
+struct AdminConfig {
+  bool enabled = true;            // address = "off" disables it
+  io::SocketAddress address;      // default 127.0.0.1:9901 (filled in at load)
+  uint32_t max_connections = 16;  // more are accepted and closed at once
+  // A request (headers and body) must arrive whole within this, or its connection is closed (a
+  // slow client cannot hold a slot); also the idle limit between keep-alive requests.
+  Duration request_timeout = std::chrono::seconds(5);
+};
+
+enum class AccessLogTarget { kOff, kStdout, kFile };
+
+struct LogConfig {
+  // The process log (stderr). --log-level on the command line wins over this.
+  enum class Level { kDebug, kInfo, kWarn, kError } level = Level::kInfo;
+  bool level_set = false;  // `level` was in the file (a reload applies it only then)
+  AccessLogTarget access = AccessLogTarget::kStdout;
+  std::string access_path;  // kFile: opened for append
+  // Share of successful calls (grpc-status 0; plain HTTP/2: status < 400) that are logged;
+  // every other call is always logged. 1 = all.
+  double access_sample = 1.0;
+  // Lines each shard may have waiting for the writer; past it lines are dropped and counted
+  // (ringlb_access_log_dropped_total). A shard never waits for the log.
+  uint32_t access_buffer = 1024;
+};
+
+struct MetricsConfig {
+  // Distinct gRPC methods (":path" values) given their own label value, over all routes; calls
+  // to methods seen after the cap is reached are counted under method="other".
+  uint32_t max_methods = 200;
+};
+
 struct DiscoveryConfig {
   std::vector<io::SocketAddress> resolvers;  // empty: the system's /etc/resolv.conf
   Duration query_timeout = std::chrono::seconds(2);
@@ -174,6 +208,9 @@ struct Config {
   std::vector<ListenerConfig> listeners;
   std::vector<ClusterConfig> clusters;
   DiscoveryConfig discovery;
+  AdminConfig admin;
+  LogConfig log;
+  MetricsConfig metrics;
 
   const ClusterConfig* find_cluster(std::string_view name) const;
 };

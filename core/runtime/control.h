@@ -9,6 +9,7 @@
 #include <signal.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -50,6 +51,28 @@ class Controller final : public io::IoHandler,
   int run();
   /// A SIGTERM/SIGINT has been taken and the shards told to drain.
   bool draining() const { return draining_; }
+
+  /// Asks every shard for a ShardSnapshot (ShardMessage::kCollect). `done` runs on the control
+  /// thread once every shard answered or `timeout_ns` passed: `got` holds the snapshots that
+  /// came (shard order), `missing` the shards that did not answer in time (a stuck loop).
+  /// Collections may overlap; each gets its own answers.
+  using CollectDone = std::function<void(std::vector<std::unique_ptr<ShardSnapshot>>& got,
+                                         const std::vector<unsigned>& missing)>;
+  void collect(int64_t timeout_ns, CollectDone done);
+  /// /ready: the shards serve (listeners armed, every DNS cluster had its first answer) and no
+  /// drain has begun.
+  bool ready() const;
+  /// server.cc: the shards were told to serve.
+  void set_serving() { serving_ = true; }
+
+  /// Live reload (SIGHUP, POST /reload): reads and validates the config file again; on success
+  /// applies it without dropping anything, else keeps the running config. `message` says what
+  /// was done, or the error as "FILE:LINE:COLUMN: KEY: problem".
+  struct ReloadResult {
+    bool applied = false;
+    std::string message;
+  };
+  ReloadResult reload();
 
   /// What the admin surface will show for one DNS cluster.
   struct DnsStatus {
@@ -161,6 +184,7 @@ class Controller final : public io::IoHandler,
   std::vector<size_t> members_;  // per cluster: its size as the last reporting shard saw it
   io::Timer eject_timer_;        // the next ejection to end
   bool draining_ = false;
+  bool serving_ = false;                   // set_serving()
   size_t shards_left_ = 0;                 // draining: shards that reported kListenersClosed
   bool goaway_posted_ = false;             // draining: every shard was sent kGoaway
   std::unique_ptr<HealthChecker> health_;  // after reactor_ and timers_: freed before them

@@ -23,6 +23,8 @@ const char* report_kind_name(ShardReport::Kind k) {
       return "ejected";
     case ShardReport::Kind::kNotEjected:
       return "not ejected (max_ejected_percent)";
+    case ShardReport::Kind::kSnapshot:
+      return "snapshot";
   }
   return "?";
 }

@@ -10,8 +10,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
+
+#include "core/runtime/shard_snapshot.h"
 
 namespace ringlb::core::runtime {
 
@@ -24,7 +27,8 @@ struct ShardReport {
     kPingTimeout,
     kEjected,     // the shard ejected `key` for `duration_ns` (its own detector tripped)
     kNotEjected,  // it tripped, but ejecting would pass max_ejected_percent on that shard
-                  // (keep last: kKinds counts up to it)
+                  // (kKinds counts up to it: the kinds below are not about an endpoint)
+    kSnapshot,    // the answer to ShardMessage::kCollect `collect_id`: `snapshot`
   };
   static constexpr size_t kKinds = static_cast<size_t>(Kind::kNotEjected) + 1;
   ShardReport* next = nullptr;
@@ -37,6 +41,9 @@ struct ShardReport {
   std::string key;          // lb::endpoint_key: what shards know the endpoint by
   int64_t duration_ns = 0;  // the shard's own ejection length (kEjected)
   size_t members = 0;       // the cluster's size as that shard sees it (for the cap)
+  // kSnapshot only:
+  uint64_t collect_id = 0;
+  std::unique_ptr<ShardSnapshot> snapshot;
 };
 
 const char* report_kind_name(ShardReport::Kind k);

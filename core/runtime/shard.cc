@@ -191,6 +191,57 @@ void Shard::handle(ShardMessage& m) {
       apply_eligibility(m.cluster, u.key, u.mask, u.bits, u.until_ns, u.streak);
       break;
     }
+    case ShardMessage::Kind::kCollect: {
+      auto* r = new ShardReport;
+      r->kind = ShardReport::Kind::kSnapshot;
+      r->shard = setup_.index;
+      r->collect_id = m.collect_id;
+      r->snapshot = std::make_unique<ShardSnapshot>();
+      fill_snapshot(*r->snapshot);
+      if (setup_.reports != nullptr) {
+        setup_.reports->post(r);
+      } else {
+        delete r;
+      }
+      break;
+    }
+  }
+}
+
+void Shard::post_collect(uint64_t collect_id) {
+  auto* m = new ShardMessage;
+  m->kind = ShardMessage::Kind::kCollect;
+  m->collect_id = collect_id;
+  post(m);
+}
+
+namespace {
+EndpointView endpoint_view(const proxy::EndpointState& ep) {
+  EndpointView v;
+  v.name = ep.endpoint.name;
+  v.key = ep.key;
+  v.ineligible = ep.ineligible;
+  v.weight_permille = ep.weight_permille;
+  v.ejected_until_ns = ep.outlier.ejected_until_ns;
+  v.outstanding = ep.outstanding;
+  v.connections = static_cast<uint32_t>(ep.conns.size());
+  v.removed = ep.index < 0;
+  return v;
+}
+}  // namespace
+
+void Shard::fill_snapshot(ShardSnapshot& s) {
+  refresh_now();
+  s.shard = setup_.index;
+  s.taken_ns = now();
+  s.clusters.reserve(cluster_count());
+  for (size_t i = 0; i < cluster_count(); ++i) {
+    proxy::ClusterState& c = cluster(i);
+    ClusterView& v = s.clusters.emplace_back();
+    v.name = c.config->name;
+    v.set_version = c.set ? c.set->version : 0;
+    for (const proxy::EndpointState* ep : c.endpoints) v.endpoints.push_back(endpoint_view(*ep));
+    for (const proxy::EndpointState* ep : c.retiring) v.endpoints.push_back(endpoint_view(*ep));
   }
 }
 

@@ -39,12 +39,14 @@ struct ShardMessage {
     kLeave,        // kDrain's first half: stop accepting, report kListenersClosed, await kGoaway
     kGoaway,       // kDrain's second half: every shard has closed its listeners
     kEligibility,  // endpoint `eligibility.key` of `cluster`: health or ejection changed
+    kCollect,      // make a ShardSnapshot and post it back (ShardReport::kSnapshot, collect_id)
   };
   ShardMessage* next = nullptr;
   Kind kind = Kind::kEndpoints;
   size_t cluster = 0;
   lb::EndpointSetPtr set;
   EligibilityUpdate eligibility;  // kEligibility only
+  uint64_t collect_id = 0;        // kCollect only
 };
 
 /// What the control thread hands a shard at start.
@@ -83,6 +85,11 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   /// Any thread: an endpoint's health or ejection changed (the control thread decides; every
   /// shard gets the same update).
   void post_eligibility(size_t cluster, EligibilityUpdate u);
+  /// Any thread: make a ShardSnapshot and post it to the report queue as kSnapshot with
+  /// `collect_id` (the admin's /metrics, /endpoints, /live).
+  void post_collect(uint64_t collect_id);
+  /// Shard thread: this shard's state and counters, copied (kCollect calls it).
+  void fill_snapshot(ShardSnapshot& s);
   /// Shard thread: handles every message posted so far (the eventfd handler calls it; public
   /// so benchmarks can drive a shard that is not running).
   void drain_inbox();

@@ -11,12 +11,14 @@
 #include <string>
 
 using namespace std::chrono_literals;
+using ringlb::core::config::AccessLogTarget;
 using ringlb::core::config::ClusterConfig;
 using ringlb::core::config::Config;
 using ringlb::core::config::ConfigError;
 using ringlb::core::config::Duration;
 using ringlb::core::config::LbPolicy;
 using ringlb::core::config::load_config;
+using ringlb::core::config::LogConfig;
 using ringlb::core::config::parse_config;
 using ringlb::core::config::parse_duration;
 using ringlb::core::config::parse_size;
@@ -607,4 +609,48 @@ TEST_CASE("resilience keys: errors name file, line, column and key") {
   CHECK_ERROR(std::string(kMinimal) + "hedge = { methods = [\"Get\"] }\n",
               "t.toml:8:22: cluster[0].hedge.methods[0]: a method is a :path like "
               "\"/pkg.Svc/Get\", got \"Get\"");
+}
+
+TEST_CASE("operations tables: [admin], [log], [metrics]") {
+  Config d = parse_config(kMinimal, "t.toml");
+  CHECK(d.admin.enabled);
+  CHECK(d.admin.address.text == "127.0.0.1:9901");
+  CHECK(d.admin.max_connections == 16);
+  CHECK(d.log.access == AccessLogTarget::kStdout);
+  CHECK(d.log.access_sample == 1.0);
+  CHECK_FALSE(d.log.level_set);
+  CHECK(d.metrics.max_methods == 200);
+
+  std::string text = std::string(
+                         "[admin]\naddress = \"127.0.0.1:0\"\nmax_connections = 4\n"
+                         "request_timeout = \"2s\"\n"
+                         "[log]\nlevel = \"warn\"\naccess = \"/tmp/access.log\"\n"
+                         "access_sample = 0.25\naccess_buffer = 64\n"
+                         "[metrics]\nmax_methods = 3\n") +
+                     std::string(kMinimal);
+  Config c = parse_config(text, "t.toml");
+  CHECK(c.admin.address.text == "127.0.0.1:0");
+  CHECK(c.admin.max_connections == 4);
+  CHECK(c.admin.request_timeout == 2s);
+  CHECK(c.log.level == LogConfig::Level::kWarn);
+  CHECK(c.log.level_set);
+  CHECK(c.log.access == AccessLogTarget::kFile);
+  CHECK(c.log.access_path == "/tmp/access.log");
+  CHECK(c.log.access_sample == 0.25);
+  CHECK(c.log.access_buffer == 64);
+  CHECK(c.metrics.max_methods == 3);
+
+  Config off = parse_config(
+      std::string("[admin]\naddress = \"off\"\n[log]\naccess = \"off\"\n") + std::string(kMinimal),
+      "t.toml");
+  CHECK_FALSE(off.admin.enabled);
+  CHECK(off.log.access == AccessLogTarget::kOff);
+
+  CHECK_ERROR(std::string("[log]\naccess_sample = 1.5\n") + std::string(kMinimal),
+              "t.toml:2:17: log.access_sample: must be between 0 and 1, got 1.500000");
+  CHECK_ERROR(std::string("[admin]\naddres = \"x\"\n") + std::string(kMinimal),
+              "t.toml:2:1: admin.addres: unknown key, did you mean `address`?");
+  CHECK_ERROR(std::string("[log]\nlevel = \"verbose\"\n") + std::string(kMinimal),
+              "t.toml:2:9: log.level: invalid value \"verbose\", expected one of \"debug\", "
+              "\"info\", \"warn\", \"error\"");
 }
