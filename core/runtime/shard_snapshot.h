@@ -14,14 +14,14 @@
 namespace ringlb::core::runtime {
 
 struct EndpointView {
-  std::string name;  // "ip:port"
-  std::string key;   // lb::endpoint_key
-  uint8_t ineligible = 0;          // lb::kUnhealthy | kEjected | kDraining as this shard has it
-  uint16_t weight_permille = 1000; // slow start: the share of its weight it takes now
-  int64_t ejected_until_ns = 0;    // when kEjected is set
-  uint32_t outstanding = 0;        // calls in flight
-  uint32_t connections = 0;        // upstream connections open
-  bool removed = false;            // left the endpoint set; draining its calls
+  std::string name;                 // "ip:port"
+  std::string key;                  // lb::endpoint_key
+  uint8_t ineligible = 0;           // lb::kUnhealthy | kEjected | kDraining as this shard has it
+  uint16_t weight_permille = 1000;  // slow start: the share of its weight it takes now
+  int64_t ejected_until_ns = 0;     // when kEjected is set
+  uint32_t outstanding = 0;         // calls in flight
+  uint32_t connections = 0;         // upstream connections open
+  bool removed = false;             // left the endpoint set; draining its calls
   proxy::EndpointCounters counters;
 };
 
@@ -35,8 +35,10 @@ struct ClusterView {
 struct ShardSnapshot {
   unsigned shard = 0;
   int64_t taken_ns = 0;
-  std::vector<ClusterView> clusters;                // by cluster name (config order)
-  std::vector<proxy::ListenerCounters> listeners;   // config order
+  std::vector<ClusterView> clusters;               // by cluster name (config order)
+  std::vector<proxy::ListenerCounters> listeners;  // config order
+  uint64_t access_log_lines = 0;    // access-log lines this shard queued for the writer
+  uint64_t access_log_dropped = 0;  // ... and dropped because its ring was full
   // Filled in by the metrics work: per route and method call counts and latency histograms.
 };
 

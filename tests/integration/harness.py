@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import collections
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -42,6 +43,8 @@ STOP_TIMEOUT = 10.0    # seconds after SIGTERM before kill -9 (and a failed test
 LISTEN_RE = re.compile(r"listening on (\S+):(\d+)")
 READY_RE = re.compile(r"ready:\s*(\d+)\s+workers?")
 IO_RE = re.compile(r"io backend: (\S+)")
+# The admin listener's start-up line: "admin: http://127.0.0.1:PORT/ (...)".
+ADMIN_RE = re.compile(r"admin: http://(\S+):(\d+)/")
 SHARD_RE = re.compile(r"shard (\d+) stopped: (\d+) connections, (\d+) calls")
 CONFIG_ERR_RE = re.compile(r"(\S+?):(\d+):(\d+): (.*)")
 
@@ -378,6 +381,10 @@ def toml_value(v) -> str:
 
 
 def render_config(cfg: dict) -> str:
+    # Tests run many ringlb processes at once: each gets its own admin port unless the test
+    # sets one (or "off").
+    cfg = dict(cfg)
+    cfg.setdefault("admin", {"address": "127.0.0.1:0"})
     lines = []
     if cfg.get("proxy"):
         lines.append("[proxy]")
@@ -520,6 +527,30 @@ class Ringlb:
             if p not in seen:
                 seen.append(p)
         return seen
+
+    # -- admin listener
+    def admin_port(self, timeout: float = READY_TIMEOUT) -> int:
+        """The admin listener's port, from its `admin: http://HOST:PORT/` start-up line."""
+        end = time.monotonic() + timeout
+        while True:
+            m = ADMIN_RE.search(self.log_text())
+            if m:
+                return int(m.group(2))
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self._fail("ringlb printed no `admin: http://HOST:PORT/` line")
+            time.sleep(0.01)
+
+    def admin(self, path: str, method: str = "GET", body: bytes | None = None,
+              timeout: float = 10.0) -> tuple[int, bytes, dict]:
+        """One request to the admin listener: (status, body, headers with lower-case names)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port(), timeout=timeout)
+        try:
+            conn.request(method, path, body=body)
+            r = conn.getresponse()
+            data = r.read()
+            return r.status, data, {k.lower(): v for k, v in r.getheaders()}
+        finally:
+            conn.close()
 
     # -- process
     def alive(self) -> bool:
