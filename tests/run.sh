@@ -2,10 +2,10 @@
 # The whole test suite, from a fresh Debian 12 machine: installs what is missing, builds, checks
 # the layering and clang-format, runs the doctest unit tests (also under a seccomp filter that
 # denies io_uring) and the integration tests (real binary, real gRPC peers, both reactor
-# backends), the chaos suite (faults inside network namespaces, tests/chaos), then the unit and
-# integration tests against an ASan/UBSan build, the integration suite against a TSan build
-# (shards, the control thread and snapshot swaps run on several threads), and the libFuzzer
-# targets for a bounded number of runs.
+# backends), then the unit and integration tests against an ASan/UBSan build, the integration
+# suite against a TSan build (shards, the control thread and snapshot swaps run on several
+# threads), the libFuzzer targets for a bounded number of runs, and last the chaos suite (faults
+# inside network namespaces, tests/chaos), with nothing building beside it.
 # Usage: bash tests/run.sh   (RINGLB_SKIP_ASAN=1 / RINGLB_SKIP_TSAN=1 / RINGLB_SKIP_FUZZ=1 /
 # RINGLB_SKIP_CHAOS=1 leave a pass out)
 set -uo pipefail
@@ -24,6 +24,27 @@ build() {  # dir, extra meson args...
 }
 
 build build || exit 1
+
+# The sanitizer trees build in the background (nice 19, so they only take idle CPU) while the
+# release tests run: most of an integration test is waiting on sockets. -O1 -g1: what ASan and
+# TSan recommend, and much faster to compile than -O2 -g. Their tests wait for them below.
+san_args=(-Doptimization=1 -Ddebug=false -Dcpp_args=-g1 -Dc_args=-g1 -Dbench=false)
+bg_build() {  # dir, log, extra meson args...
+  local dir=$1 log=$2; shift 2
+  ( nice -n 19 bash -c "$(declare -f build); build \"\$@\"" _ "$dir" "$@" >"$log" 2>&1 ) &
+}
+asan_pid=""; tsan_pid=""
+asan_log=$(mktemp); tsan_log=$(mktemp)
+if [ "${RINGLB_SKIP_ASAN:-0}" != 1 ]; then
+  bg_build build-asan "$asan_log" -Db_sanitize=address,undefined "${san_args[@]}" -Dtests=true
+  asan_pid=$!
+fi
+wait_build() {  # pid, log, name: the background build's status; its output if it failed
+  local st=0
+  wait "$1" || st=$?
+  if [ "$st" -ne 0 ]; then echo "!! $3 build failed:"; tail -n 60 "$2"; fi
+  return "$st"
+}
 
 passed=0; failed=0; skipped=0; gaps=0
 count() {  # name, status, passed, failed
@@ -94,18 +115,14 @@ pytest_run() {  # name, then pytest arguments (default folder tests/integration;
 echo "== integration tests (release build, io_uring and epoll)"
 RINGLB_BIN="$root/build/ringlb" pytest_run "integration"
 
-if [ "${RINGLB_SKIP_CHAOS:-0}" != 1 ]; then
-  # Faults (SIGKILL, SIGSTOP, blackholes, rolling restarts, DNS replacement, ringlb's own
-  # restart) at 150 calls/s, each scenario in its own network namespace; ~8 minutes. The
-  # closing "chaos figures" section has one line of figures per scenario.
-  echo "== chaos suite (release build, io_uring and epoll; tests/chaos)"
-  RINGLB_PYTEST_DIR=tests/chaos RINGLB_PYTEST_TAIL=70 RINGLB_BIN="$root/build/ringlb" \
-    pytest_run "chaos"
-fi
 
 if [ "${RINGLB_SKIP_ASAN:-0}" != 1 ]; then
   echo "== integration tests against an ASan/UBSan build"
-  build build-asan -Db_sanitize=address,undefined -Dbuildtype=debugoptimized -Dbench=false -Dtests=true || exit 1
+  wait_build "$asan_pid" "$asan_log" "ASan/UBSan" || exit 1
+  if [ "${RINGLB_SKIP_TSAN:-0}" != 1 ]; then  # builds while the ASan tests run
+    bg_build build-tsan "$tsan_log" -Db_sanitize=thread "${san_args[@]}" -Dtests=false
+    tsan_pid=$!
+  fi
   echo "== unit tests against the ASan/UBSan build"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     unit_run "unit-asan" ./build-asan/tests/unit_tests
@@ -116,7 +133,11 @@ fi
 
 if [ "${RINGLB_SKIP_TSAN:-0}" != 1 ]; then
   echo "== integration tests against a TSan build"
-  build build-tsan -Db_sanitize=thread -Dbuildtype=debugoptimized -Dbench=false -Dtests=false || exit 1
+  if [ -n "$tsan_pid" ]; then
+    wait_build "$tsan_pid" "$tsan_log" "TSan" || exit 1
+  else
+    build build-tsan -Db_sanitize=thread "${san_args[@]}" -Dtests=false || exit 1
+  fi
   # halt_on_error: a race ends ringlb with a non-zero status, which fails the test that saw it.
   # The files where threads meet (shards, the control thread, snapshots and messages, signals,
   # reports, the log writer); the single-shard data-path files run under ASan above.
@@ -135,6 +156,16 @@ if [ "${RINGLB_SKIP_FUZZ:-0}" != 1 ]; then
   fout=$(bash tests/fuzz/run.sh 2>&1); fst=$?
   echo "$fout" | tail -n 8
   count "fuzz" "$fst" "$(echo "$fout" | grep -c ': ok,')" "$(echo "$fout" | grep -c ': FAILED')"
+fi
+
+if [ "${RINGLB_SKIP_CHAOS:-0}" != 1 ]; then
+  # Last, with no build running beside it: faults (SIGKILL, SIGSTOP, blackholes, rolling
+  # restarts, DNS replacement, ringlb's own restart) at 150 calls/s, each scenario in its own
+  # network namespace; ~6 minutes. The closing "chaos figures" section has one line of figures
+  # per scenario.
+  echo "== chaos suite (release build, io_uring and epoll; tests/chaos)"
+  RINGLB_PYTEST_DIR=tests/chaos RINGLB_PYTEST_TAIL=70 RINGLB_BIN="$root/build/ringlb" \
+    pytest_run "chaos"
 fi
 
 echo
