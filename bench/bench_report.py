@@ -21,6 +21,7 @@ FLOOR_P99_VS_HAPROXY = 0.5
 FLOOR_IDLE_RSS_MIB = 6.0
 FLOOR_EXTRA_RSS_MIB = 40.0
 FLOOR_EPOLL_VS_URING = 1.3
+FLOOR_OPS_VS_OFF = 1.10  # issue 10: metrics + access log cost at most +10% CPU per call
 
 
 def med(vals: list) -> float | None:
@@ -109,6 +110,12 @@ def compute_floors(med_: dict[str, dict], hold_streams: int) -> list[dict]:
             xm is not None and xm <= FLOOR_EXTRA_RSS_MIB and m["hold_ok"],
             f"{fmt(xm, 1)} MiB" + ("" if m["hold_ok"] in (None, True)
                                    else f" (only {fmt(m['hold_max_open'], 0)} open at once)"))
+    u, o = med_.get("ringlb-io_uring"), med_.get("ringlb-ops")
+    if u and o:
+        rc = ratio(o["cpu_us_per_call"], u["cpu_us_per_call"])
+        add("metrics + access log on: CPU/call within 1.10x of off", "ringlb-ops", rc,
+            FLOOR_OPS_VS_OFF, rc is not None and rc <= FLOOR_OPS_VS_OFF,
+            f"{fmt(o['cpu_us_per_call'], 2)} vs {fmt(u['cpu_us_per_call'], 2)} us = {fmt(rc, 2)}x")
     u, e = med_.get("ringlb-io_uring"), med_.get("ringlb-epoll")
     if u and e:
         rc = ratio(e["cpu_us_per_call"], u["cpu_us_per_call"])

@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
-PROXY_TARGETS = ["ringlb-io_uring", "ringlb-epoll", "haproxy-h2", "haproxy-tcp", "nginx"]
+# ringlb-ops: ringlb-io_uring with the operations surface in use: the JSON access log written to
+# a file for every call, and /metrics scraped once a second (the other ringlb targets have the
+# access log off; metrics are always counted).
+PROXY_TARGETS = ["ringlb-io_uring", "ringlb-ops", "ringlb-epoll", "haproxy-h2", "haproxy-tcp",
+                 "nginx"]
 ALL_TARGETS = ["direct"] + PROXY_TARGETS
 RINGLB_TARGETS = ["ringlb-io_uring", "ringlb-epoll"]
 REFERENCE = "haproxy-h2"
@@ -242,9 +246,16 @@ class Running:
             self.proc.stop()
 
 
-def ringlb_config(io_backend: str, ports: list[int], workers: str = "1") -> str:
+def ringlb_config(io_backend: str, ports: list[int], workers: str = "1",
+                  access: str = "off") -> str:
     eps = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
     return f"""# written by bench/harness.py
+[admin]
+address = "127.0.0.1:0"
+
+[log]
+access = "{access}"
+
 [proxy]
 workers = {workers}
 io_backend = "{io_backend}"
@@ -264,9 +275,9 @@ endpoints = [{eps}]
 
 
 def start_ringlb(env: Env, name: str, io_backend: str, ports: list[int], workers: str = "1",
-                 preexec=None, prefix=None) -> Running:
+                 preexec=None, prefix=None, access: str = "off") -> Running:
     cfg = env.workdir / f"{name}.toml"
-    cfg.write_text(ringlb_config(io_backend, ports, workers))
+    cfg.write_text(ringlb_config(io_backend, ports, workers, access))
     p = Proc(name, [str(env.bin), "--config", str(cfg)], env.workdir, env.proxy_cpu,
              preexec=preexec, prefix=prefix)
     ready = p.wait_for(r"ready:[^\n]*")
@@ -276,6 +287,26 @@ def start_ringlb(env: Env, name: str, io_backend: str, ports: list[int], workers
         p.stop()
         raise BenchError(f"{name}: asked for io_backend {io_backend}, got {io.group(1)}")
     return Running(name, int(m.group(1)), p, ready.group(0))
+
+
+def start_scraper(run: Running, every: float = 1.0) -> None:
+    """Scrapes the ringlb's /metrics every `every` seconds until it stops (a daemon thread), as
+    a Prometheus server or the Datadog agent would."""
+    import threading
+    import urllib.request
+    m = run.proc.wait_for(r"admin: http://127\.0\.0\.1:(\d+)/")
+    url = f"http://127.0.0.1:{m.group(1)}/metrics"
+
+    def loop():
+        while run.proc.alive():
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:
+                    r.read()
+            except OSError:
+                pass
+            time.sleep(every)
+
+    threading.Thread(target=loop, daemon=True).start()
 
 
 def start_haproxy(env: Env, name: str, mode: str, ports: list[int], preexec=None,
@@ -369,6 +400,10 @@ def start_target(env: Env, target: str, ports: list[int], tag: str) -> Running:
     name = f"{target}-{tag}"
     if target == "direct":
         return Running(target, ports[0], None)
+    if target == "ringlb-ops":
+        run = start_ringlb(env, name, "io_uring", ports, access=str(env.workdir / f"{name}.access"))
+        start_scraper(run)
+        return run
     if target.startswith("ringlb-"):
         return start_ringlb(env, name, target.split("-", 1)[1], ports)
     if target == "haproxy-h2":

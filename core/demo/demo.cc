@@ -101,6 +101,8 @@ std::string write_config(uint16_t port, const std::vector<uint16_t>& endpoints) 
   std::string text =
       "# Written by `ringlb demo`; removed when the demo exits.\n"
       "[proxy]\nworkers = 1\ndrain_timeout = \"1s\"\n\n"
+      // The demo's own output is the tally: no access-log lines between its rows.
+      "[log]\naccess = \"off\"\n\n"
       "[[listener]]\naddress = \"127.0.0.1:" +
       std::to_string(port) +
       "\"\ncluster = \"demo\"\n\n"
