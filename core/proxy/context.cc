@@ -179,20 +179,17 @@ Call* Context::alloc_call() {
 }
 
 void Context::end_call(Call* c) {
+  // The snapshot the call started under: the record's indices refer to it (call_config()).
+  size_t g = generations_.size() - 1;
+  while (g > 0 && generations_[g].id != c->config_generation) --g;
+  ending_config_ = generations_[g].config.get();
   on_call_end(c->record());
+  ending_config_ = nullptr;
   free_calls_.push_back(c);
-  if (c->config_generation == generations_.back().id) {
-    --generations_.back().calls;
-    return;
-  }
-  // A call that started under an older snapshot: the last one lets that snapshot go.
-  for (size_t i = 0; i + 1 < generations_.size(); ++i) {
-    if (generations_[i].id != c->config_generation) continue;
-    if (--generations_[i].calls == 0) {
-      generations_.erase(generations_.begin() + static_cast<std::ptrdiff_t>(i));
-      sweep_retired();
-    }
-    break;
+  if (--generations_[g].calls == 0 && g + 1 < generations_.size()) {
+    // The last call of an older snapshot: it goes, and what was removed with it may too.
+    generations_.erase(generations_.begin() + static_cast<std::ptrdiff_t>(g));
+    sweep_retired();
   }
 }
 

@@ -35,7 +35,14 @@ class Context : public h2::Host {
 
   /// The end-of-call hook: once per call, when its client stream and every attempt have let
   /// go. Metrics and the access log hang here. The record is valid during the call only.
+  /// Its listener/route/cluster indices refer to call_config(), not config() (a reload may
+  /// have come in between); a listener index past call_config().listeners is a listener that
+  /// a reload had removed already when the call came.
   virtual void on_call_end(const CallRecord& record) { (void)record; }
+  /// During on_call_end: the config snapshot the ending call was routed under.
+  const config::Config& call_config() const {
+    return ending_config_ != nullptr ? *ending_config_ : *config_;
+  }
   /// Something happened to an upstream connection (upstream.cc calls this; the entry point for
   /// every kind). Every kind but kGoaway is one local-origin failure of `ep` for passive
   /// outlier ejection (ClusterState::record_outcome, which may eject it here and now); then
@@ -142,6 +149,7 @@ class Context : public h2::Host {
     uint64_t calls = 0;
   };
   std::vector<Generation> generations_;
+  const config::Config* ending_config_ = nullptr;  // during on_call_end only
   std::vector<Router> routers_;
   // Routers of removed listeners (after the running ones in routers_): the listener's config
   // lives in `config`, a snapshot kept for it.

@@ -14,9 +14,21 @@ std::vector<int> Context::reconfigure(Reconfig& r) {
   remap_listeners(r, router_to);
   remap_clusters(r);
   config_ = r.config;
-  // Snapshots no call refers to any more go now; the new one runs from here.
-  std::erase_if(generations_, [](const Generation& g) { return g.calls == 0; });
   generations_.push_back({r.generation, config_, 0});
+  // Calls still reading their headers route under the new snapshot: they count under it.
+  Generation& now = generations_.back();
+  for (auto& c : call_store_) {
+    if (c->phase() != Call::Phase::kHeaders || c->config_generation == now.id) continue;
+    for (Generation& g : generations_) {
+      if (g.id == c->config_generation) --g.calls;
+    }
+    c->config_generation = now.id;
+    ++now.calls;
+  }
+  // Snapshots no call refers to any more go now.
+  const uint64_t running = now.id;
+  std::erase_if(generations_,
+                [running](const Generation& g) { return g.calls == 0 && g.id != running; });
   rebuild_routers();
   sweep_retired();
   return router_to;

@@ -51,7 +51,7 @@ void Shard::reconfigure(ShardReload& reload) {
   std::vector<std::unique_ptr<Listener>> next(rc.listener_from.size());
   for (size_t j = 0; j < next.size(); ++j) {
     const int from = rc.listener_from[j];
-    if (from >= 0) {
+    if (from >= 0 && static_cast<size_t>(from) < listeners_.size()) {  // (tests: no sockets)
       next[j] = std::move(listeners_[static_cast<size_t>(from)]);
       next[j]->router = j;
       continue;
