@@ -55,6 +55,10 @@ bool bind_new(const ReloadPlan& plan, const config::Config& next, size_t workers
 }  // namespace
 
 Controller::ReloadResult Controller::reload() {
+  if (draining_) {
+    LOG_WARN("reload refused: draining");
+    return {false, "draining: no reload"};
+  }
   config::Config loaded;
   try {
     loaded = config::load_config(config_->source);

@@ -259,3 +259,58 @@ def test_reload_removed_cluster_and_new_cluster(ringlb, backends, load_factory):
     load.more(40)
     assert b1.total == gone
     assert load.finish() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# DNS clusters across a reload (the scripted DNS server of test_discovery.py)
+# ---------------------------------------------------------------------------------------------
+from test_discovery import dns, dns_cluster, host_backends, start_ringlb  # noqa: E402,F401
+
+
+def test_reload_dns_cluster_follows_on_and_switches_source(ringlb, dns, host_backends, backends,
+                                                           load_factory):
+    h = host_backends(2, 41)
+    port = h[0].port
+    dns.set_a("svc.reload.local", [b.host for b in h], ttl=1)
+    dns.set_a("svc2.reload.local", [h[1].host], ttl=1)
+    s0, s1 = backends(2)
+    clusters = [dns_cluster("svc.reload.local", port=port), cluster("side", [s0])]
+    listeners = [{"cluster": "main", "routes": [{"prefix": "/other.Echo/", "cluster": "side"}]}]
+    r = start_ringlb(ringlb, dns, clusters, listeners, workers=2)
+    cfg = r.config
+    load = load_factory([(r.port, harness.SERVICE), (r.port, "other.Echo")])
+    wait_until(lambda: h[0].total > 0 and h[1].total > 0, WAIT)
+    peers = {b.port for b in h}
+    before = upstream_tuples(peers)
+    assert before
+
+    # The DNS cluster is unchanged: it goes on following (no new follow, the same connections).
+    cfg["cluster"][1] = cluster("side", [s1])
+    line = reload(r, cfg)
+    assert "1 changed (endpoints +1 -1)" in line, line
+    wait_until(lambda: s1.total > 0, WAIT)
+    load.more(40)
+    assert "no longer following" not in r.log_text()
+    assert upstream_tuples(peers) >= before
+
+    # DNS -> static: the follow stops; the static list rules.
+    cfg["cluster"][0] = cluster("main", [h[0]])
+    line = reload(r, cfg)
+    assert "membership source" in line, line
+    assert "no longer following svc.reload.local" in r.log_text()
+    load.more(20)
+    h1 = h[1].total
+    load.more(40)
+    assert h[1].total == h1, "the endpoint the static list left out still gets calls"
+
+    # static -> DNS under another name: a new follow; its answer becomes the membership.
+    cfg["cluster"][0] = dns_cluster("svc2.reload.local", port=port)
+    line = reload(r, cfg)
+    assert "membership source" in line, line
+    wait_until(lambda: "following svc2.reload.local" in r.log_text(), WAIT)
+    wait_until(lambda: h[1].total > h1, WAIT)
+    load.more(20)
+    h0 = h[0].total
+    load.more(40)
+    assert h[0].total == h0
+    assert load.finish() == []
