@@ -314,3 +314,65 @@ def test_reload_dns_cluster_follows_on_and_switches_source(ringlb, dns, host_bac
     load.more(40)
     assert h[0].total == h0
     assert load.finish() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Health checks across a reload (health_backend.py)
+# ---------------------------------------------------------------------------------------------
+from health_backend import NOT_SERVING, SERVING, HealthBackend  # noqa: E402
+
+
+def test_reload_health_checks_follow_the_clusters(ringlb, backends):
+    hb = [HealthBackend("hb0"), HealthBackend("hb1")]
+    try:
+        b_first, = backends(1)
+        hb[1].set_status(NOT_SERVING)
+        r = ringlb([cluster("c", hb)], workers=2)
+        cfg = r.config
+        stub = Stub(channel(r.port))
+        for i in range(10):
+            stub.unary(b"x", timeout=10)
+        assert hb[1].count("Unary") > 0  # no checks yet: both take calls
+
+        # Checks turned on by a reload: the NOT_SERVING one is taken out.
+        check = {"interval": "300ms", "timeout": "200ms", "unhealthy": 1, "healthy": 1}
+        cfg["cluster"][0] = cluster("c", hb, health_check=check)
+        line = reload(r, cfg)
+        assert "health_check" in line, line
+        wait_until(lambda: f"endpoint {hb[1].address} unhealthy" in r.log_text(), WAIT)
+        wait_until(lambda: _calls_only_reach(stub, hb[0], hb[1]), WAIT)
+
+        # A cluster inserted before it renumbers the clusters: the health verdicts that follow
+        # still reach cluster c's endpoint on every shard.
+        cfg["cluster"] = [cluster("first", [b_first])] + cfg["cluster"]
+        line = reload(r, cfg)
+        assert "1 cluster added" in line, line
+        assert _calls_only_reach(stub, hb[0], hb[1])
+        hb[1].set_status(SERVING)
+        wait_until(lambda: f"endpoint {hb[1].address} healthy again" in r.log_text(), WAIT)
+        before = hb[1].count("Unary")
+        wait_until(lambda: (stub.unary(b"y", timeout=10) is not None
+                            and hb[1].count("Unary") > before), WAIT)
+        assert b_first.total == 0  # the listener's default is still c
+
+        # The cluster removed: its checks stop (the backends are asked no more).
+        cfg["cluster"] = [cluster("first", [b_first])]
+        cfg["listener"][0]["cluster"] = "first"
+        reload(r, cfg)
+        wait_until(lambda: stub.unary(b"z", timeout=10) is not None and b_first.total > 0, WAIT)
+        checks = hb[0].count("Check") + hb[0].count("Watch")
+        stub.unary(b"w", timeout=10)
+        time.sleep(1.0)  # a few check intervals: nothing may come (asserting an absence)
+        assert hb[0].count("Check") + hb[0].count("Watch") == checks
+        stub.ch.close()
+    finally:
+        for b in hb:
+            b.stop()
+
+
+def _calls_only_reach(stub, good, bad, n: int = 20) -> bool:
+    """n calls in a row all go to `good`, none to `bad`."""
+    b0, b1 = good.count("Unary"), bad.count("Unary")
+    for i in range(n):
+        stub.unary(b"q", timeout=10)
+    return good.count("Unary") == b0 + n and bad.count("Unary") == b1
