@@ -122,7 +122,7 @@ void Context::remap_clusters(Reconfig& r) {
   for (auto& c : clusters_) {
     if (!c) continue;
     c->index = SIZE_MAX;  // reports about it are dropped by the control thread
-    retired_clusters_.push_back({config_, generations_.back().id + 1, std::move(c)});
+    retired_clusters_.push_back({config_, r.generation, std::move(c)});
   }
   clusters_ = std::move(next);
 }
