@@ -8,6 +8,7 @@ FILE:LINE:COLUMN. Every wait is for an event (a log line, a backend's counter).
 """
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -249,6 +250,11 @@ def test_reload_removed_cluster_and_new_cluster(ringlb, backends, load_factory):
     load = load_factory([(r.port, harness.SERVICE), (r.port, "other.Echo")])
     load.more(30)
     wait_until(lambda: b1.total > 0, WAIT)
+    # A call in flight to the cluster about to go: it finishes under the config it started with.
+    slow_ch = channel(r.port)
+    slow = Stub(slow_ch, "other.Echo").slow.future(
+        json.dumps({"id": "across", "ms": 1500}).encode(), timeout=20)
+    wait_until(lambda: b1.slow.get("across") == "running", WAIT)
     cfg["cluster"] = [cluster("main", [b0]), cluster("fresh", [b2])]
     cfg["listener"][0]["routes"] = [{"prefix": "/other.Echo/", "cluster": "fresh"}]
     line = reload(r, cfg)
@@ -258,6 +264,8 @@ def test_reload_removed_cluster_and_new_cluster(ringlb, backends, load_factory):
     gone = b1.total
     load.more(40)
     assert b1.total == gone
+    assert slow.result(timeout=20) == b"done"
+    slow_ch.close()
     assert load.finish() == []
 
 
