@@ -59,6 +59,11 @@ Controller::ReloadResult Controller::reload() {
     LOG_WARN("reload refused: draining");
     return {false, "draining: no reload"};
   }
+  if (!serving_) {
+    // Start-up still owns the listening sockets (a takeover listens on them once ready).
+    LOG_WARN("reload refused: not serving yet");
+    return {false, "starting: no reload before ready"};
+  }
   config::Config loaded;
   try {
     loaded = config::load_config(config_->source);

@@ -67,6 +67,7 @@ struct Rig {
       raw.push_back(shards.back().get());
     }
     control = std::make_unique<Controller>(cfg, raw, &reports);
+    control->set_serving();
   }
   ~Rig() { ::unlink(path.c_str()); }
   void write(const std::string& text) { std::ofstream(path, std::ios::trunc) << text; }
@@ -154,6 +155,14 @@ TEST_CASE("reload: a route moved to another cluster and an lb change apply to ne
   CHECK(a->config->lb == ringlb::core::config::LbPolicy::kP2c);
   EndpointState* picked = a->pick({});
   CHECK((picked == a->endpoints[0] || picked == a->endpoints[1]));
+}
+
+TEST_CASE("reload: refused before the shards serve") {
+  Rig r;
+  Controller c(r.cfg, {}, nullptr);
+  auto res = c.reload();
+  CHECK_FALSE(res.applied);
+  CHECK(res.message == "starting: no reload before ready");
 }
 
 TEST_CASE("reload: a bad file changes nothing and says where") {
