@@ -66,6 +66,8 @@ struct RetryPolicy {
   bool retries(int grpc_status) const {
     return grpc_status >= 0 && grpc_status < 32 && (on >> grpc_status & 1u) != 0;
   }
+
+  bool operator==(const RetryPolicy&) const = default;  // reload: what changed
 };
 
 /// Hedging (opt-in): after `after` with no response, a second attempt goes to another endpoint;
@@ -74,6 +76,8 @@ struct HedgePolicy {
   bool enabled = false;
   Duration after{0};                 // 0 with enabled: the per-try timeout ("auto")
   std::vector<std::string> methods;  // exact :path values; empty = every call on the route
+
+  bool operator==(const HedgePolicy&) const = default;  // reload: what changed
 };
 
 struct RouteConfig {
@@ -83,6 +87,8 @@ struct RouteConfig {
   // The cluster's policies with this route's keys laid over them (filled in at load).
   RetryPolicy retry;
   HedgePolicy hedge;
+
+  bool operator==(const RouteConfig&) const = default;  // reload: what changed
 };
 
 struct ListenerConfig {
@@ -110,6 +116,8 @@ struct DnsConfig {
   // An endpoint leaves after being absent from every answer this long (Route 53 answers at
   // most 8 records). Negative: derived, 3 x the refresh interval. 0: Envoy's STRICT_DNS.
   Duration hold{-1};
+
+  bool operator==(const DnsConfig&) const = default;  // reload: what changed
 };
 
 /// HTTP/2 PING on upstream connections: how a hung or cut-off backend is noticed.
@@ -121,6 +129,8 @@ struct KeepaliveConfig {
   Duration timeout = std::chrono::milliseconds(500);
   // A connection idle (no calls) this long is pinged when it is reused.
   Duration idle = std::chrono::seconds(30);
+
+  bool operator==(const KeepaliveConfig&) const = default;  // reload: what changed
 };
 
 /// Active gRPC health checks (grpc.health.v1.Health/Check), run by the control thread.
@@ -131,6 +141,8 @@ struct HealthCheckConfig {
   uint32_t unhealthy = 2;  // consecutive failures before the endpoint is taken out
   uint32_t healthy = 2;    // consecutive successes before it comes back
   std::string service;     // HealthCheckRequest.service; "" = the whole server
+
+  bool operator==(const HealthCheckConfig&) const = default;  // reload: what changed
 };
 
 /// Passive outlier ejection from what shards see (eligibility, never membership).
@@ -144,6 +156,8 @@ struct OutlierConfig {
   uint32_t max_ejected_percent = 50;  // never eject more than this share of the cluster
   // Below this share of eligible endpoints, pick among all (the panic mode); 0 = only when none.
   uint32_t panic_threshold = 25;
+
+  bool operator==(const OutlierConfig&) const = default;  // reload: what changed
 };
 
 struct ClusterConfig {

@@ -55,6 +55,10 @@ enum class AttemptEnd : uint8_t {
 
 class Call final : public io::TimerHandler {
  public:
+  /// Context: the config snapshot (Context::generation()) this call started under; the
+  /// snapshot lives until its last call ends (context_reload.cc).
+  uint64_t config_generation = 0;
+
   /// Where the response stands, as the client sees it.
   enum class Phase : uint8_t {
     kIdle,        // in the pool

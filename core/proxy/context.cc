@@ -12,15 +12,15 @@ namespace ringlb::core::proxy {
 Context::Context(std::shared_ptr<const config::Config> config, unsigned index,
                  const std::vector<lb::EndpointSetPtr>& endpoint_sets, base::Clock& clock)
     : h2::Host(index, clock), config_(std::move(config)) {
+  generations_.push_back({0, config_, 0});
   for (const config::ListenerConfig& l : config_->listeners) routers_.emplace_back(l, *config_);
-  clusters_.resize(config_->clusters.size());
-  for (size_t i = 0; i < clusters_.size(); ++i) {
-    ClusterState& c = clusters_[i];
+  for (size_t i = 0; i < config_->clusters.size(); ++i) {
+    ClusterState& c = *clusters_.emplace_back(std::make_unique<ClusterState>());
     c.config = &config_->clusters[i];
     c.index = i;
     c.seed = 0x9e3779b97f4a7c15ULL * (index + 1) + i;  // shards must not pick in lockstep
     c.next_id = &next_endpoint_id_;
-    c.setup(this);  // clusters_ is sized once, above: the states never move after this
+    c.setup(this);  // held by unique_ptr: the state never moves after this
     c.apply(endpoint_sets[i]);
   }
   set_buffer_limit(config_->proxy.memory_limit);  // a shard sets its share
@@ -42,7 +42,7 @@ bool Context::adopt(size_t listener, int fd) {
   ++connections_;
   if (!conn->init()) {
     conn->close("session setup failed");
-  } else if (draining_) {
+  } else if (draining_ || listener_removed(listener)) {
     // Accepted while draining (the last of a closing listener's queue): not refused, since a
     // close with the client's first bytes unread is a reset, and a gRPC client fails the calls
     // it queued for that connection. SETTINGS and the two-phase GOAWAY instead: whatever it
@@ -55,12 +55,12 @@ bool Context::adopt(size_t listener, int fd) {
 // Messages are handled on a wake-up, when the turn's time may be long stale (an idle shard):
 // these control-rate paths read the clock, so ramps and ejections start when they really do.
 void Context::apply_endpoints(size_t cluster, lb::EndpointSetPtr set) {
-  clusters_[cluster].apply(std::move(set), clock().now_ns());
+  clusters_[cluster]->apply(std::move(set), clock().now_ns());
 }
 
 void Context::apply_eligibility(size_t cluster, std::string_view key, uint8_t mask, uint8_t bits,
                                 int64_t until_ns, uint32_t streak) {
-  clusters_[cluster].apply_eligibility(key, mask, bits, until_ns, streak, clock().now_ns());
+  clusters_[cluster]->apply_eligibility(key, mask, bits, until_ns, streak, clock().now_ns());
 }
 
 void Context::on_upstream_event(UpstreamEvent e, ClusterState& cluster, EndpointState& ep,
@@ -72,7 +72,11 @@ void Context::on_upstream_event(UpstreamEvent e, ClusterState& cluster, Endpoint
 }
 
 void Context::close_upstreams() {
-  for (ClusterState& c : clusters_) {
+  std::vector<ClusterState*> all;
+  for (auto& c : clusters_) all.push_back(c.get());
+  for (auto& r : retired_clusters_) all.push_back(r.state.get());
+  for (ClusterState* cp : all) {
+    ClusterState& c = *cp;
     for (auto* list : {&c.endpoints, &c.retiring}) {
       // Closing can free a retiring endpoint (and edit the list): walk a copy.
       std::vector<EndpointState*> eps = *list;
@@ -85,7 +89,11 @@ void Context::close_upstreams() {
 
 bool Context::connections_busy() const {
   if (!downstreams_.empty() || closing_downstreams_ > 0) return true;
-  for (const ClusterState& c : clusters_) {
+  std::vector<const ClusterState*> all;
+  for (auto& c : clusters_) all.push_back(c.get());
+  for (auto& r : retired_clusters_) all.push_back(r.state.get());
+  for (const ClusterState* cp : all) {
+    const ClusterState& c = *cp;
     for (const EndpointState* ep : c.endpoints) {
       if (!ep->conns.empty() || ep->closing > 0) return true;
     }
@@ -157,18 +165,32 @@ void Context::downstream_closed(DownstreamConn* c) {
 
 Call* Context::alloc_call() {
   ++calls_;
+  Call* c;
   if (free_calls_.empty()) {
     call_store_.push_back(std::make_unique<Call>(*this));
-    return call_store_.back().get();
+    c = call_store_.back().get();
+  } else {
+    c = free_calls_.back();
+    free_calls_.pop_back();
   }
-  Call* c = free_calls_.back();
-  free_calls_.pop_back();
+  c->config_generation = generations_.back().id;
+  ++generations_.back().calls;
   return c;
 }
 
 void Context::end_call(Call* c) {
+  // The snapshot the call started under: the record's indices refer to it (call_config()).
+  size_t g = generations_.size() - 1;
+  while (g > 0 && generations_[g].id != c->config_generation) --g;
+  ending_config_ = generations_[g].config.get();
   on_call_end(c->record());
+  ending_config_ = nullptr;
   free_calls_.push_back(c);
+  if (--generations_[g].calls == 0 && g + 1 < generations_.size()) {
+    // The last call of an older snapshot: it goes, and what was removed with it may too.
+    generations_.erase(generations_.begin() + static_cast<std::ptrdiff_t>(g));
+    sweep_retired();
+  }
 }
 
 }  // namespace ringlb::core::proxy

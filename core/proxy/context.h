@@ -35,7 +35,14 @@ class Context : public h2::Host {
 
   /// The end-of-call hook: once per call, when its client stream and every attempt have let
   /// go. Metrics and the access log hang here. The record is valid during the call only.
+  /// Its listener/route/cluster indices refer to call_config(), not config() (a reload may
+  /// have come in between); a listener index past call_config().listeners is a listener that
+  /// a reload had removed already when the call came.
   virtual void on_call_end(const CallRecord& record) { (void)record; }
+  /// During on_call_end: the config snapshot the ending call was routed under.
+  const config::Config& call_config() const {
+    return ending_config_ != nullptr ? *ending_config_ : *config_;
+  }
   /// Something happened to an upstream connection (upstream.cc calls this; the entry point for
   /// every kind). Every kind but kGoaway is one local-origin failure of `ep` for passive
   /// outlier ejection (ClusterState::record_outcome, which may eject it here and now); then
@@ -57,8 +64,14 @@ class Context : public h2::Host {
   }
 
   const config::Config& config() const { return *config_; }
+  /// The running snapshot (shared: calls that started under an older one keep that alive).
+  const std::shared_ptr<const config::Config>& config_ptr() const { return config_; }
+  /// Which config snapshot is running: 0 at start, then one more per reload.
+  uint64_t generation() const { return generations_.back().id; }
+  /// Routers: one per listener of the running config, in config order, then those of removed
+  /// listeners whose client connections are still draining.
   const Router& router(size_t listener) const { return routers_[listener]; }
-  ClusterState& cluster(size_t i) { return clusters_[i]; }
+  ClusterState& cluster(size_t i) { return *clusters_[i]; }
   size_t cluster_count() const { return clusters_.size(); }
   bool draining() const { return draining_; }
 
@@ -66,11 +79,31 @@ class Context : public h2::Host {
   /// it was refused (over max_connections) and `fd` closed. While draining it is taken and told
   /// to go away at once (GOAWAY), not refused.
   bool adopt(size_t listener, int fd);
+  /// True for a router kept only for the client connections of a removed listener.
+  bool listener_removed(size_t listener) const { return listener >= config_->listeners.size(); }
   /// Cluster `cluster` now has endpoint set `set`.
   void apply_endpoints(size_t cluster, lb::EndpointSetPtr set);
   /// The control thread's word on one endpoint's eligibility (ClusterState::apply_eligibility).
   void apply_eligibility(size_t cluster, std::string_view key, uint8_t mask, uint8_t bits,
                          int64_t until_ns, uint32_t streak);
+  /// A reload (context_reload.cc): the new snapshot and how its listeners and clusters map to
+  /// the running ones.
+  struct Reconfig {
+    std::shared_ptr<const config::Config> config;
+    uint64_t generation = 0;
+    std::vector<int> listener_from;        // per new listener: its running index, or -1
+    std::vector<int> cluster_from;         // per new cluster: its running index, or -1
+    std::vector<lb::EndpointSetPtr> sets;  // per new cluster: its new set, or null (keep)
+    // Router indices (running numbering) to keep even without client connections: a removed
+    // listener's socket whose accept queue has not been taken yet.
+    std::vector<size_t> pinned_routers;
+  };
+  /// Swaps the snapshot: clusters that stay keep their state (endpoints, connections,
+  /// ejections) under the new config and policies; new ones start; removed ones drain (their
+  /// calls in flight finish) and are freed once unused. Listeners: routers rebuilt; client
+  /// connections of removed listeners are told to go (GOAWAY) and drain. Returns, per running
+  /// router index, its new one (-1: dropped).
+  std::vector<int> reconfigure(Reconfig& r);
   /// Closes every upstream connection now (shutdown).
   void close_upstreams();
   /// True while any connection, client or upstream, is open or has I/O still completing.
@@ -101,9 +134,39 @@ class Context : public h2::Host {
   void close_downstreams(const char* why);
 
  private:
+  // context_reload.cc
+  void remap_listeners(Reconfig& r, std::vector<int>& router_to);
+  void remap_clusters(Reconfig& r);
+  void sweep_retired();
+  void rebuild_routers();
+
   std::shared_ptr<const config::Config> config_;
+  // Config snapshots still referred to by calls that started under them (RouteMatch's policy
+  // pointers): the running one last. Counted per call (Call::config_generation), no atomics.
+  struct Generation {
+    uint64_t id = 0;
+    std::shared_ptr<const config::Config> config;
+    uint64_t calls = 0;
+  };
+  std::vector<Generation> generations_;
+  const config::Config* ending_config_ = nullptr;  // during on_call_end only
   std::vector<Router> routers_;
-  std::vector<ClusterState> clusters_;
+  // Routers of removed listeners (after the running ones in routers_): the listener's config
+  // lives in `config`, a snapshot kept for it.
+  struct RetiredListener {
+    std::shared_ptr<const config::Config> config;
+    size_t listener = 0;
+  };
+  std::vector<RetiredListener> retired_listeners_;
+  // Stable: a ClusterState is a TimerHandler and calls and connections point at it.
+  std::vector<std::unique_ptr<ClusterState>> clusters_;
+  // Removed by a reload, still with calls or connections; `config` keeps its ClusterConfig.
+  struct RetiredCluster {
+    std::shared_ptr<const config::Config> config;
+    uint64_t removed_in = 0;  // the generation that dropped it: older calls may still use it
+    std::unique_ptr<ClusterState> state;
+  };
+  std::vector<RetiredCluster> retired_clusters_;
   base::IntrusiveList<h2::H2Connection, &h2::H2Connection::conn_link> downstreams_;
   std::vector<std::unique_ptr<Call>> call_store_;
   std::vector<Call*> free_calls_;

@@ -41,6 +41,8 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   void call_done(Call* c);
 
   size_t listener_index() const { return listener_index_; }
+  /// A reload renumbered the routers (Context::reconfigure).
+  void set_listener_index(size_t i) { listener_index_ = i; }
   base::IntrusiveList<Call, &Call::ds_link> calls;
 
   void on_timer(io::Timer& t) override;

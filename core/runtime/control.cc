@@ -71,6 +71,7 @@ struct Controller::DnsCluster final : io::TimerHandler {
   discovery::SrvLookup srv;  // SRV follow-up lookups for targets the answer gave no address for
   io::Timer timer;
   bool in_flight = false;  // a refresh (the query, then any SRV target lookups) is out
+  bool dead = false;       // a reload dropped it (in dead_dns_): answers are ignored
 };
 
 /// A c-ares socket as the reactor watches it. Lives until its ops have completed, even after
@@ -84,19 +85,20 @@ struct Controller::Watch final : io::IoHandler {
   bool read = false, write = false, dead = false;
 };
 
-Controller::Controller(const config::Config& config, std::vector<Shard*> shards,
+Controller::Controller(std::shared_ptr<const config::Config> config, std::vector<Shard*> shards,
                        ReportQueue* reports)
-    : config_(config), shards_(std::move(shards)), reports_(reports) {
+    : config_(std::move(config)), shards_(std::move(shards)), reports_(reports) {
   resolver_timer_.handler = poll_timer_.handler = goaway_timer_.handler = eject_timer_.handler =
       this;
   resolver_timer_.tag = kTimerResolver;
   poll_timer_.tag = kTimerPoll;
   goaway_timer_.tag = kTimerGoaway;
   eject_timer_.tag = kTimerEject;
-  eligibility_.resize(config_.clusters.size());
-  for (const config::ClusterConfig& c : config_.clusters) {
+  eligibility_.resize(config_->clusters.size());
+  for (const config::ClusterConfig& c : config_->clusters) {
     outlier_.emplace_back(proxy::outlier_policy(c.outlier));
     members_.push_back(c.endpoints.size());  // DNS clusters: the first report says
+    cluster_uid_.push_back(next_uid_++);
   }
   signal_op_.handler = reports_op_.handler = this;
   reports_op_.tag = 1;
@@ -125,16 +127,16 @@ bool Controller::start(std::string& error) {
   start_health_checks();
 
   uint64_t seed = static_cast<uint64_t>(base::mono_now_ns());
-  for (size_t i = 0; i < config_.clusters.size(); ++i) {
-    const config::ClusterConfig& c = config_.clusters[i];
+  for (size_t i = 0; i < config_->clusters.size(); ++i) {
+    const config::ClusterConfig& c = config_->clusters[i];
     if (!c.uses_dns()) continue;
     dns_.push_back(std::make_unique<DnsCluster>(*this, i, c, seed + i));
   }
   if (dns_.empty()) return true;
   std::vector<std::string> servers;
-  for (const io::SocketAddress& a : config_.discovery.resolvers) servers.push_back(a.text);
+  for (const io::SocketAddress& a : config_->discovery.resolvers) servers.push_back(a.text);
   resolver_ = discovery::Resolver::create(
-      servers, static_cast<int>(config_.discovery.query_timeout.count() / 1000000), *this, error);
+      servers, static_cast<int>(config_->discovery.query_timeout.count() / 1000000), *this, error);
   if (!resolver_) return false;
   for (auto& d : dns_) query(*d);
   return true;
@@ -179,8 +181,12 @@ void Controller::on_signal() {
   while (::read(signal_fd_, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
     int sig = static_cast<int>(si.ssi_signo);
     if (sig == SIGHUP) {
-      LOG_WARN("SIGHUP: config reload is not supported yet; still running %s",
-               config_.source.c_str());
+      if (draining_) {
+        LOG_WARN("SIGHUP: draining; no reload");
+        continue;
+      }
+      LOG_INFO("SIGHUP: reloading %s", config_->source.c_str());
+      reload();  // logs what it did
       continue;
     }
     if (sig == SIGUSR1 || sig == SIGUSR2) {
@@ -194,7 +200,7 @@ void Controller::on_signal() {
     }
     draining_ = true;
     LOG_INFO("%s: draining (up to %lld ms); send it again to exit at once", strsignal(sig),
-             static_cast<long long>(config_.proxy.drain_timeout.count() / 1000000));
+             static_cast<long long>(config_->proxy.drain_timeout.count() / 1000000));
     // Two steps: every shard leaves the listening group, then (on_reports: all of them said
     // so, or after kGoawayFallbackNs) every client is told to go.
     for (Shard* s : shards_) s->post_leave();
@@ -221,7 +227,13 @@ void Controller::on_reports() {
       delete r;
       continue;
     }
-    const std::string& cluster = config_.clusters[r->cluster].name;
+    // Sent under another config generation (a reload crossed it): its cluster index means
+    // nothing now. Rare (only around a reload) and only counts and logs are lost.
+    if (r->generation != generation_ || r->cluster >= config_->clusters.size()) {
+      delete r;
+      continue;
+    }
+    const std::string& cluster = config_->clusters[r->cluster].name;
     EndpointReports& e = endpoint_reports_[cluster + "/" + r->endpoint];
     ++e.counts[static_cast<size_t>(r->kind)];
     e.last_detail = r->detail;
@@ -335,6 +347,10 @@ void Controller::query(DnsCluster& c) {
 
 void Controller::on_answer(DnsCluster& c, int status, std::span<const uint8_t> message) {
   if (status == ARES_EDESTRUCTION) return;  // the controller is going away
+  if (c.dead) {
+    c.in_flight = false;
+    return;
+  }
   const config::DnsConfig& dns = c.config->dns;
   discovery::LookupResult r =
       discovery::interpret_answer(status, message, record_type(dns.record), dns.port);
@@ -357,7 +373,7 @@ void Controller::on_answer(DnsCluster& c, int status, std::span<const uint8_t> m
 
 void Controller::on_srv_target(DnsCluster& c, uint64_t round, size_t index, int status,
                                std::span<const uint8_t> message) {
-  if (status == ARES_EDESTRUCTION) return;
+  if (status == ARES_EDESTRUCTION || c.dead) return;
   if (c.srv.on_result(round, index, status, message)) finish(c, c.srv.result());
 }
 
@@ -374,8 +390,10 @@ void Controller::finish(DnsCluster& c, const discovery::LookupResult& result) {
     LOG_INFO("cluster %s: publishing %zu endpoints (version %llu)", c.config->name.c_str(),
              step.publish->size(), static_cast<unsigned long long>(step.publish->version));
     for (Shard* s : shards_) s->post_endpoints(c.index, step.publish);
-    if (health_)
-      health_->set_endpoints(c.index, c.config->name, c.config->health_check, *step.publish);
+    if (health_) {
+      health_->set_endpoints(cluster_uid_[c.index], c.config->name, c.config->health_check,
+                             *step.publish);
+    }
     // An endpoint a shard had forgotten (it left the set and drained) and meets again in this
     // set starts fresh there: tell it what it missed. Messages arrive in order, set first.
     rebroadcast_eligibility(c.index);
@@ -383,30 +401,46 @@ void Controller::finish(DnsCluster& c, const discovery::LookupResult& result) {
   timers_.arm(c.timer, now + step.next_query_in_ns);
 }
 
+void Controller::ensure_health_checker() {
+  if (health_) return;
+  // Clusters are known to it by uid (cluster_uid_), which a reload does not renumber.
+  health_ = std::make_unique<HealthChecker>(
+      *reactor_, timers_,
+      [this](size_t uid, const std::string& key, bool healthy, std::string_view why) {
+        on_health_change(uid, key, healthy, why);
+      });
+}
+
+int Controller::cluster_of_uid(size_t uid) const {
+  for (size_t i = 0; i < cluster_uid_.size(); ++i) {
+    if (cluster_uid_[i] == uid) return static_cast<int>(i);
+  }
+  return -1;
+}
+
 void Controller::start_health_checks() {
   std::vector<lb::EndpointSetPtr> sets;  // static clusters' members; DNS ones come in finish()
-  for (size_t i = 0; i < config_.clusters.size(); ++i) {
-    const config::ClusterConfig& c = config_.clusters[i];
+  for (size_t i = 0; i < config_->clusters.size(); ++i) {
+    const config::ClusterConfig& c = config_->clusters[i];
     if (!c.health_check.enabled) continue;
     if (!health_) {
-      sets = initial_endpoint_sets(config_);
-      health_ = std::make_unique<HealthChecker>(
-          *reactor_, timers_,
-          [this](size_t cluster, const std::string& key, bool healthy, std::string_view why) {
-            on_health_change(cluster, key, healthy, why);
-          });
+      sets = initial_endpoint_sets(*config_);
+      ensure_health_checker();
     }
-    if (!c.uses_dns()) health_->set_endpoints(i, c.name, c.health_check, *sets[i]);
+    if (!c.uses_dns()) health_->set_endpoints(cluster_uid_[i], c.name, c.health_check, *sets[i]);
   }
 }
 
-void Controller::on_health_change(size_t cluster, const std::string& endpoint_key, bool healthy,
+void Controller::on_health_change(size_t uid, const std::string& endpoint_key, bool healthy,
                                   std::string_view why) {
+  const int index = cluster_of_uid(uid);
+  if (index < 0) return;  // a reload removed the cluster (its checks are stopped)
+  const size_t cluster = static_cast<size_t>(index);
   // Every shard takes it out (lb::kUnhealthy: no new calls, calls in flight finish) or back.
   set_health(cluster, endpoint_key, healthy);
-  const std::string* name = health_->endpoint_name(cluster, endpoint_key);
+  const std::string* name = health_->endpoint_name(uid, endpoint_key);
   const char* endpoint = name != nullptr ? name->c_str() : "?";
-  const std::string& c = config_.clusters[cluster].name;
+  const std::string& c = config_->clusters[cluster].name;
   const int n = static_cast<int>(why.size());
   if (healthy) {
     LOG_INFO("cluster %s: endpoint %s healthy again (%.*s)", c.c_str(), endpoint, n, why.data());
@@ -422,6 +456,62 @@ std::vector<Controller::DnsStatus> Controller::dns_status() const {
                    d->follow.last_result(), d->follow.last_refresh_ns()});
   }
   return out;
+}
+
+}  // namespace ringlb::core::runtime
+
+namespace ringlb::core::runtime {
+
+void Controller::reload_dns(const ReloadPlan& plan, const std::vector<int>& cluster_to) {
+  // config_ is the new snapshot already. A follow whose cluster stays with the same DNS
+  // settings goes on as it is (its members, its timers, a query in flight); any other stops
+  // (kept in dead_dns_ while c-ares may still call back into it), and new ones start.
+  std::vector<bool> followed(config_->clusters.size(), false);
+  std::vector<std::unique_ptr<DnsCluster>> kept;
+  for (auto& d : dns_) {
+    const int j = d->index < cluster_to.size() ? cluster_to[d->index] : -1;
+    if (j >= 0 && config_->clusters[static_cast<size_t>(j)].uses_dns() &&
+        !plan.clusters[static_cast<size_t>(j)].dns) {
+      d->index = static_cast<size_t>(j);
+      d->config = &config_->clusters[d->index];
+      followed[d->index] = true;
+      kept.push_back(std::move(d));
+      continue;
+    }
+    LOG_INFO("cluster %s: no longer following %s", d->config->name.c_str(),
+             d->config->dns.name.c_str());
+    d->dead = true;
+    timers_.cancel(d->timer);
+    dead_dns_.push_back(std::move(d));
+  }
+  dns_ = std::move(kept);
+  const uint64_t seed = static_cast<uint64_t>(base::mono_now_ns());
+  for (size_t i = 0; i < config_->clusters.size(); ++i) {
+    const config::ClusterConfig& c = config_->clusters[i];
+    if (!c.uses_dns() || followed[i]) continue;
+    if (!resolver_) {
+      std::string error;
+      std::vector<std::string> servers;
+      for (const io::SocketAddress& a : config_->discovery.resolvers) servers.push_back(a.text);
+      resolver_ = discovery::Resolver::create(
+          servers, static_cast<int>(config_->discovery.query_timeout.count() / 1000000), *this,
+          error);
+      if (!resolver_) {
+        LOG_ERROR("reload: cluster %s: no resolver: %s", c.name.c_str(), error.c_str());
+        continue;
+      }
+    }
+    LOG_INFO("cluster %s: following %s", c.name.c_str(), c.dns.name.c_str());
+    dns_.push_back(std::make_unique<DnsCluster>(*this, i, c, seed + i));
+    query(*dns_.back());
+  }
+}
+
+lb::EndpointSetPtr Controller::dns_members(size_t cluster) const {
+  for (const auto& d : dns_) {
+    if (d->index == cluster && d->follow.answered()) return d->follow.membership().snapshot(0);
+  }
+  return nullptr;
 }
 
 }  // namespace ringlb::core::runtime

@@ -20,6 +20,7 @@
 #include "core/config/config.h"
 #include "core/io/reactor.h"
 #include "core/io/timer.h"
+#include "core/runtime/reload_plan.h"
 #include "core/runtime/reports.h"
 #include "discovery/answer.h"
 #include "discovery/resolver.h"
@@ -39,7 +40,8 @@ class Controller final : public io::IoHandler,
                          public discovery::ResolverIo {
  public:
   /// `reports`: what the shards post (may be null); the controller reads it on its thread.
-  Controller(const config::Config& config, std::vector<Shard*> shards,
+  /// `config`: the running snapshot; a reload replaces it (the shards get theirs by message).
+  Controller(std::shared_ptr<const config::Config> config, std::vector<Shard*> shards,
              ReportQueue* reports = nullptr);
   ~Controller();
 
@@ -73,6 +75,12 @@ class Controller final : public io::IoHandler,
     std::string message;
   };
   ReloadResult reload();
+  /// The running config snapshot (the last one reloaded) and its generation (0 at start).
+  const config::Config& config() const { return *config_; }
+  const std::shared_ptr<const config::Config>& config_ptr() const { return config_; }
+  uint64_t generation() const { return generation_; }
+  /// --log-level was given: a reload leaves the log level alone.
+  void pin_log_level() { log_level_pinned_ = true; }
 
   /// What the admin surface will show for one DNS cluster.
   struct DnsStatus {
@@ -146,11 +154,23 @@ class Controller final : public io::IoHandler,
   bool shards_finished() const;
   void on_signal();
   void on_watch(Watch& w, io::Op& op, const io::Completion& c);
+  // Reload (control_reload.cc; reload_dns in control.cc, next to DnsCluster). `plan` maps the
+  // running config (still config_ where it says "old") to the new one.
+  std::vector<size_t> remap_cluster_state(const ReloadPlan& plan, const config::Config& next);
+  std::vector<lb::EndpointSetPtr> reload_sets(const ReloadPlan& plan, const config::Config& next);
+  void reload_dns(const ReloadPlan& plan, const std::vector<int>& cluster_to);
+  void reload_health(const ReloadPlan& plan, const config::Config& old,
+                     const std::vector<size_t>& removed_uids,
+                     const std::vector<lb::EndpointSetPtr>& sets);
+  lb::EndpointSetPtr dns_members(size_t cluster) const;
+  void ensure_health_checker();
+  /// The config index of the cluster HealthChecker knows as `uid`, or -1 (removed).
+  int cluster_of_uid(size_t uid) const;
   // Active health checks (health_checker.h): built in start() when a cluster enables them, fed
   // every endpoint set the controller has (static at start, DNS at each publish), flushed in
   // turn(). on_health_change() is where a change of health goes.
   void start_health_checks();
-  void on_health_change(size_t cluster, const std::string& endpoint_key, bool healthy,
+  void on_health_change(size_t uid, const std::string& endpoint_key, bool healthy,
                         std::string_view why);
   // Eligibility (control_eligibility.cc).
   void on_ejection_report(const ShardReport& r, int64_t now);
@@ -161,7 +181,14 @@ class Controller final : public io::IoHandler,
                  const EndpointEligibility& e);
   void rebroadcast_eligibility(size_t cluster);
 
-  const config::Config& config_;
+  std::shared_ptr<const config::Config> config_;
+  uint64_t generation_ = 0;        // reloads applied
+  bool log_level_pinned_ = false;  // pin_log_level()
+  // Per cluster (config index): an id that stays the same across reloads for as long as the
+  // cluster does; the health checker knows clusters by it (config indices change on reload).
+  std::vector<size_t> cluster_uid_;
+  size_t next_uid_ = 0;
+  std::vector<std::unique_ptr<DnsCluster>> dead_dns_;  // removed by a reload, queries may be out
   std::vector<Shard*> shards_;
   std::unique_ptr<io::Reactor> reactor_;
   io::TimerQueue timers_;

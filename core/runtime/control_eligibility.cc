@@ -104,7 +104,7 @@ void Controller::log_ejection(const ShardReport& r, EndpointEligibility& e, int6
   e.logged_ns = now;
   e.unlogged = 0;
   LOG_WARN("cluster %s: endpoint %s ejected for %s: %s (shard %u; ejection %u in a row%s)",
-           config_.clusters[r.cluster].name.c_str(), r.endpoint.c_str(), duration_text(d).c_str(),
+           config_->clusters[r.cluster].name.c_str(), r.endpoint.c_str(), duration_text(d).c_str(),
            r.detail.c_str(), r.shard, e.outlier.streak, more.c_str());
 }
 
@@ -114,7 +114,7 @@ void Controller::refuse_ejection(size_t cluster, EndpointEligibility& e, const S
                                  int64_t now) {
   if (e.refused_logged_ns != 0 && now - e.refused_logged_ns < kRefusedLogEveryNs) return;
   e.refused_logged_ns = now;
-  const config::ClusterConfig& c = config_.clusters[cluster];
+  const config::ClusterConfig& c = config_->clusters[cluster];
   const size_t members = members_[cluster];
   LOG_WARN(
       "cluster %s: endpoint %s not ejected (%s): max_ejected_percent = %u lets %zu of %zu "
@@ -133,7 +133,7 @@ void Controller::expire_ejections(int64_t now) {
       if (e.outlier.ejected() && detector.expire(e.outlier, now)) {
         e.bits &= static_cast<uint8_t>(~lb::kEjected);
         if (e.ejection_logged) {
-          LOG_INFO("cluster %s: endpoint %s un-ejected after %s", config_.clusters[c].name.c_str(),
+          LOG_INFO("cluster %s: endpoint %s un-ejected after %s", config_->clusters[c].name.c_str(),
                    e.name.c_str(), duration_text(now - e.ejected_at_ns).c_str());
         }
         // Shards end it on their own timers at the same deadline; this makes sure they agree.
@@ -159,7 +159,7 @@ void Controller::set_health(size_t cluster, const std::string& key, bool healthy
   const uint8_t want = healthy ? 0 : lb::kUnhealthy;
   if ((e.bits & lb::kUnhealthy) == want) return;
   e.bits = static_cast<uint8_t>((e.bits & ~lb::kUnhealthy) | want);
-  const char* cname = config_.clusters[cluster].name.c_str();
+  const char* cname = config_->clusters[cluster].name.c_str();
   // The health checker's own line (on_health_change) says why; this one is for debugging.
   LOG_DEBUG("cluster %s: endpoint %s: health %s on every shard", cname, e.name.c_str(),
             healthy ? "restored" : "taken away");

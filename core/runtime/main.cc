@@ -86,11 +86,13 @@ int main(int argc, char** argv) {
     }
   }
   std::string config_path;
+  bool level_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--config" || a == "-c") && i + 1 < argc) {
       config_path = argv[++i];
     } else if (a == "--log-level" && i + 1 < argc) {
+      level_given = true;
       if (!set_level(argv[++i])) {
         fprintf(stderr, "ringlb: unknown log level '%s'\n", argv[i]);
         return 2;
@@ -112,5 +114,9 @@ int main(int argc, char** argv) {
     fprintf(stderr, "%s\n", e.what());
     return 1;
   }
-  return ringlb::core::runtime::run_server(config);
+  if (config.log.level_set && !level_given) {
+    const char* names[] = {"debug", "info", "warn", "error"};
+    set_level(names[static_cast<int>(config.log.level)]);
+  }
+  return ringlb::core::runtime::run_server(config, level_given);
 }

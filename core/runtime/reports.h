@@ -44,6 +44,10 @@ struct ShardReport {
   // kSnapshot only:
   uint64_t collect_id = 0;
   std::unique_ptr<ShardSnapshot> snapshot;
+  // The shard's config generation (proxy::Context::generation()) when it posted this: `cluster`
+  // is an index into that snapshot's clusters. The control thread drops endpoint reports of
+  // another generation (a reload crossed them).
+  uint64_t generation = 0;
 };
 
 const char* report_kind_name(ShardReport::Kind k);

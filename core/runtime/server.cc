@@ -69,6 +69,39 @@ bool listen_deferred(const config::Config& config, const std::vector<bool>& defe
 
 }  // namespace
 
+bool bind_listener(const config::ListenerConfig& l, unsigned workers, bool defer_if_taken,
+                   std::vector<int>& fds, bool& deferred, std::string& error) {
+  // Where another process (the ringlb this one replaces) already listens, the sockets are only
+  // bound now and listen once this process can serve: a listening socket joins the kernel's
+  // reuseport group at once, and new connections hashed to it would wait in its backlog through
+  // the first DNS answers (or be reset if this process failed to start) while the old process
+  // could have served them.
+  sockaddr_storage addr = l.address.storage;
+  const auto* sa = reinterpret_cast<const sockaddr*>(&addr);
+  deferred = defer_if_taken && port_of(l.address) != 0 && io::address_in_use(sa, l.address.len);
+  const size_t first = fds.size();
+  for (unsigned s = 0; s < workers; ++s) {
+    int fd = io::make_listen_socket(sa, l.address.len, error, !deferred);
+    if (fd < 0) {
+      for (size_t i = first; i < fds.size(); ++i) ::close(fds[i]);
+      fds.resize(first);
+      return false;
+    }
+    if (s == 0) {
+      io::SocketAddress bound = io::local_address(fd);
+      addr = bound.storage;
+      if (deferred) {
+        LOG_INFO("listener %s: another process listens on %s; taking over once ready%s",
+                 l.address.text.c_str(), bound.text.c_str(), migrate_note().c_str());
+      } else {
+        LOG_INFO("listener %s listening on %s", l.address.text.c_str(), bound.text.c_str());
+      }
+    }
+    fds.push_back(fd);
+  }
+  return true;
+}
+
 std::vector<lb::EndpointSetPtr> initial_endpoint_sets(const config::Config& config) {
   std::vector<lb::EndpointSetPtr> sets;
   for (const config::ClusterConfig& c : config.clusters) {
@@ -93,7 +126,7 @@ std::vector<lb::EndpointSetPtr> initial_endpoint_sets(const config::Config& conf
   return sets;
 }
 
-int run_server(const config::Config& config) {
+int run_server(const config::Config& config, bool log_level_pinned) {
   // From here on shards (and everyone) only enqueue log lines; every return below flushes them.
   base::start_log_writer();
   struct StopLogWriter {
@@ -115,38 +148,19 @@ int run_server(const config::Config& config) {
   std::string why = "configured";
   if (workers == 0) workers = usable_cpus(&why);
 
-  // Listeners: one SO_REUSEPORT socket per shard per listener. With port 0 the first socket
-  // picks the port and the others join it. Where another process (the ringlb this one
-  // replaces) already listens, the sockets are only bound now and listen once this process can
-  // serve: a listening socket joins the kernel's reuseport group at once, and new connections
-  // hashed to it would wait in its backlog through the first DNS answers (or be reset if this
-  // process failed to start) while the old process could have served them.
+  // Listeners: one SO_REUSEPORT socket per shard per listener (bind_listener).
   std::vector<std::vector<int>> fds(workers);
   std::vector<bool> deferred(config.listeners.size(), false);
   for (size_t i = 0; i < config.listeners.size(); ++i) {
-    const config::ListenerConfig& l = config.listeners[i];
-    sockaddr_storage addr = l.address.storage;
-    const auto* sa = reinterpret_cast<const sockaddr*>(&addr);
-    deferred[i] = port_of(l.address) != 0 && io::address_in_use(sa, l.address.len);
-    for (unsigned s = 0; s < workers; ++s) {
-      int fd = io::make_listen_socket(sa, l.address.len, error, !deferred[i]);
-      if (fd < 0) {
-        LOG_ERROR("listener %s: %s", l.address.text.c_str(), error.c_str());
-        close_all(fds);
-        return 1;
-      }
-      if (s == 0) {
-        io::SocketAddress bound = io::local_address(fd);
-        addr = bound.storage;
-        if (deferred[i]) {
-          LOG_INFO("listener %s: another process listens on %s; taking over once ready%s",
-                   l.address.text.c_str(), bound.text.c_str(), migrate_note().c_str());
-        } else {
-          LOG_INFO("listener %s listening on %s", l.address.text.c_str(), bound.text.c_str());
-        }
-      }
-      fds[s].push_back(fd);
+    std::vector<int> per_shard;
+    bool d = false;
+    if (!bind_listener(config.listeners[i], workers, true, per_shard, d, error)) {
+      LOG_ERROR("listener %s: %s", config.listeners[i].address.text.c_str(), error.c_str());
+      close_all(fds);
+      return 1;
     }
+    deferred[i] = d;
+    for (unsigned s = 0; s < workers; ++s) fds[s].push_back(per_shard[s]);
   }
 
   // Shards inherit this mask: only the control thread takes the signals, via sigwait.
@@ -183,7 +197,8 @@ int run_server(const config::Config& config) {
   }
   std::vector<Shard*> shard_ptrs;
   for (auto& sh : shards) shard_ptrs.push_back(sh.get());
-  Controller controller(config, shard_ptrs, &reports);
+  Controller controller(snapshot, shard_ptrs, &reports);
+  if (log_level_pinned) controller.pin_log_level();
   if (!controller.start(error)) {
     LOG_ERROR("control thread: %s", error.c_str());
     for (auto& sh : shards) sh->post_drain();
@@ -202,6 +217,7 @@ int run_server(const config::Config& config) {
       return 1;
     }
     for (auto& sh : shards) sh->post_serve();
+    controller.set_serving();
     LOG_INFO("ready: %u workers (%s)", workers, why.c_str());
   }
   int rc = controller.run();

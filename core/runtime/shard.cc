@@ -12,7 +12,7 @@
 
 namespace ringlb::core::runtime {
 namespace {
-enum : uint8_t { kWakeTag = 0, kAcceptTagBase = 1 };
+enum : uint8_t { kWakeTag = 0 };
 enum : uint8_t { kDrainDeadline = 1, kAcceptRetry = 2 };
 constexpr int64_t kAcceptRetryNs = 100'000'000;  // after EMFILE and the like
 // Connections taken from a listener's accept queue as it closes (a bound, not a promise: what
@@ -27,7 +27,9 @@ Shard::Shard(std::shared_ptr<const config::Config> config, ShardSetup setup, bas
       setup_(std::move(setup)) {
   setup_.endpoint_sets.clear();  // the clusters hold them now
   set_buffer_limit(this->config().proxy.memory_limit / std::max(1u, setup_.workers));
-  accept_ops_.resize(setup_.listen_fds.size());
+  for (size_t i = 0; i < setup_.listen_fds.size(); ++i)
+    listeners_.push_back(std::make_unique<Listener>(*this, setup_.listen_fds[i], i));
+  setup_.listen_fds.clear();  // the Listeners own them now
   drain_deadline_.handler = accept_retry_.handler = this;
   drain_deadline_.tag = kDrainDeadline;
   accept_retry_.tag = kAcceptRetry;
@@ -81,11 +83,7 @@ bool Shard::attach_reactor(std::unique_ptr<io::Reactor> reactor) {
 void Shard::serve() {
   if (serving_ || leaving_) return;
   serving_ = true;
-  for (size_t i = 0; i < accept_ops_.size(); ++i) {
-    accept_ops_[i].handler = this;
-    accept_ops_[i].tag = static_cast<uint8_t>(kAcceptTagBase + i);
-    reactor().accept(setup_.listen_fds[i], accept_ops_[i]);
-  }
+  for (auto& l : listeners_) reactor().accept(l->fd, l->op);
 }
 
 void Shard::loop() {
@@ -102,10 +100,12 @@ void Shard::loop() {
     if (!connections_busy() && !reaped && i > 0) break;
     reactor().run_once(1'000'000);
   }
-  for (size_t i = 0; i < setup_.listen_fds.size(); ++i) {
-    if (setup_.listen_fds[i] >= 0 && !accept_ops_[i].active) {
-      reactor().close(setup_.listen_fds[i]);
-      setup_.listen_fds[i] = -1;
+  for (auto* list : {&listeners_, &closing_}) {
+    for (auto& l : *list) {
+      if (l->fd >= 0 && !l->op.active) {
+        reactor().close(l->fd);
+        l->fd = -1;
+      }
     }
   }
 }
@@ -191,6 +191,9 @@ void Shard::handle(ShardMessage& m) {
       apply_eligibility(m.cluster, u.key, u.mask, u.bits, u.until_ns, u.streak);
       break;
     }
+    case ShardMessage::Kind::kReconfigure:
+      reconfigure(*m.reload);
+      break;
     case ShardMessage::Kind::kCollect: {
       auto* r = new ShardReport;
       r->kind = ShardReport::Kind::kSnapshot;
@@ -252,21 +255,19 @@ void Shard::on_complete(io::Op& op, const io::Completion& c) {
     (void)r;
     drain_inbox();
     if (!c.more && !stop_) reactor().poll_in(wake_fd_, wake_op_);
-    return;
   }
-  on_accept(op.tag - kAcceptTagBase, c);
 }
 
-void Shard::on_accept(size_t listener, const io::Completion& c) {
+void Shard::on_accept(Listener& l, const io::Completion& c) {
   if (c.res >= 0) {
-    adopt(listener, c.res);  // refused or not, a final completion must still re-arm below
-  } else if (c.res != -ECANCELED && !leaving_) {
-    LOG_WARN("shard %u: accept on %s: %s", setup_.index,
-             config().listeners[listener].address.text.c_str(), strerror(-c.res));
+    adopt(l.router, c.res);  // refused or not, a final completion must still re-arm below
+  } else if (c.res != -ECANCELED && !leaving_ && !l.removed) {
+    LOG_WARN("shard %u: accept on %s: %s", setup_.index, router(l.router).listener_name().c_str(),
+             strerror(-c.res));
   }
   if (c.more) return;
-  if (leaving_) {
-    hand_over(listener);
+  if (leaving_ || l.removed) {
+    hand_over(l);
   } else if (!accept_retry_.armed()) {
     timers().arm(accept_retry_, now() + kAcceptRetryNs);  // the multishot ended (EMFILE...)
   }
@@ -290,34 +291,40 @@ void Shard::begin_drain() {
   leaving_ = true;
   timers().cancel(accept_retry_);
   timers().arm(drain_deadline_, now() + config().proxy.drain_timeout.count());
-  for (size_t i = 0; i < accept_ops_.size(); ++i) {
-    if (accept_ops_[i].active) {
-      reactor().cancel(accept_ops_[i]);  // its final completion hands the listener over
+  for (size_t i = 0; i < listeners_.size(); ++i) {
+    Listener& l = *listeners_[i];
+    if (l.op.active) {
+      reactor().cancel(l.op);  // its final completion hands the listener over
     } else {
-      hand_over(i);
+      hand_over(l);
     }
   }
-  if (accept_ops_.empty()) leave_done();
+  if (all_listeners_closed()) leave_done();
 }
 
-void Shard::hand_over(size_t listener) {
-  int& fd = setup_.listen_fds[listener];
-  if (fd >= 0) {
+bool Shard::all_listeners_closed() const {
+  for (auto* list : {&listeners_, &closing_}) {
+    for (auto& l : *list) {
+      if (l->fd >= 0) return false;
+    }
+  }
+  return true;
+}
+
+void Shard::hand_over(Listener& l) {
+  if (l.fd >= 0) {
     for (int n = 0; n < kHandOverAccepts; ++n) {
-      int c = ::accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      int c = ::accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (c >= 0) {
-        adopt(listener, c);
+        adopt(l.router, c);
       } else if (errno != EINTR && errno != ECONNABORTED) {
         break;  // EAGAIN: the queue is empty
       }
     }
-    reactor().close(fd);
-    fd = -1;
+    reactor().close(l.fd);
+    l.fd = -1;
   }
-  for (int other : setup_.listen_fds) {
-    if (other >= 0) return;
-  }
-  leave_done();
+  if (leaving_ && all_listeners_closed()) leave_done();
 }
 
 void Shard::leave_done() {
@@ -360,6 +367,7 @@ void Shard::report_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterSt
   }
   r->shard = setup_.index;
   r->cluster = cluster.index;
+  r->generation = generation();
   r->endpoint = ep.endpoint.name;
   r->detail.assign(detail);
   setup_.reports->post(r);
@@ -372,6 +380,7 @@ void Shard::report_ejection(const proxy::ClusterState& cluster, const proxy::End
   r->kind = duration_ns > 0 ? ShardReport::Kind::kEjected : ShardReport::Kind::kNotEjected;
   r->shard = setup_.index;
   r->cluster = cluster.index;
+  r->generation = generation();
   r->endpoint = ep.endpoint.name;
   r->detail = std::to_string(trip.count) + " " + lb::eject_reason_text(trip.reason);
   r->key = ep.key;
@@ -382,10 +391,8 @@ void Shard::report_ejection(const proxy::ClusterState& cluster, const proxy::End
 
 void Shard::on_timer(io::Timer& t) {
   if (t.tag == kAcceptRetry) {
-    for (size_t i = 0; i < accept_ops_.size(); ++i) {
-      if (!accept_ops_[i].active && setup_.listen_fds[i] >= 0) {
-        reactor().accept(setup_.listen_fds[i], accept_ops_[i]);
-      }
+    for (auto& l : listeners_) {
+      if (!l->op.active && l->fd >= 0) reactor().accept(l->fd, l->op);
     }
     return;
   }

@@ -30,6 +30,17 @@ struct EligibilityUpdate {
   uint32_t streak = 0;
 };
 
+/// A reload, as one shard takes it (ShardMessage::kReconfigure): the new snapshot and its
+/// mapping (proxy::Context::Reconfig), and this shard's sockets for the new listeners.
+struct ShardReload {
+  proxy::Context::Reconfig reconfig;
+  std::vector<int> listen_fds;  // per new listener: this shard's socket, or -1 (it stays)
+  ShardReload() = default;
+  ShardReload(const ShardReload&) = delete;
+  ShardReload& operator=(const ShardReload&) = delete;
+  ~ShardReload();  // closes the sockets nobody took (a shard that stopped first)
+};
+
 /// A message from the control thread to one shard. Typed: each kind carries what it needs.
 struct ShardMessage {
   enum class Kind : uint8_t {
@@ -40,13 +51,15 @@ struct ShardMessage {
     kGoaway,       // kDrain's second half: every shard has closed its listeners
     kEligibility,  // endpoint `eligibility.key` of `cluster`: health or ejection changed
     kCollect,      // make a ShardSnapshot and post it back (ShardReport::kSnapshot, collect_id)
+    kReconfigure,  // a reload: `reload` (new config snapshot, new listeners' sockets)
   };
   ShardMessage* next = nullptr;
   Kind kind = Kind::kEndpoints;
   size_t cluster = 0;
   lb::EndpointSetPtr set;
-  EligibilityUpdate eligibility;  // kEligibility only
-  uint64_t collect_id = 0;        // kCollect only
+  EligibilityUpdate eligibility;        // kEligibility only
+  uint64_t collect_id = 0;              // kCollect only
+  std::unique_ptr<ShardReload> reload;  // kReconfigure only
 };
 
 /// What the control thread hands a shard at start.
@@ -88,6 +101,15 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   /// Any thread: make a ShardSnapshot and post it to the report queue as kSnapshot with
   /// `collect_id` (the admin's /metrics, /endpoints, /live).
   void post_collect(uint64_t collect_id);
+  /// Any thread: a reload (control_reload.cc builds it). Messages posted before it use the
+  /// running config's cluster indices, those after it the new one's.
+  void post_reconfigure(std::unique_ptr<ShardReload> reload);
+  /// Shard thread: applies a reload (kReconfigure; public so tests can drive it).
+  void reconfigure(ShardReload& reload);
+  /// Listeners this shard accepts on now (running config order), and removed ones whose
+  /// socket is not closed yet.
+  size_t listener_count() const { return listeners_.size(); }
+  size_t closing_listener_count() const;
   /// Shard thread: this shard's state and counters, copied (kCollect calls it).
   void fill_snapshot(ShardSnapshot& s);
   /// Shard thread: handles every message posted so far (the eventfd handler calls it; public
@@ -113,20 +135,33 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
                        const lb::Trip& trip, int64_t duration_ns) override;
 
  private:
+  // One listening socket of this shard and its accept op; `router` is the Context router its
+  // connections use. Heap-allocated: the reactor holds the op's address while it is armed.
+  struct Listener final : io::IoHandler {
+    explicit Listener(Shard& s, int f, size_t r) : shard(s), fd(f), router(r) { op.handler = this; }
+    void on_complete(io::Op&, const io::Completion& c) override { shard.on_accept(*this, c); }
+    Shard& shard;
+    io::Op op;
+    int fd = -1;
+    size_t router = 0;
+    bool removed = false;  // a reload removed it: once the accept op ends, hand_over closes it
+  };
   void post(ShardMessage* m);
+  bool all_listeners_closed() const;
   void handle(ShardMessage& m);
   void loop();
   void begin_drain();
-  void on_accept(size_t listener, const io::Completion& c);
-  /// Draining: accepts what waits in listener `listener`'s queue, then closes it.
-  void hand_over(size_t listener);
+  void on_accept(Listener& l, const io::Completion& c);
+  /// Draining (or removed by a reload): accepts what waits in `l`'s queue, then closes it.
+  void hand_over(Listener& l);
   /// Every listener is closed: report it, or GOAWAY (maybe_goaway) if nobody waits for that.
   void leave_done();
   /// GOAWAY to every client once this shard has left (left_) and may tell them (goaway_ok_).
   void maybe_goaway();
 
   ShardSetup setup_;
-  std::vector<io::Op> accept_ops_;  // one per listener
+  std::vector<std::unique_ptr<Listener>> listeners_;  // running config order
+  std::vector<std::unique_ptr<Listener>> closing_;    // removed by a reload, not yet freed
   int wake_fd_ = -1;
   io::Op wake_op_;
   io::Timer drain_deadline_;

@@ -52,7 +52,7 @@ struct Rig {
       shards.push_back(std::make_unique<Shard>(cfg, std::move(s)));
       raw.push_back(shards.back().get());
     }
-    control = std::make_unique<Controller>(*cfg, raw, &reports);
+    control = std::make_unique<Controller>(cfg, raw, &reports);
   }
   ClusterState& cluster(size_t shard) { return shards[shard]->cluster(0); }
   uint8_t bits(size_t shard, size_t ep) { return cluster(shard).endpoints[ep]->ineligible; }
