@@ -4,6 +4,8 @@
 // session's callbacks, the zero-copy response DATA path included. Owner: one shard.
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
 
 #include "core/base/list.h"
 #include "core/h2/connection.h"
@@ -41,6 +43,8 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   void call_done(Call* c);
 
   size_t listener_index() const { return listener_index_; }
+  /// The client's address, "ip:port" (learnt once, by init()); "" if unknown.
+  std::string_view peer() const { return peer_; }
   base::IntrusiveList<Call, &Call::ds_link> calls;
 
   void on_timer(io::Timer& t) override;
@@ -69,6 +73,7 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
 
   Context& ctx_;
   size_t listener_index_;
+  std::string peer_;  // getpeername at init, as text (CallRecord::peer)
   io::Timer idle_timer_;
   io::Timer drain_timer_;
   bool draining_ = false;
