@@ -511,7 +511,7 @@ void Call::on_final_status(Attempt& a, h2::HeaderBlock& block, bool trailers_onl
       schedule_retry(delay, RetryReason::kStatus);
       return;
     }
-    record_.flags |= kFlagRetryLimit;
+    if (retry_->attempts > 1) record_.flags |= kFlagRetryLimit;  // a policy that retries
   }
   if (!why.empty()) {
     reset_attempt(a);
@@ -712,7 +712,7 @@ void Call::retry_or_fail(bool retryable, RetryReason why, StatusCode status,
     schedule_retry(delay, why);
     return;
   }
-  if (retryable) record_.flags |= kFlagRetryLimit;
+  if (retryable && retry_->attempts > 1) record_.flags |= kFlagRetryLimit;
   fail(status, message);
 }
 
