@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -62,6 +63,18 @@ size_t utf8_length(const unsigned char* s, size_t n) {
 // line has left); everything else is short and counted in the budgets above.
 class JsonOut {
  public:
+  static_assert(std::endian::native == std::endian::little, "special_bytes reads words LE");
+  // High bit set in each byte of `x` that JSON escaping or UTF-8 checking must look at: below
+  // 0x20, '"', '\\', or 0x80 and up. Exact for the lowest such byte (borrows only run upward),
+  // which is all the caller uses.
+  static uint64_t special_bytes(uint64_t x) {
+    constexpr uint64_t kOnes = 0x0101010101010101ULL;
+    constexpr uint64_t kHigh = 0x8080808080808080ULL;
+    const uint64_t q = x ^ (kOnes * '"');
+    const uint64_t b = x ^ (kOnes * '\\');
+    return (((x - kOnes * 0x20) & ~x) | ((q - kOnes) & ~q) | ((b - kOnes) & ~b) | x) & kHigh;
+  }
+
   explicit JsonOut(char* buf) : p_(buf), start_(buf), end_(buf + kAccessLineMax - 160) {}
 
   template <size_t N>
@@ -114,6 +127,21 @@ class JsonOut {
     const size_t n = s.size();
     size_t i = 0;
     while (i < n) {
+      // Eight bytes at a time while none needs a second look (most header values).
+      while (i + 8 <= n && p_ + 8 <= lim) {
+        uint64_t x;
+        std::memcpy(&x, in + i, 8);
+        std::memcpy(p_, &x, 8);  // room for 8 is there; only the plain ones count
+        if (const uint64_t m = special_bytes(x); m != 0) {
+          const size_t k = static_cast<size_t>(__builtin_ctzll(m)) >> 3;
+          p_ += k;
+          i += k;
+          break;
+        }
+        p_ += 8;
+        i += 8;
+      }
+      if (i >= n) break;
       const unsigned c = in[i];
       if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
         if (p_ >= lim) break;
@@ -282,11 +310,15 @@ size_t format_access_line(const proxy::CallRecord& r, const config::Config& conf
   j.raw(",\"http_status\":");
   j.u64(r.http_status);
   put_grpc(j, r);
-  char flags[64];
-  const size_t nf = proxy::call_flag_names(r.flags, flags);
-  j.raw(",\"flags\":\"");
-  j.raw(std::string_view(flags, nf));
-  j.raw("\"");
+  if (r.flags == 0) {
+    j.raw(",\"flags\":\"-\"");
+  } else {
+    char flags[64];
+    const size_t nf = proxy::call_flag_names(r.flags, flags);
+    j.raw(",\"flags\":\"");
+    j.raw(std::string_view(flags, nf));
+    j.raw("\"");
+  }
   put_upstream(j, r, config);
   j.raw(",\"duration_ms\":");
   j.ms(r.start_ns > 0 && r.end_ns > r.start_ns ? r.end_ns - r.start_ns : 0);

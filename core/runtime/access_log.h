@@ -142,8 +142,10 @@ class AccessLog {
   std::string path_;
   int wake_fd_ = -1;
   std::thread thread_;
+  // Read by every shard after each line: alone on its cache line, written only when the
+  // writer goes to sleep or is woken.
   alignas(64) std::atomic<bool> sleeping_{false};  // the writer: about to block on wake_fd_
-  std::atomic<bool> stop_{false};
+  alignas(64) std::atomic<bool> stop_{false};
   std::atomic<int> pending_fd_{-1};  // reopen(): the writer switches to it between batches
   std::atomic<uint64_t> written_{0};
   std::atomic<uint64_t> dropped_reported_{0};

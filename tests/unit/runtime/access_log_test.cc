@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include <string>
@@ -434,4 +436,106 @@ TEST_CASE("access log: sampling keeps every failure and a share of successes") {
   for (int i = 0; i < 10; ++i) tenth.shard(0)->log(bad, c);
   CHECK(tenth.shard(0)->lines() == kept + 10);
   CHECK(tenth.shard(0)->dropped() == 0);
+}
+
+TEST_CASE("access log: reopen() moves to a new file at the same path (log rotation)") {
+  Config c = test_config();
+  char dir_template[] = "/tmp/ringlb-access-XXXXXX";
+  REQUIRE(mkdtemp(dir_template) != nullptr);
+  const std::string dir = dir_template;
+  const std::string path = dir + "/access.log";
+  ringlb::core::config::LogConfig lc;
+  lc.access = ringlb::core::config::AccessLogTarget::kFile;
+  lc.access_path = path;
+  lc.access_buffer = 64;
+  std::string error;
+  auto log = AccessLog::create(lc, 1, error);
+  REQUIRE(log != nullptr);
+  REQUIRE(log->start(error));
+  for (int i = 0; i < 3; ++i) log->shard(0)->log(ok_call(), c);
+  for (int i = 0; i < 500 && log->written() < 3; ++i) usleep(10'000);
+  REQUIRE(log->written() == 3);
+  REQUIRE(::rename(path.c_str(), (path + ".1").c_str()) == 0);
+  REQUIRE(log->reopen(error));
+  for (int i = 0; i < 2; ++i) log->shard(0)->log(ok_call(), c);
+  log->stop();
+  auto lines_in = [](const std::string& p) {
+    std::string text;
+    if (FILE* f = fopen(p.c_str(), "r")) {
+      char buf[4096];
+      size_t n;
+      while ((n = fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+      fclose(f);
+    }
+    return count_lines(text);
+  };
+  CHECK(lines_in(path + ".1") == 3);
+  CHECK(lines_in(path) == 2);
+  ::unlink((path + ".1").c_str());
+  ::unlink(path.c_str());
+  ::rmdir(dir.c_str());
+
+  // A path that cannot be opened is an error at start-up, not a silent loss.
+  lc.access_path = dir + "/no/such/dir/access.log";
+  CHECK(AccessLog::create(lc, 1, error) == nullptr);
+  CHECK(error.find("cannot open") != std::string::npos);
+  lc.access = ringlb::core::config::AccessLogTarget::kOff;
+  CHECK(AccessLog::create(lc, 1, error) == nullptr);  // off: nothing at all
+}
+
+TEST_CASE("access log: word-at-a-time escaping matches a byte-by-byte reference") {
+  // Strings of plain bytes with specials at every offset: the 8-byte fast path must stop at
+  // exactly the first byte that needs a look, whatever its position in the word.
+  Config c = test_config();
+  const std::string_view alphabet[] = {"a",  "Z",  "0",    " ",    "\"",
+                                       "\\", "\n", "\x01", "\x7f", "\xC3\xA9"};
+  auto reference = [](std::string_view s) {
+    std::string out;
+    for (size_t i = 0; i < s.size(); ++i) {
+      auto ch = static_cast<unsigned char>(s[i]);
+      if (ch == '"')
+        out += "\\\"";
+      else if (ch == '\\')
+        out += "\\\\";
+      else if (ch == '\n')
+        out += "\\n";
+      else if (ch < 0x20) {
+        char b[8];
+        snprintf(b, sizeof b, "\\u%04x", ch);
+        out += b;
+      } else
+        out += static_cast<char>(ch);
+    }
+    return out;
+  };
+  uint64_t seed = 42;
+  for (int round = 0; round < 2000; ++round) {
+    std::string s;
+    const int len = static_cast<int>(seed % 40);
+    for (int k = 0; k < len; ++k) {
+      seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+      s += alphabet[(seed >> 33) % (sizeof alphabet / sizeof alphabet[0])];
+    }
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    CallRecord r = ok_call();
+    r.request_id = s;
+    std::string l = line_of(r, c);
+    REQUIRE(valid_json(l));
+    if (s.empty()) {
+      CHECK(l.ends_with("\"request_id\":null}"));
+      continue;
+    }
+    const size_t at = l.rfind("\"request_id\":\"");
+    REQUIRE(at != std::string::npos);
+    REQUIRE(l.ends_with("\"}"));
+    const std::string got = l.substr(at + 14, l.size() - at - 14 - 2);
+    const std::string want = reference(s);
+    if (want.size() <= 96) {  // the request_id budget
+      CHECK(got == want);
+    } else {  // cut, never inside an escape or a character
+      CHECK(got.size() <= 96);
+      CHECK(got.size() > 96 - 6);
+      CHECK(want.starts_with(got));
+    }
+  }
 }
