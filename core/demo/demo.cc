@@ -101,6 +101,7 @@ std::string write_config(uint16_t port, const std::vector<uint16_t>& endpoints) 
   std::string text =
       "# Written by `ringlb demo`; removed when the demo exits.\n"
       "[proxy]\nworkers = 1\ndrain_timeout = \"1s\"\n\n"
+      "[log]\naccess = \"off\"  # the demo prints its own summary on this terminal\n\n"
       "[[listener]]\naddress = \"127.0.0.1:" +
       std::to_string(port) +
       "\"\ncluster = \"demo\"\n\n"

@@ -34,6 +34,7 @@ constexpr size_t kRequestIdMax = 96;
 
 constexpr size_t kBatch = 64;                       // lines per writev
 constexpr int64_t kNapNs = 2'000'000;               // after a pass that wrote lines
+constexpr int kIdleNaps = 5;                        // then sleep until a shard wakes us
 constexpr int64_t kReportEveryNs = 10'000'000'000;  // drop reports
 
 // The length of the valid UTF-8 sequence at s[0] (2..4 bytes), 0 if it is not one (overlong,
@@ -87,6 +88,10 @@ class JsonOut {
     p_ += s.size();
   }
   void u64(uint64_t v) {
+    if (v < 10) {  // most counts
+      *p_++ = static_cast<char>('0' + v);
+      return;
+    }
     char tmp[20];
     size_t n = 0;
     do {
@@ -105,6 +110,25 @@ class JsonOut {
     p_[2] = static_cast<char>('0' + frac / 10 % 10);
     p_[3] = static_cast<char>('0' + frac % 10);
     p_ += 4;
+  }
+  // 1..7 bytes as the low bytes of a word, zeros above, without reading past them.
+  static uint64_t load_tail(const unsigned char* p, size_t rem) {
+    uint64_t x = 0;
+    size_t off = 0;
+    if (rem >= 4) {
+      uint32_t v;
+      std::memcpy(&v, p, 4);
+      x = v;
+      off = 4;
+    }
+    if (rem - off >= 2) {
+      uint16_t v;
+      std::memcpy(&v, p + off, 2);
+      x |= static_cast<uint64_t>(v) << (off * 8);
+      off += 2;
+    }
+    if (rem - off >= 1) x |= static_cast<uint64_t>(p[off]) << (off * 8);
+    return x;
   }
   /// A quoted string of at most `budget` bytes inside the quotes. True if `s` was cut.
   bool str(std::string_view s, size_t budget) {
@@ -140,6 +164,15 @@ class JsonOut {
         }
         p_ += 8;
         i += 8;
+      }
+      // The last few bytes as one word too (short values are most of them).
+      if (const size_t rem = n - i; rem > 0 && rem < 8 && p_ + 8 <= lim) {
+        const uint64_t x = load_tail(in + i, rem);
+        const uint64_t m = special_bytes(x);  // the zero padding is flagged, past `rem` only
+        const size_t k = static_cast<size_t>(__builtin_ctzll(m)) >> 3;
+        std::memcpy(p_, &x, 8);
+        p_ += std::min(k, rem);
+        i += std::min(k, rem);
       }
       if (i >= n) break;
       const unsigned c = in[i];
@@ -565,8 +598,10 @@ void AccessLog::report_drops(bool force) {
 }
 
 void AccessLog::run() {
+  int idle_naps = 0;  // naps in a row that found nothing
   for (;;) {
     if (const size_t n = drain_once(); n > 0) {
+      idle_naps = 0;
       report_drops(false);
       // A busy log: let lines gather so they go out in batches and the shards need not wake us.
       if (n < kBatch) {
@@ -581,6 +616,14 @@ void AccessLog::run() {
       }
       report_drops(true);
       return;
+    }
+    if (idle_naps < kIdleNaps) {
+      // Traffic a moment ago: look again shortly rather than have a shard wake us (a syscall
+      // on its thread) for the next line.
+      ++idle_naps;
+      timespec nap{0, kNapNs};
+      nanosleep(&nap, nullptr);
+      continue;
     }
     sleeping_.store(true, std::memory_order_seq_cst);
     if (any_queued() || stop_.load(std::memory_order_seq_cst) ||
