@@ -9,8 +9,6 @@ import json
 import os
 import re
 import signal
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -19,7 +17,7 @@ import pytest
 import dns_server
 import harness
 from harness import Stub, channel, cluster
-from raw_h2 import RawH2Backend
+from raw_h2 import RawH2Backend, grpc_frame, h2_request
 
 CALL_TIMEOUT = 10.0
 DROPPED_RE = re.compile(r"access log: (\d+) lines dropped \(buffer full\)")
@@ -302,3 +300,66 @@ def test_full_ring_drops_are_counted(ringlb, backends, io_backend, tmp_path):
     dropped = sum(int(m) for m in DROPPED_RE.findall(r.stderr_text()))
     assert dropped > 0, "the ring never filled: the test did not test drops"
     assert len(lines) + dropped == n, (len(lines), dropped)
+
+
+def test_per_try_timeout_invalid_request_and_plain_http(ringlb, io_backend, tmp_path):
+    """UT (and URX once the attempts are used up) on a backend that never answers; IR for a
+    malformed grpc-timeout, with a user agent that needs escaping (it round-trips through
+    json.loads); a plain HTTP/2 request logs its path and no grpc_status."""
+    hang = RawH2Backend("hang")
+    try:
+        r = start(ringlb, tmp_path, io_backend,
+                  [cluster("hang", [hang.address],
+                           retry={"attempts": 2, "per_try_timeout": "150ms", "backoff": "1ms"})],
+                  [{"cluster": "hang"}, {"routes": [{"prefix": "/only.", "cluster": "hang"}]}])
+        ch = channel(r.ports[0])
+        assert call(Stub(ch).unary, b"x", "ut") == grpc.StatusCode.DEADLINE_EXCEEDED
+        ch.close()
+        agent = 'tester "quoted" \\ back\tslash \u00e9'
+        resp = h2_request(r.ports[0], "/test.Echo/Unary",
+                          [("content-type", "application/grpc"), ("te", "trailers"),
+                           ("grpc-timeout", "soon"), ("x-request-id", "ir"),
+                           ("user-agent", agent)], grpc_frame(b"x"))
+        assert resp.headers.get("grpc-status") == "13", resp.headers
+        plain = h2_request(r.ports[1], "/index.html", [("x-request-id", "plain")],
+                           method="GET")
+        assert plain.status == "404"
+    finally:
+        hang.close()
+    lines = by_id(stop_and_read(r))
+    assert set(lines) == {"ut", "ir", "plain"}
+
+    e = lines["ut"]
+    assert (e["grpc_status"], e["flags"]) == (4, "UT,URX")
+    assert (e["attempts"], e["retries"]) == (2, 1)
+    assert e["endpoints"] == [hang.address, hang.address]
+    assert "per-try timeout" in e["grpc_message"]
+
+    e = lines["ir"]
+    assert (e["grpc_status"], e["flags"], e["attempts"]) == (13, "IR", 0)
+    assert e["user_agent"] == agent
+    assert "malformed grpc-timeout" in e["grpc_message"]
+
+    e = lines["plain"]
+    assert e["path"] == "/index.html" and "service" not in e
+    assert (e["http_status"], e["grpc_status"], e["grpc_message"]) == (404, None, None)
+    assert e["flags"] == "NR" and e["cluster"] is None
+
+
+def test_drain_ends_a_call_sd(ringlb, backends, io_backend, tmp_path):
+    """A call still running when drain_timeout ends is ended by ringlb: SD, UNAVAILABLE, and its
+    line is written before the process exits."""
+    (b,) = backends(1)
+    r = start(ringlb, tmp_path, io_backend, [cluster("c", [b])], drain_timeout="1s")
+    ch = channel(r.port)
+    fut = Stub(ch).slow.future(json.dumps({"id": "sd", "ms": 8000}).encode(),
+                               timeout=CALL_TIMEOUT, metadata=md("sd"))
+    assert harness.wait_until(lambda: b.slow.get("sd") == "running", 5.0)
+    r.signal(signal.SIGTERM)
+    assert fut.code() == grpc.StatusCode.UNAVAILABLE
+    ch.close()
+    assert r.wait(harness.STOP_TIMEOUT) == 0
+    lines = by_id([json.loads(l) for l in r.stdout_text().split("\n") if l])
+    e = lines["sd"]
+    assert (e["grpc_status"], e["flags"], e["method"]) == (14, "SD", "Slow")
+    assert e["endpoints"] == [b.address] and e["duration_ms"] >= 1000
