@@ -9,6 +9,7 @@
 // What is not measured: syscalls and the kernel (see bench/run.sh for that), the real
 // reactors' own cost, connection setup (a warm-up call opens both connections before timing).
 #include <benchmark/benchmark.h>
+#include <fcntl.h>
 #include <nghttp2/nghttp2.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -25,6 +26,7 @@
 
 #include "core/config/config.h"
 #include "core/io/reactor.h"
+#include "core/runtime/access_log.h"
 #include "core/runtime/server.h"
 #include "core/runtime/shard.h"
 #include "tests/support/h2_peers.h"
@@ -130,9 +132,18 @@ core::config::Config make_config() {
 /// Client -> ringlb (DownstreamConn ... UpstreamConn) -> backend, all in memory.
 class RinglbRig {
  public:
-  RinglbRig() : config_(std::make_shared<const core::config::Config>(make_config())) {
+  /// `access_log`: with the access log on (every call a line, written to /dev/null by the
+  /// writer thread), to measure what it costs the shard.
+  explicit RinglbRig(bool access_log = false)
+      : config_(std::make_shared<const core::config::Config>(make_config())) {
     core::runtime::ShardSetup setup;
     setup.endpoint_sets = core::runtime::initial_endpoint_sets(*config_);
+    if (access_log) {
+      int fd = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+      access_log_ = std::make_unique<core::runtime::AccessLog>(fd, true, "", 1, 1024, 1.0);
+      if (std::string e; !access_log_->start(e)) error_ = e;
+      setup.access_log = access_log_->shard(0);
+    }
     shard_ = std::make_unique<core::runtime::Shard>(config_, std::move(setup));
     auto reactor = std::make_unique<MemoryReactor>();
     reactor_ = reactor.get();
@@ -201,6 +212,7 @@ class RinglbRig {
   std::shared_ptr<const core::config::Config> config_;
   Client client_;
   Backend backend_;
+  std::unique_ptr<core::runtime::AccessLog> access_log_;  // outlives the shard
   std::unique_ptr<core::runtime::Shard> shard_;
   MemoryReactor* reactor_ = nullptr;  // owned by the shard
   int ds_fd_ = -1;
@@ -243,10 +255,10 @@ class PeersRig {
   std::string error_;
 };
 
-template <typename Rig>
-void run_calls(benchmark::State& state) {
+template <typename Rig, typename... Args>
+void run_calls(benchmark::State& state, Args... args) {
   const auto n = static_cast<size_t>(state.range(0));
-  Rig rig;
+  Rig rig(args...);
   // A warm-up call opens the connections and settles SETTINGS, so timing sees the per-call
   // path only.
   if (!rig.error().empty() || !rig.run(1)) state.SkipWithError(rig.error().c_str());
@@ -271,6 +283,9 @@ void run_calls(benchmark::State& state) {
 void BM_H2Path(benchmark::State& state) {
   run_calls<RinglbRig>(state);
 }
+void BM_H2Path_AccessLog(benchmark::State& state) {
+  run_calls<RinglbRig>(state, true);
+}
 void BM_H2Path_PeersOnly(benchmark::State& state) {
   run_calls<PeersRig>(state);
 }
@@ -278,4 +293,5 @@ void BM_H2Path_PeersOnly(benchmark::State& state) {
 }  // namespace
 
 BENCHMARK(BM_H2Path)->ArgName("concurrent")->Arg(1)->Arg(32);
+BENCHMARK(BM_H2Path_AccessLog)->ArgName("concurrent")->Arg(1)->Arg(32);
 BENCHMARK(BM_H2Path_PeersOnly)->ArgName("concurrent")->Arg(1)->Arg(32);

@@ -23,6 +23,14 @@ class HeaderBlock {
   size_t list_size() const { return list_size_; }
   /// Value of the first field called `name`, or empty.
   std::string_view find(std::string_view name) const;
+  /// Calls `f(name, value)` for each field, in order.
+  template <class F>
+  void for_each(F&& f) const {
+    for (const Ref& r : refs_) {
+      f(std::string_view(buf_.data() + r.name_off, r.name_len),
+        std::string_view(buf_.data() + r.value_off, r.value_len));
+    }
+  }
   /// nghttp2's view of the fields; valid until the next add()/clear(). nghttp2 copies on submit.
   const nghttp2_nv* nva();
 

@@ -72,6 +72,13 @@ lb::Outcome outcome_of(int grpc_status) {
   return lb::Outcome::kOtherStatus;
 }
 
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
 int parse_int(std::string_view s, int fallback) {
   int v = fallback;
   auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -128,6 +135,12 @@ void Call::begin(DownstreamConn* d, int32_t id) {
   record_.tried = std::move(tried);
   record_.message = std::move(message);
   record_.listener = d->listener_index();
+  grpc_message_.clear();
+  ds_reset_ = false;
+  const std::string_view peer = d->peer();
+  const size_t n = std::min(peer.size(), sizeof peer_);
+  std::copy_n(peer.data(), n, peer_);
+  record_.peer = std::string_view(peer_, n);
 }
 
 bool Call::add_request_header(std::string_view name, std::string_view value, uint8_t flags) {
@@ -160,22 +173,26 @@ void Call::on_request_headers(bool end_stream) {
   record_.grpc = proto::is_grpc_content_type(req_headers_.find("content-type"));
   phase_ = Phase::kWaiting;
   if (headers_too_large_) {
+    record_.flags |= kFlagOverflow;
     fail(StatusCode::kResourceExhausted,
          "ringlb: request header list exceeds proxy.max_header_list_size (" +
              std::to_string(ctx_.config().proxy.max_header_list_size) + " bytes)");
     return;
   }
   if (bad_timeout_) {
+    record_.flags |= kFlagInvalidRequest;
     fail(StatusCode::kInternal,  // what grpc-go and grpc-core servers answer for one
          "ringlb: malformed grpc-timeout " + proto::quote_value(req_headers_.find("grpc-timeout")) +
              " (1 to 8 digits, then one unit of H M S m u n); the call was not forwarded");
     return;
   }
   if (client_timeout_ns_ == 0) {  // valid, and already past: no backend could meet it
+    record_.flags |= kFlagDeadline;
     fail(StatusCode::kDeadlineExceeded, "ringlb: the call arrived with grpc-timeout 0");
     return;
   }
   if (ctx_.over_buffer_limit()) {
+    record_.flags |= kFlagOverflow;
     fail(StatusCode::kResourceExhausted,
          "ringlb: this worker holds " + std::to_string(ctx_.buffered() >> 20) +
              " MiB of buffered data, its share of proxy.memory_limit; try again shortly");
@@ -187,6 +204,7 @@ void Call::on_request_headers(bool end_stream) {
   record_.route = m.route;
   record_.cluster = m.cluster;
   if (m.cluster < 0) {
+    record_.flags |= kFlagNoRoute;
     fail(StatusCode::kUnimplemented, "ringlb: no route for path \"" + std::string(path) +
                                          "\" on listener " + router.listener_name());
     return;
@@ -226,7 +244,11 @@ void Call::hedge() {
   }
   if (active == 0 || active >= static_cast<int>(kMaxAttempts)) return;
   if (req_body_.truncated() || 1u + policy_attempts_ >= retry_->attempts) return;
-  if (!cluster_->retry_budget.try_spend(*retry_, ctx_.now())) return;
+  if (!cluster_->retry_budget.try_spend(*retry_, ctx_.now())) {
+    record_.flags |= kFlagBudgetRefused;
+    ++record_.budget_refusals;
+    return;
+  }
   ++policy_attempts_;
   ++record_.hedges;
   dispatch();
@@ -236,6 +258,7 @@ void Call::dispatch() {
   const size_t known = std::min<size_t>(record_.attempts, tried_ids_.size());
   EndpointState* ep = cluster_->pick({tried_ids_.data(), known});
   if (ep == nullptr) {
+    record_.flags |= kFlagNoEndpoint;
     std::string msg = "ringlb: cluster \"" + cluster_->config->name + "\" has no endpoints";
     if (!cluster_->set->note.empty()) msg += " (" + cluster_->set->note + ")";
     fail(StatusCode::kUnavailable, msg);
@@ -254,6 +277,7 @@ Attempt* Call::free_attempt() {
 void Call::start_attempt(Attempt& a, EndpointState& ep) {
   auto conn = cluster_->connection_for(ctx_, ep);
   if (!conn) {
+    record_.flags |= kFlagConnectFailure;
     fail(StatusCode::kUnavailable, "ringlb: cannot open a connection to " + ep.endpoint.name +
                                        " (cluster \"" + cluster_->config->name +
                                        "\"): " + conn.error().message);
@@ -270,6 +294,7 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
   a.endpoint = &ep;
   a.read_pos = 0;  // a new attempt only starts while the whole body is held
   a.started_ns = ctx_.now();
+  a.sent_ns = 0;
   a.peer_reset = a.header_overflow = a.held = false;
   a.headers.clear();
   a.trailers.clear();
@@ -307,6 +332,7 @@ void Call::send_attempt(Attempt& a, UpstreamConn& conn) {
   }
   if (const size_t size = req_headers_.list_size(); size > *limit) {
     req_headers_.truncate(mark);
+    record_.flags |= kFlagOverflow;
     refuse_attempt(a, size, *limit);
     return;
   }
@@ -397,6 +423,7 @@ uint64_t Call::active_readers_min_pos() const {
 
 void Call::on_attempt_sent(Attempt& a) {
   if (a.state == Attempt::State::kStarted) a.state = Attempt::State::kSent;
+  if (a.sent_ns == 0) a.sent_ns = ctx_.now();
 }
 
 bool Call::add_response_header(Attempt& a, std::string_view name, std::string_view value,
@@ -404,6 +431,7 @@ bool Call::add_response_header(Attempt& a, std::string_view name, std::string_vi
   h2::HeaderBlock& h = trailer ? a.trailers : a.headers;
   if (h.list_size() + name.size() + value.size() + 32 > ctx_.config().proxy.max_header_list_size) {
     a.header_overflow = true;
+    record_.flags |= kFlagOverflow;
     return false;
   }
   h.add(name, value, flags);
@@ -423,6 +451,7 @@ void Call::on_response_headers(Attempt& a, bool end_stream, bool trailer) {
                                             " ended the response without grpc-status"));
       }
       record_.grpc_status = parse_int(trailers_.find("grpc-status"), -1);
+      note_grpc_message(trailers_.find("grpc-message"));
       if (record_.grpc) note_outcome(a, outcome_of(record_.grpc_status));
       phase_ = Phase::kAnswered;
       resume_downstream();
@@ -479,9 +508,10 @@ void Call::on_final_status(Attempt& a, h2::HeaderBlock& block, bool trailers_onl
     int64_t delay = 0;
     if (may_retry(pushback, &delay)) {
       let_go(a);
-      schedule_retry(delay);
+      schedule_retry(delay, RetryReason::kStatus);
       return;
     }
+    if (retry_->attempts > 1) record_.flags |= kFlagRetryLimit;  // a policy that retries
   }
   if (!why.empty()) {
     reset_attempt(a);
@@ -496,6 +526,7 @@ void Call::on_final_status(Attempt& a, h2::HeaderBlock& block, bool trailers_onl
   trailers_.clear();
   std::swap(trailers_, a.trailers);
   record_.grpc_status = code;
+  note_grpc_message(trailers_.find("grpc-message"));
   phase_ = Phase::kAnswered;
   resume_downstream();
 }
@@ -515,6 +546,7 @@ void Call::forward_headers(Attempt& a, bool end_stream) {
   }
   if (end_stream) {  // trailers-only
     record_.grpc_status = parse_int(h.find("grpc-status"), -1);
+    note_grpc_message(h.find("grpc-message"));
     phase_ = Phase::kAnswered;
   } else {
     phase_ = Phase::kResponding;
@@ -557,9 +589,9 @@ void Call::on_response_end(Attempt& a) {
     // END_STREAM on DATA: the backend sent no trailers, so no grpc-status.
     trailers_.clear();
     trailers_.add("grpc-status", proto::status_text(StatusCode::kUnknown));
-    trailers_.add("grpc-message",
-                  proto::percent_encode("ringlb: upstream " + a.endpoint->endpoint.name +
-                                        " ended the response without grpc-status"));
+    grpc_message_ =
+        "ringlb: upstream " + a.endpoint->endpoint.name + " ended the response without grpc-status";
+    trailers_.add("grpc-message", proto::percent_encode(grpc_message_));
     record_.grpc_status = static_cast<int>(StatusCode::kUnknown);
   }
   phase_ = Phase::kAnswered;
@@ -610,6 +642,9 @@ void Call::on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::str
     maybe_release();
     return;
   }
+  if (how == AttemptEnd::kConnectFailed) record_.flags |= kFlagConnectFailure;
+  if (how == AttemptEnd::kConnectionLost) record_.flags |= kFlagConnectionLost;
+  if (how == AttemptEnd::kStream && a.peer_reset) record_.flags |= kFlagUpstreamReset;
   const bool in_time = deadline_ns_ == 0 || ctx_.now() < deadline_ns_;
   if (again && in_time && record_.replays < kMaxReplays && !has_other_attempt(a)) {
     end_attempt(a);
@@ -631,8 +666,12 @@ void Call::on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::str
   // gRPC's: a plain HTTP/2 request (a POST, say) that may have been processed is not re-sent.
   const bool retryable =
       record_.grpc && !again && !a.header_overflow && retry_->retries(static_cast<int>(status));
+  // Never reached a backend, but out of replays or time: forwarded for want of tries.
+  if (again && !has_other_attempt(a)) record_.flags |= kFlagRetryLimit;
   end_attempt(a);
-  retry_or_fail(retryable, status, msg);
+  retry_or_fail(retryable,
+                how == AttemptEnd::kStream ? RetryReason::kStatus : RetryReason::kConnectionLost,
+                status, msg);
 }
 
 bool Call::has_other_attempt(const Attempt& a) const {
@@ -647,12 +686,16 @@ bool Call::may_retry(int64_t pushback_ms, int64_t* delay_ns) {
   *delay_ns = pushback_ms >= 0 ? pushback_ms * 1'000'000
                                : backoff_ns(*retry_, policy_attempts_ + 1u, next_random());
   if (deadline_ns_ > 0 && ctx_.now() + *delay_ns >= deadline_ns_) return false;
-  return cluster_->retry_budget.try_spend(*retry_, ctx_.now());
+  if (cluster_->retry_budget.try_spend(*retry_, ctx_.now())) return true;
+  record_.flags |= kFlagBudgetRefused;
+  ++record_.budget_refusals;
+  return false;
 }
 
-void Call::schedule_retry(int64_t delay_ns) {
+void Call::schedule_retry(int64_t delay_ns, RetryReason why) {
   ++policy_attempts_;
   ++record_.retries;
+  ++record_.retries_by[static_cast<size_t>(why)];
   if (delay_ns <= 0) {
     dispatch();
     return;
@@ -661,19 +704,22 @@ void Call::schedule_retry(int64_t delay_ns) {
   ctx_.timers().arm(retry_timer_, ctx_.now() + delay_ns);
 }
 
-void Call::retry_or_fail(bool retryable, StatusCode status, std::string_view message) {
+void Call::retry_or_fail(bool retryable, RetryReason why, StatusCode status,
+                         std::string_view message) {
   if (has_attempts()) return;  // a hedged attempt is still running: it may yet answer
   int64_t delay = 0;
   if (retryable && may_retry(kNoPushback, &delay)) {
-    schedule_retry(delay);
+    schedule_retry(delay, why);
     return;
   }
+  if (retryable && retry_->attempts > 1) record_.flags |= kFlagRetryLimit;
   fail(status, message);
 }
 
 void Call::on_per_try_timeout(Attempt& a) {
   if (!a.active() || a.state == Attempt::State::kCommitted) return;
   if (ds == nullptr || phase_ != Phase::kWaiting) return;
+  record_.flags |= kFlagPerTryTimeout;
   if (hedging_) {  // the first keeps running; whichever answers first wins
     hedge();
     return;
@@ -686,7 +732,7 @@ void Call::on_per_try_timeout(Attempt& a) {
   note_outcome(a, lb::Outcome::kLocalFailure);
   reset_attempt(a);
   // The backend may be hung: always worth another endpoint while attempts and time remain.
-  retry_or_fail(true, StatusCode::kDeadlineExceeded, msg);
+  retry_or_fail(true, RetryReason::kPerTryTimeout, StatusCode::kDeadlineExceeded, msg);
 }
 
 std::string Call::failure_message(const Attempt& a, AttemptEnd how, uint32_t code,
@@ -735,6 +781,9 @@ void Call::note_outcome(Attempt& a, lb::Outcome o) {
 
 void Call::end_attempt(Attempt& a) {
   ctx_.timers().cancel(a.per_try);
+  if (a.state == Attempt::State::kCommitted && a.sent_ns > 0) {
+    record_.upstream_ns = ctx_.now() - a.sent_ns;
+  }
   a.held = false;
   if (a.conn != nullptr) a.conn->attempt_done(a);
   EndpointState* ep = a.endpoint;
@@ -776,6 +825,7 @@ void Call::fail(StatusCode code, std::string_view message) {
   }
   record_.local = true;
   record_.message.assign(message);
+  if (record_.grpc && phase_ != Phase::kAnswered) grpc_message_.assign(message);
   if (phase_ == Phase::kHeaders || phase_ == Phase::kWaiting) {
     respond_locally(code, message);
   } else if (phase_ == Phase::kResponding) {
@@ -787,6 +837,7 @@ void Call::fail(StatusCode code, std::string_view message) {
       record_.grpc_status = static_cast<int>(code);
       resume_downstream();
     } else {
+      ds_reset_ = true;
       ds->reset(ds_id, NGHTTP2_INTERNAL_ERROR);  // mid-body: nothing else tells a plain client
     }
   }
@@ -825,6 +876,7 @@ void Call::shed() {
       "ringlb: this worker is over its share of proxy.memory_limit and this call held the most "
       "buffered data";
   resp_body_.clear();
+  record_.flags |= kFlagOverflow;
   if (ds != nullptr && (phase_ == Phase::kHeaders || phase_ == Phase::kWaiting)) {
     fail(StatusCode::kResourceExhausted, kWhy);
   } else {
@@ -837,9 +889,11 @@ void Call::shed() {
       record_.local = true;
       record_.message.assign(kWhy);
       record_.grpc_status = static_cast<int>(StatusCode::kResourceExhausted);
+      if (record_.grpc) grpc_message_.assign(kWhy);
     }
     trailers_.clear();
     phase_ = Phase::kAnswered;
+    ds_reset_ = true;
     if (ds != nullptr) ds->reset(ds_id, NGHTTP2_ENHANCE_YOUR_CALM);
   }
   if (!has_attempts()) req_body_.reset(0);  // no attempt reads it any more
@@ -862,6 +916,7 @@ void Call::on_timer(io::Timer& t) {
       return;
     }
   }
+  record_.flags |= kFlagDeadline;
   fail(StatusCode::kDeadlineExceeded,
        phase_ == Phase::kResponding ? "ringlb: deadline exceeded while the backend was answering"
                                     : "ringlb: deadline exceeded before the backend answered");
@@ -870,6 +925,12 @@ void Call::on_timer(io::Timer& t) {
 void Call::on_downstream_closed(uint32_t error_code) {
   record_.end_ns = ctx_.now();
   record_.reset_code = error_code;
+  // Gone before the whole answer was queued, or reset by the client (not by ringlb) while it
+  // went out. A drain that ended the call (SD) closes the connections itself.
+  if ((phase_ != Phase::kAnswered || (error_code != 0 && !ds_reset_)) &&
+      (record_.flags & kFlagShutdown) == 0) {
+    record_.flags |= kFlagClientReset;
+  }
   ds->call_done(this);
   ds = nullptr;
   ds_id = 0;
@@ -886,10 +947,58 @@ void Call::maybe_release() {
   if (ds != nullptr || has_attempts() || phase_ == Phase::kIdle) return;
   ctx_.timers().cancel(deadline_);
   phase_ = Phase::kIdle;
-  record_.path = req_headers_.find(":path");  // the headers stay untouched until the next begin
+  fill_request_fields();
+  record_.grpc_message = grpc_message_;
   ctx_.end_call(this);
   req_body_.reset(0);
   resp_body_.clear();
+}
+
+void Call::note_grpc_message(std::string_view encoded) {
+  if (encoded.empty()) return;
+  grpc_message_.clear();
+  // Decoded into reused capacity (no allocation once warm); long ones need not be kept whole.
+  const size_t n = std::min<size_t>(encoded.size(), 1024);
+  for (size_t i = 0; i < n; ++i) {
+    const char c = encoded[i];
+    int hi, lo;
+    if (c == '%' && i + 2 < encoded.size() && (hi = hex_value(encoded[i + 1])) >= 0 &&
+        (lo = hex_value(encoded[i + 2])) >= 0) {
+      grpc_message_.push_back(static_cast<char>(hi << 4 | lo));
+      i += 2;
+    } else {
+      grpc_message_.push_back(c);
+    }
+  }
+}
+
+void Call::fill_request_fields() {
+  // One pass over the request headers (they stay untouched until the next begin): the record's
+  // views point into them.
+  std::string_view host;
+  req_headers_.for_each([&](std::string_view name, std::string_view value) {
+    switch (name.size()) {
+      case 4:
+        if (name == "host" && host.empty()) host = value;
+        break;
+      case 5:
+        if (name == ":path" && record_.path.empty()) record_.path = value;
+        break;
+      case 10:
+        if (name == ":authority" && record_.authority.empty()) {
+          record_.authority = value;
+        } else if (name == "user-agent" && record_.user_agent.empty()) {
+          record_.user_agent = value;
+        }
+        break;
+      case 12:
+        if (name == "x-request-id" && record_.request_id.empty()) record_.request_id = value;
+        break;
+      default:
+        break;
+    }
+  });
+  if (record_.authority.empty()) record_.authority = host;
 }
 
 }  // namespace ringlb::core::proxy

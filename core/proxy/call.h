@@ -26,6 +26,7 @@
 // after its CallRecord went to the end-of-call hook.
 #include <array>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "core/base/list.h"
@@ -117,6 +118,8 @@ class Call final : public io::TimerHandler {
   void on_timer(io::Timer& t) override;
 
   Phase phase() const { return phase_; }
+  /// Adds CallFlag bits to the record (Context: kFlagShutdown before ending a call at drain).
+  void add_flags(uint16_t f) { record_.flags |= f; }
   const CallRecord& record() const { return record_; }
 
   base::ListLink ds_link;  // in DownstreamConn::calls
@@ -149,10 +152,16 @@ class Call final : public io::TimerHandler {
   /// Whether one more attempt may start (policy attempts, body still whole, the deadline, the
   /// server's pushback, then the cluster's retry budget, which this spends); `delay` is when.
   bool may_retry(int64_t pushback_ms, int64_t* delay_ns);
-  void schedule_retry(int64_t delay_ns);
+  void schedule_retry(int64_t delay_ns, RetryReason why);
   /// Attempt `a` ended (already let go of) without an answer the client gets: a retry if
   /// allowed, else carry on with another running attempt, else fail with `status`.
-  void retry_or_fail(bool retryable, proto::StatusCode status, std::string_view message);
+  void retry_or_fail(bool retryable, RetryReason why, proto::StatusCode status,
+                     std::string_view message);
+  /// The grpc-message the client gets from a backend (`encoded` as on the wire), kept decoded
+  /// for the record.
+  void note_grpc_message(std::string_view encoded);
+  /// Points the record's request fields at req_headers_ (which stay until the next begin).
+  void fill_request_fields();
   std::string failure_message(const Attempt& a, AttemptEnd how, uint32_t code, std::string_view why,
                               proto::StatusCode* status) const;
   void fail_from(Attempt& a, AttemptEnd how, uint32_t code, std::string_view why);
@@ -188,6 +197,9 @@ class Call final : public io::TimerHandler {
   io::Timer retry_timer_;  // the backoff before a retry
   io::Timer hedge_timer_;  // the delay before a hedged attempt
   CallRecord record_;
+  std::string grpc_message_;  // CallRecord::grpc_message's text (capacity reused)
+  char peer_[64];             // CallRecord::peer's text, copied from the connection at begin
+  bool ds_reset_ = false;     // ringlb reset the client's stream (not a client disconnect)
 };
 
 }  // namespace ringlb::core::proxy

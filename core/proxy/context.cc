@@ -147,8 +147,10 @@ void Context::end_calls(std::string_view why) {
     });
     // fail() queues frames and may hand the call back to the pool; it closes no connection.
     for (Call* c : open) {
-      if (c->ds == d && c->phase() != Call::Phase::kIdle)
+      if (c->ds == d && c->phase() != Call::Phase::kIdle) {
+        c->add_flags(kFlagShutdown);
         c->fail(proto::StatusCode::kUnavailable, why);
+      }
     }
     d->finish_drain();
   });

@@ -1,5 +1,7 @@
 #include "core/proxy/downstream.h"
 
+#include <sys/socket.h>
+
 #include "core/base/log.h"
 #include "core/io/net.h"
 #include "core/proxy/context.h"
@@ -70,6 +72,12 @@ bool DownstreamConn::init() {
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
                                         static_cast<int32_t>(pc.connection_window));
   io::set_nodelay(fd_);
+  sockaddr_storage peer;
+  socklen_t peer_len = sizeof peer;
+  if (getpeername(fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 &&
+      (peer.ss_family == AF_INET || peer.ss_family == AF_INET6)) {
+    peer_ = io::format_address(reinterpret_cast<const sockaddr*>(&peer), peer_len);
+  }
   start_io();
   if (pc.idle_timeout.count() > 0) {
     ctx_.timers().arm(idle_timer_, ctx_.now() + pc.idle_timeout.count());

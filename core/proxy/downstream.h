@@ -4,6 +4,8 @@
 // session's callbacks, the zero-copy response DATA path included. Owner: one shard.
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
 
 #include "core/base/list.h"
 #include "core/h2/connection.h"
@@ -43,6 +45,8 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   size_t listener_index() const { return listener_index_; }
   /// A reload renumbered the routers (Context::reconfigure).
   void set_listener_index(size_t i) { listener_index_ = i; }
+  /// The client's address, "ip:port" (learnt once, by init()); "" if unknown.
+  std::string_view peer() const { return peer_; }
   base::IntrusiveList<Call, &Call::ds_link> calls;
 
   void on_timer(io::Timer& t) override;
@@ -71,6 +75,7 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
 
   Context& ctx_;
   size_t listener_index_;
+  std::string peer_;  // getpeername at init, as text (CallRecord::peer)
   io::Timer idle_timer_;
   io::Timer drain_timer_;
   bool draining_ = false;

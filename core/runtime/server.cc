@@ -15,6 +15,7 @@
 #include "core/base/log.h"
 #include "core/io/net.h"
 #include "core/io/reactor.h"
+#include "core/runtime/access_log.h"
 #include "core/runtime/control.h"
 #include "core/runtime/cpus.h"
 #include "core/runtime/shard.h"
@@ -168,6 +169,14 @@ int run_server(const config::Config& config, bool log_level_pinned) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a peer that went away is an EPIPE on its socket, not our death
 
+  // The access log outlives the shards (declared first, destroyed last); stopped after them.
+  std::unique_ptr<AccessLog> access_log = AccessLog::create(config.log, workers, error);
+  if (config.log.access != config::AccessLogTarget::kOff &&
+      (!access_log || !access_log->start(error))) {
+    LOG_ERROR("%s", error.c_str());
+    close_all(fds);
+    return 1;
+  }
   auto snapshot = std::make_shared<const config::Config>(config);
   std::vector<lb::EndpointSetPtr> sets = initial_endpoint_sets(config);
   ReportQueue reports;  // shards -> control thread; outlives both
@@ -176,6 +185,7 @@ int run_server(const config::Config& config, bool log_level_pinned) {
   std::vector<std::unique_ptr<std::atomic<int>>> ready;
   for (unsigned s = 0; s < workers; ++s) {
     ShardSetup setup{s, workers, choice->backend, fds[s], sets, &reports};
+    setup.access_log = access_log ? access_log->shard(s) : nullptr;
     shards.push_back(std::make_unique<Shard>(snapshot, std::move(setup)));
     ready.push_back(std::make_unique<std::atomic<int>>(0));
     threads.emplace_back([sh = shards.back().get(), r = ready.back().get()] { sh->run(*r); });
@@ -222,6 +232,7 @@ int run_server(const config::Config& config, bool log_level_pinned) {
   }
   int rc = controller.run();
   for (auto& t : threads) t.join();
+  if (access_log) access_log->stop();  // every line the shards queued, then the drop count
   LOG_INFO("stopped");
   return rc;
 }

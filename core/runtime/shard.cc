@@ -233,8 +233,16 @@ EndpointView endpoint_view(const proxy::EndpointState& ep) {
 }
 }  // namespace
 
+void Shard::on_call_end(const proxy::CallRecord& record) {
+  if (setup_.access_log != nullptr) setup_.access_log->log(record, config());
+}
+
 void Shard::fill_snapshot(ShardSnapshot& s) {
   refresh_now();
+  if (setup_.access_log != nullptr) {
+    s.access_log_lines = setup_.access_log->lines();
+    s.access_log_dropped = setup_.access_log->dropped();
+  }
   s.shard = setup_.index;
   s.taken_ns = now();
   s.clusters.reserve(cluster_count());

@@ -13,6 +13,7 @@
 #include "core/io/reactor.h"
 #include "core/io/timer.h"
 #include "core/proxy/context.h"
+#include "core/runtime/access_log.h"
 #include "core/runtime/reports.h"
 #include "lb/endpoint.h"
 
@@ -72,6 +73,7 @@ struct ShardSetup {
   std::vector<int> listen_fds;
   std::vector<lb::EndpointSetPtr> endpoint_sets;  // one per cluster
   ReportQueue* reports = nullptr;                 // to the control thread; may be null (tests)
+  AccessLogShard* access_log = nullptr;           // this shard's ring; null = log.access off
 };
 
 class Shard final : public proxy::Context, public io::IoHandler, public io::TimerHandler {
@@ -133,6 +135,7 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
                              const proxy::EndpointState& ep, std::string_view detail) override;
   void report_ejection(const proxy::ClusterState& cluster, const proxy::EndpointState& ep,
                        const lb::Trip& trip, int64_t duration_ns) override;
+  void on_call_end(const proxy::CallRecord& record) override;
 
  private:
   // One listening socket of this shard and its accept op; `router` is the Context router its

@@ -385,6 +385,9 @@ def render_config(cfg: dict) -> str:
     # sets one (or "off").
     cfg = dict(cfg)
     cfg.setdefault("admin", {"address": "127.0.0.1:0"})
+    # The access log (default: stdout) is off unless a test asks for it: log_text() is stderr +
+    # stdout, and tests that slice it by offset or show its tail want the process log there.
+    cfg["log"] = {"access": "off", **cfg.get("log", {})}
     lines = []
     if cfg.get("proxy"):
         lines.append("[proxy]")
