@@ -363,3 +363,21 @@ def test_drain_ends_a_call_sd(ringlb, backends, io_backend, tmp_path):
     e = lines["sd"]
     assert (e["grpc_status"], e["flags"], e["method"]) == (14, "SD", "Slow")
     assert e["endpoints"] == [b.address] and e["duration_ms"] >= 1000
+
+
+def test_header_list_too_large_uo(ringlb, backends, io_backend, tmp_path):
+    """A request header list past proxy.max_header_list_size: RESOURCE_EXHAUSTED from ringlb,
+    flagged UO, and the oversized value never makes the line pass its bound."""
+    (b,) = backends(1)
+    r = start(ringlb, tmp_path, io_backend, [cluster("c", [b])], max_header_list_size="4KiB")
+    resp = h2_request(r.port, "/test.Echo/Unary",
+                      [("content-type", "application/grpc"), ("te", "trailers"),
+                       ("x-request-id", "uo"), ("user-agent", "u" * 3000),
+                       ("x-big", "b" * 3000)], grpc_frame(b"x"))
+    assert resp.headers.get("grpc-status") == "8", (resp.status, resp.headers, resp.reset)
+    text = r.stop() == 0 and r.stdout_text()
+    (line,) = [l for l in text.split("\n") if l]
+    assert len(line) + 1 <= 2048
+    e = json.loads(line)
+    assert (e["request_id"], e["grpc_status"], e["flags"], e["attempts"]) == ("uo", 8, "UO", 0)
+    assert e["user_agent"] == "u" * len(e["user_agent"]) and 0 < len(e["user_agent"]) < 3000
