@@ -184,6 +184,7 @@ int run_server(const config::Config& config) {
   std::vector<Shard*> shard_ptrs;
   for (auto& sh : shards) shard_ptrs.push_back(sh.get());
   Controller controller(config, shard_ptrs, &reports);
+  controller.set_io_backend(choice->backend);
   if (!controller.start(error)) {
     LOG_ERROR("control thread: %s", error.c_str());
     for (auto& sh : shards) sh->post_drain();

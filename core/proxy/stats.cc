@@ -1,0 +1,105 @@
+#include "core/proxy/stats.h"
+
+#include <algorithm>
+#include <functional>
+
+#include "core/proxy/context.h"
+#include "proto/grpc.h"
+
+namespace ringlb::core::proxy {
+
+std::string_view status_label(size_t slot) {
+  if (slot >= kNoStatus) return "none";
+  return proto::status_name(static_cast<proto::StatusCode>(slot));
+}
+
+std::string_view rejection_label(size_t r) {
+  static constexpr std::string_view kNames[kRejections] = {"max_connections", "draining",
+                                                           "setup_failed", "accept_error"};
+  return r < kRejections ? kNames[r] : "unknown";
+}
+
+void count_upstream_event(EndpointCounters& c, UpstreamEvent e) {
+  switch (e) {
+    case UpstreamEvent::kConnectFailed:
+      ++c.connect_failures;
+      break;
+    case UpstreamEvent::kConnectionLost:
+      ++c.connections_lost;
+      break;
+    case UpstreamEvent::kGoaway:
+      ++c.goaways;
+      break;
+    case UpstreamEvent::kPingTimeout:
+      ++c.ping_timeouts;
+      break;
+  }
+}
+
+size_t MethodTable::Hash::operator()(View v) const {
+  const size_t h = std::hash<std::string_view>{}(v.method);
+  return h ^ (std::hash<std::string_view>{}(v.route) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
+}
+
+MethodCounters& MethodTable::at(std::string_view route, std::string_view method) {
+  if (auto it = map_.find(View{route, method}); it != map_.end()) return it->second;
+  const bool other = method == "other";
+  if (!other && named_ >= max_rows_) return at(route, "other");
+  if (!other) ++named_;
+  // First sight of this pair: the one allocation, kept for the shard's life.
+  return map_.try_emplace(Key{std::string(route), std::string(method)}).first->second;
+}
+
+std::vector<MethodRow> MethodTable::rows() const {
+  std::vector<MethodRow> out;
+  out.reserve(map_.size());
+  for (const auto& [k, c] : map_) out.push_back({k.route, k.method, c});
+  return out;
+}
+
+std::string_view route_label(const Context& ctx, const CallRecord& r) {
+  if (r.cluster < 0) return "none";
+  if (r.route < 0) return "default";
+  const auto& routes = ctx.config().listeners[r.listener].routes;
+  if (static_cast<size_t>(r.route) >= routes.size()) return "default";
+  return routes[static_cast<size_t>(r.route)].prefix;
+}
+
+std::string_view method_label(const CallRecord& r) {
+  if (!r.grpc) return "non_grpc";
+  if (r.cluster < 0 || r.path.empty() || r.path.size() > kMaxMethodLabel) return "other";
+  // Label values must be UTF-8; printable ASCII also keeps them readable.
+  for (char ch : r.path) {
+    if (ch < 0x20 || ch > 0x7e) return "other";
+  }
+  return r.path;
+}
+
+namespace {
+size_t latency_bucket(int64_t ns) {
+  // The first bound >= ns ("le"); past the last: the +Inf bucket.
+  return static_cast<size_t>(
+      std::lower_bound(kLatencyBoundsNs.begin(), kLatencyBoundsNs.end(), ns) -
+      kLatencyBoundsNs.begin());
+}
+}  // namespace
+
+void count_call(Context& ctx, const CallRecord& r) {
+  const size_t code = status_slot(r.grpc_status);
+  if (r.cluster >= 0 && static_cast<size_t>(r.cluster) < ctx.cluster_count()) {
+    ClusterCounters& c = ctx.cluster(static_cast<size_t>(r.cluster)).counters;
+    ++c.calls_ended[code];
+    for (size_t i = 0; i < kRetryReasons; ++i) c.retries[i] += r.retries_by[i];
+    c.hedges += r.hedges;
+    c.replays += r.replays;
+    c.budget_refusals += r.budget_refusals;
+  }
+  // A call that ended before its headers were complete has no start: it took no time.
+  const int64_t ns = r.start_ns > 0 && r.end_ns > r.start_ns ? r.end_ns - r.start_ns : 0;
+  MethodCounters& m = ctx.stats().methods.at(route_label(ctx, r), method_label(r));
+  ++m.calls[code];
+  ++m.latency[latency_bucket(ns)];
+  m.latency_sum_ns += static_cast<uint64_t>(ns);
+}
+
+}  // namespace ringlb::core::proxy
