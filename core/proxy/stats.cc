@@ -37,14 +37,17 @@ void count_upstream_event(EndpointCounters& c, UpstreamEvent e) {
 }
 
 size_t MethodTable::Hash::operator()(View v) const {
-  const size_t h = std::hash<std::string_view>{}(v.method);
-  return h ^ (std::hash<std::string_view>{}(v.route) + 0x9e3779b97f4a7c15ULL + (h << 6) + (h >> 2));
+  // The route mostly follows from the method (a listener's routes match on :path): its length
+  // tells the rare pairs apart well enough, and equality settles the rest.
+  return std::hash<std::string_view>{}(v.method) + v.route.size() * 0x9e3779b97f4a7c15ULL;
 }
 
 MethodCounters& MethodTable::at(std::string_view route, std::string_view method) {
   if (auto it = map_.find(View{route, method}); it != map_.end()) return it->second;
   const bool other = method == "other";
-  if (!other && named_ >= max_rows_) return at(route, "other");
+  // Checked on first sight only: a label that is no good never gets a row, so it misses here
+  // every time and lands in "other".
+  if (!other && (named_ >= max_rows_ || !usable_label(method))) return at(route, "other");
   if (!other) ++named_;
   // First sight of this pair: the one allocation, kept for the shard's life.
   return map_.try_emplace(Key{std::string(route), std::string(method)}).first->second;
@@ -67,12 +70,15 @@ std::string_view route_label(const Context& ctx, const CallRecord& r) {
 
 std::string_view method_label(const CallRecord& r) {
   if (!r.grpc) return "non_grpc";
-  if (r.cluster < 0 || r.path.empty() || r.path.size() > kMaxMethodLabel) return "other";
+  if (r.cluster < 0) return "other";
+  return r.path;  // MethodTable::at folds paths that make no good label into "other"
+}
+
+bool usable_label(std::string_view method) {
+  if (method.empty() || method.size() > kMaxMethodLabel) return false;
   // Label values must be UTF-8; printable ASCII also keeps them readable.
-  for (char ch : r.path) {
-    if (ch < 0x20 || ch > 0x7e) return "other";
-  }
-  return r.path;
+  return std::all_of(method.begin(), method.end(),
+                     [](char ch) { return ch >= 0x20 && ch <= 0x7e; });
 }
 
 namespace {

@@ -116,7 +116,7 @@ class MethodTable {
  public:
   explicit MethodTable(size_t max_rows = 200) : max_rows_(max_rows) {}
   /// The row for (`route`, `method`), made on first sight (or the route's "other" row once the
-  /// table is full).
+  /// table is full, or if `method` is not a usable_label()).
   MethodCounters& at(std::string_view route, std::string_view method);
   /// Every row (copies), in no particular order.
   std::vector<MethodRow> rows() const;
@@ -162,10 +162,12 @@ void count_call(Context& ctx, const CallRecord& record);
 /// The label values a call counts under: route (the matched route's prefix, "default" for the
 /// listener's default cluster, "none" when nothing matched or the call was refused before
 /// routing) and method (its :path for gRPC calls; "non_grpc" for plain HTTP/2 calls, so their
-/// arbitrary paths take no label values; "other" for unrouted calls and paths that are not
-/// printable ASCII or are longer than kMaxMethodLabel).
+/// arbitrary paths take no label values; "other" for unrouted calls, and, by MethodTable::at,
+/// for paths that are not usable_label()s).
 std::string_view route_label(const Context& ctx, const CallRecord& record);
 std::string_view method_label(const CallRecord& record);
+/// A method label of its own: printable ASCII, 1 to kMaxMethodLabel bytes.
+bool usable_label(std::string_view method);
 inline constexpr size_t kMaxMethodLabel = 256;
 
 }  // namespace ringlb::core::proxy
