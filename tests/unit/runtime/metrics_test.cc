@@ -17,6 +17,7 @@
 #include "core/proxy/stats.h"
 #include "core/runtime/control.h"
 #include "core/runtime/server.h"
+#include "core/runtime/shard.h"
 #include "core/runtime/shard_snapshot.h"
 #include "discovery/answer.h"
 #include "lb/eligibility.h"
@@ -546,4 +547,39 @@ endpoints = ["127.0.0.1:1", "127.0.0.1:2"]
   CHECK(core::runtime::dns_result_of(r) == DnsResult::kTimeout);
   r.detail = "Server failure";
   CHECK(core::runtime::dns_result_of(r) == DnsResult::kError);
+}
+
+TEST_CASE("metrics: a shard counts at the end of each call and copies its counters out") {
+  auto cfg = std::make_shared<const core::config::Config>(
+      core::config::parse_config(metrics_config(), "<metrics test>"));
+  core::runtime::ShardSetup setup;
+  setup.endpoint_sets = core::runtime::initial_endpoint_sets(*cfg);
+  core::runtime::Shard shard(cfg, std::move(setup));  // not run: no reactor, no thread
+  core::proxy::CallRecord r;
+  r.cluster = 1;  // "d", by route "/far."
+  r.route = 1;
+  r.grpc = true;
+  r.path = "/far.Svc/Get";
+  r.grpc_status = 0;
+  r.start_ns = 1;
+  r.end_ns = 2;
+  shard.on_call_end(r);
+  shard.on_call_end(r);
+  ++shard.cluster(1).endpoints[0]->counters.connects;
+  ++shard.stats().listeners[1].accepted;
+
+  core::runtime::ShardSnapshot s;
+  shard.fill_snapshot(s);
+  REQUIRE(s.clusters.size() == 2);
+  CHECK(s.clusters[1].name == "d");
+  CHECK(s.clusters[1].counters.calls_ended[kOK] == 2);
+  REQUIRE(s.clusters[1].endpoints.size() == 1);
+  CHECK(s.clusters[1].endpoints[0].counters.connects == 1);
+  REQUIRE(s.listeners.size() == 2);
+  CHECK(s.listeners[1].accepted == 1);
+  REQUIRE(s.methods.size() == 1);
+  CHECK(s.methods[0].route == "/far.");
+  CHECK(s.methods[0].method == "/far.Svc/Get");
+  CHECK(s.methods[0].counters.calls[kOK] == 2);
+  CHECK(s.methods[0].counters.latency[0] == 2);
 }
