@@ -464,6 +464,28 @@ void endpoint_family(Writer& w, const std::vector<ClusterAgg>& cs, std::string_v
   }
 }
 
+void render_endpoint_states(Writer& w, const std::vector<ClusterAgg>& cs) {
+  w.family("ringlb_endpoint_state", "gauge",
+           "1 for each eligibility state that applies: healthy (may take calls), unhealthy, "
+           "ejected, draining (left the endpoint set), slow_start (ramping up).");
+  for (const ClusterAgg& c : cs) {
+    for (const auto& [ep, a] : c.endpoints) {
+      const bool unhealthy = (a.bits & lb::kUnhealthy) != 0;
+      const bool ejected = (a.bits & lb::kEjected) != 0;
+      const bool healthy = !unhealthy && !ejected && !a.draining && a.member;
+      const std::pair<std::string_view, bool> states[] = {{"healthy", healthy},
+                                                          {"unhealthy", unhealthy},
+                                                          {"ejected", ejected},
+                                                          {"draining", a.draining},
+                                                          {"slow_start", a.ramping}};
+      for (const auto& [state, on] : states) {
+        w.sample("ringlb_endpoint_state", {{"cluster", c.name}, {"endpoint", ep}, {"state", state}},
+                 uint64_t{on ? 1u : 0u});
+      }
+    }
+  }
+}
+
 void render_endpoints(Writer& w, const std::vector<ClusterAgg>& cs) {
   endpoint_family(w, cs, "ringlb_endpoint_attempts_started_total", "counter",
                   "Attempts (upstream streams) started.",
@@ -505,25 +527,7 @@ void render_endpoints(Writer& w, const std::vector<ClusterAgg>& cs) {
   endpoint_family(w, cs, "ringlb_endpoint_stream_resets_received_total", "counter",
                   "RST_STREAM frames received from the endpoint.",
                   [](const EndpointAgg& a) { return a.c.resets; });
-  w.family("ringlb_endpoint_state", "gauge",
-           "1 for each eligibility state that applies: healthy (may take calls), unhealthy, "
-           "ejected, draining (left the endpoint set), slow_start (ramping up).");
-  for (const ClusterAgg& c : cs) {
-    for (const auto& [ep, a] : c.endpoints) {
-      const bool unhealthy = (a.bits & lb::kUnhealthy) != 0;
-      const bool ejected = (a.bits & lb::kEjected) != 0;
-      const bool healthy = !unhealthy && !ejected && !a.draining && a.member;
-      const std::pair<std::string_view, bool> states[] = {{"healthy", healthy},
-                                                          {"unhealthy", unhealthy},
-                                                          {"ejected", ejected},
-                                                          {"draining", a.draining},
-                                                          {"slow_start", a.ramping}};
-      for (const auto& [state, on] : states) {
-        w.sample("ringlb_endpoint_state", {{"cluster", c.name}, {"endpoint", ep}, {"state", state}},
-                 uint64_t{on ? 1u : 0u});
-      }
-    }
-  }
+  render_endpoint_states(w, cs);
 }
 
 void render_methods(Writer& w, const std::map<MethodKey, proxy::MethodCounters>& ms) {
