@@ -9,7 +9,8 @@ build_pkgs=(g++ meson ninja-build pkg-config liburing-dev libnghttp2-dev libprot
   libbenchmark-dev)
 test_pkgs=(python3 python3-grpcio python3-protobuf python3-pytest python3-dnslib python3-h2
   python3-seccomp nghttp2-client iproute2 iptables procps clang-format
-  clang libclang-rt-14-dev llvm-14)  # tests/fuzz/run.sh: libFuzzer, ASan/UBSan, symbolizer
+  clang libclang-rt-14-dev llvm-14  # tests/fuzz/run.sh: libFuzzer, ASan/UBSan, symbolizer
+  prometheus)  # promtool: the /metrics text is checked with `promtool check metrics`
 bench_pkgs=(haproxy nginx-light gnuplot-nox)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")

@@ -38,6 +38,11 @@ struct Attempt {
   // Its response headers arrived but no message yet: they wait in `headers` until the first
   // DATA (the call commits) or the trailers (whose grpc-status may still be retried).
   bool held = false;
+  // What it got, for metrics (EndpointCounters::attempts_ended, counted as it ends): the
+  // backend's grpc-status or the local outcome; -1 = no grpc-status (plain HTTP/2). An attempt
+  // that ends with no other word was let go of by ringlb: CANCELLED.
+  static constexpr int kCancelled = 1;  // proto::StatusCode::kCancelled
+  int status = kCancelled;
   io::Timer per_try;         // the retry policy's per-try timeout, until the call commits to it
   h2::HeaderBlock headers;   // its response headers as they arrive (kept while held)
   h2::HeaderBlock trailers;  // its trailers as they arrive

@@ -210,6 +210,7 @@ void Call::on_request_headers(bool end_stream) {
     return;
   }
   cluster_ = &ctx_.cluster(static_cast<size_t>(m.cluster));
+  ++cluster_->counters.calls;
   retry_ = m.retry;
   hedge_ = m.hedge;
   // Both are at most kMaxGrpcTimeout / the config's 7 days: now + timeout cannot overflow.
@@ -357,6 +358,7 @@ void Call::refuse_attempt(Attempt& a, size_t list_size, uint32_t limit) {
                     a.endpoint->endpoint.name +
                     " accepts (its SETTINGS_MAX_HEADER_LIST_SIZE; names + values + 32 per "
                     "field); the call was not sent";
+  a.status = static_cast<int>(StatusCode::kResourceExhausted);
   end_attempt(a);
   // Not retried: the same list would be refused again. A hedge already under way elsewhere
   // may still answer (the header lists differ only in grpc-previous-rpc-attempts).
@@ -452,6 +454,7 @@ void Call::on_response_headers(Attempt& a, bool end_stream, bool trailer) {
       }
       record_.grpc_status = parse_int(trailers_.find("grpc-status"), -1);
       note_grpc_message(trailers_.find("grpc-message"));
+      a.status = record_.grpc_status;
       if (record_.grpc) note_outcome(a, outcome_of(record_.grpc_status));
       phase_ = Phase::kAnswered;
       resume_downstream();
@@ -498,6 +501,7 @@ void Call::on_final_status(Attempt& a, h2::HeaderBlock& block, bool trailers_onl
   } else {
     note_outcome(a, outcome_of(code));
   }
+  a.status = code;
   const int64_t pushback = parse_pushback_ms(block.find("grpc-retry-pushback-ms"),
                                              !block.find("grpc-retry-pushback-ms").empty());
   if (retry_->retries(code)) {
@@ -537,6 +541,7 @@ void Call::forward_headers(Attempt& a, bool end_stream) {
   record_.http_status = static_cast<uint16_t>(parse_int(h.find(":status"), 0));
   record_.first_byte_ns = ctx_.now();
   if (!record_.grpc) {
+    a.status = -1;  // plain HTTP/2: no grpc-status (unless trailers bring one)
     const int http = record_.http_status;
     note_outcome(a, http >= 502 && http <= 504 ? lb::Outcome::kUnavailable
                     : http >= 500              ? lb::Outcome::kOtherStatus
@@ -593,6 +598,7 @@ void Call::on_response_end(Attempt& a) {
         "ringlb: upstream " + a.endpoint->endpoint.name + " ended the response without grpc-status";
     trailers_.add("grpc-message", proto::percent_encode(grpc_message_));
     record_.grpc_status = static_cast<int>(StatusCode::kUnknown);
+    a.status = record_.grpc_status;
   }
   phase_ = Phase::kAnswered;
   resume_downstream();
@@ -647,6 +653,7 @@ void Call::on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::str
   if (how == AttemptEnd::kStream && a.peer_reset) record_.flags |= kFlagUpstreamReset;
   const bool in_time = deadline_ns_ == 0 || ctx_.now() < deadline_ns_;
   if (again && in_time && record_.replays < kMaxReplays && !has_other_attempt(a)) {
+    a.status = static_cast<int>(StatusCode::kUnavailable);  // it never reached the backend
     end_attempt(a);
     ++record_.replays;
     dispatch();
@@ -661,6 +668,7 @@ void Call::on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::str
   }
   StatusCode status;
   std::string msg = failure_message(a, how, code, why, &status);
+  a.status = static_cast<int>(status);
   // A call that never reached a backend but ran out of replays (or time) is not retried on
   // top: the policy is for backends that answered badly or went away mid-call. The policy is
   // gRPC's: a plain HTTP/2 request (a POST, say) that may have been processed is not re-sent.
@@ -730,6 +738,7 @@ void Call::on_per_try_timeout(Attempt& a) {
       // what this try had: a share is of the time left when it started
       std::to_string(per_try_ns(*retry_, a.started_ns, deadline_ns_) / 1000000) + " ms)";
   note_outcome(a, lb::Outcome::kLocalFailure);
+  a.status = static_cast<int>(StatusCode::kDeadlineExceeded);
   reset_attempt(a);
   // The backend may be hung: always worth another endpoint while attempts and time remain.
   retry_or_fail(true, RetryReason::kPerTryTimeout, StatusCode::kDeadlineExceeded, msg);
@@ -770,6 +779,7 @@ void Call::fail_from(Attempt& a, AttemptEnd how, uint32_t code, std::string_view
   // Ending the attempt may free its endpoint (removed from the set, its last call): the
   // message, which names it, is made first.
   std::string msg = failure_message(a, how, code, why, &status);
+  a.status = static_cast<int>(status);
   end_attempt(a);
   record_.truncated = req_body_.truncated();
   fail(status, msg);
@@ -787,6 +797,8 @@ void Call::end_attempt(Attempt& a) {
   a.held = false;
   if (a.conn != nullptr) a.conn->attempt_done(a);
   EndpointState* ep = a.endpoint;
+  if (ep != nullptr)
+    ++ep->counters.attempts_ended[status_slot(std::exchange(a.status, Attempt::kCancelled))];
   a.state = Attempt::State::kFree;
   a.endpoint = nullptr;
   if (ep != nullptr) cluster_->call_finished(*ep);  // may free ep (retired, its last call)

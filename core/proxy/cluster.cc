@@ -122,6 +122,7 @@ EndpointState* ClusterState::pick(std::span<const uint64_t> avoid) {
   pc.panic_percent = config->outlier.panic_threshold;
   int i = picker->pick(pc);
   panics += pc.panic;
+  counters.no_endpoint += i < 0;
   return i < 0 ? nullptr : endpoints[static_cast<size_t>(i)];
 }
 
@@ -135,6 +136,7 @@ void ClusterState::set_eligibility(EndpointState& ep, uint8_t ineligible_bits,
 }
 
 void ClusterState::call_started(EndpointState& ep) {
+  ++ep.counters.attempts;
   ++ep.outstanding;
   if (ep.index >= 0) ++outstanding[static_cast<size_t>(ep.index)];
 }

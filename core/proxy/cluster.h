@@ -15,6 +15,7 @@
 #include "core/h2/connection.h"
 #include "core/io/timer.h"
 #include "core/proxy/retry_policy.h"
+#include "core/proxy/stats.h"
 #include "lb/eligibility.h"
 #include "lb/endpoint.h"
 #include "lb/outlier.h"
@@ -54,6 +55,7 @@ struct EndpointState {
   // PINGs with GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"), and kept here so that new connections
   // to it start with it. Written by its UpstreamConns.
   int64_t keepalive_interval_ns = 0;
+  EndpointCounters counters;  // metrics (stats.h); copied into ShardSnapshot on request
   static constexpr int64_t kMaxKeepaliveInterval = 300'000'000'000;  // 5 min
 
   bool unused() const { return index < 0 && outstanding == 0 && closing == 0 && conns.empty(); }
@@ -97,6 +99,7 @@ struct ClusterState final : io::TimerHandler {
   lb::OutlierDetector outlier;            // policy from config->outlier (setup())
   lb::SlowStart slow_start;               // policy from config->slow_start (setup())
   uint64_t panics = 0;                    // picks made in panic mode (too few eligible)
+  ClusterCounters counters;               // metrics (stats.h); copied into ShardSnapshot
   io::Timer timer;                        // next ejection end or ramp step (tick())
 
   ClusterState() = default;

@@ -11,7 +11,10 @@ namespace ringlb::core::proxy {
 
 Context::Context(std::shared_ptr<const config::Config> config, unsigned index,
                  const std::vector<lb::EndpointSetPtr>& endpoint_sets, base::Clock& clock)
-    : h2::Host(index, clock), config_(std::move(config)) {
+    : h2::Host(index, clock),
+      config_(std::move(config)),
+      stats_{std::vector<ListenerCounters>(config_->listeners.size()),
+             MethodTable(config_->metrics.max_methods)} {
   generations_.push_back({0, config_, 0});
   for (const config::ListenerConfig& l : config_->listeners) routers_.emplace_back(l, *config_);
   for (size_t i = 0; i < config_->clusters.size(); ++i) {
@@ -33,16 +36,22 @@ Context::~Context() {
 }
 
 bool Context::adopt(size_t listener, int fd) {
+  ListenerCounters& counts = stats_.listeners[listener];
+  ++counts.accepted;
   if (downstreams_.size() >= config_->proxy.max_connections) {
+    ++counts.rejected[static_cast<size_t>(Rejection::kMaxConnections)];
     ::close(fd);  // over the per-shard cap: refuse by closing
     return false;
   }
   auto* conn = new DownstreamConn(*this, fd, listener);
   downstreams_.push_back(conn);
   ++connections_;
+  ++counts.open;  // until downstream_closed
   if (!conn->init()) {
+    ++counts.rejected[static_cast<size_t>(Rejection::kSetupFailed)];
     conn->close("session setup failed");
   } else if (draining_ || listener_removed(listener)) {
+    ++counts.rejected[static_cast<size_t>(Rejection::kDraining)];
     // Accepted while draining (the last of a closing listener's queue): not refused, since a
     // close with the client's first bytes unread is a reset, and a gRPC client fails the calls
     // it queued for that connection. SETTINGS and the two-phase GOAWAY instead: whatever it
@@ -67,6 +76,7 @@ void Context::on_upstream_event(UpstreamEvent e, ClusterState& cluster, Endpoint
                                 std::string_view detail) {
   // Told first, so the control thread's log has the failure before any ejection it caused.
   report_upstream_event(e, cluster, ep, detail);
+  count_upstream_event(ep.counters, e);
   // GOAWAY is a backend going away politely (a deploy, a drain), not a failure.
   if (e != UpstreamEvent::kGoaway) cluster.record_outcome(ep, Outcome::kLocalFailure, now());
 }
@@ -161,6 +171,7 @@ void Context::close_downstreams(const char* why) {
 }
 
 void Context::downstream_closed(DownstreamConn* c) {
+  --stats_.listeners[c->listener_index()].open;
   downstreams_.remove(c);
   ++closing_downstreams_;
 }

@@ -18,6 +18,7 @@
 #include "core/proxy/call_record.h"
 #include "core/proxy/cluster.h"
 #include "core/proxy/router.h"
+#include "core/proxy/stats.h"
 #include "lb/endpoint.h"
 #include "lb/outlier.h"
 
@@ -118,6 +119,9 @@ class Context : public h2::Host {
   void end_call(Call* c);
   uint64_t calls() const { return calls_; }
   uint64_t connections() const { return connections_; }
+  /// Listener and method counters (metrics: stats.h); clusters and endpoints keep their own.
+  ProxyStats& stats() { return stats_; }
+  const ProxyStats& stats() const { return stats_; }
 
  protected:
   /// Over the buffer limit: resets the calls holding the most buffered bytes (a client that
@@ -176,6 +180,7 @@ class Context : public h2::Host {
   bool draining_ = false;
   uint64_t connections_ = 0;
   uint64_t calls_ = 0;
+  ProxyStats stats_;
 };
 
 }  // namespace ringlb::core::proxy

@@ -64,6 +64,11 @@ void Context::remap_listeners(Reconfig& r, std::vector<int>& router_to) {
     retired_listeners_.push_back(std::move(from[k]));
   }
   // Per-listener state kept in the context (counters...) follows router_to here too.
+  std::vector<ListenerCounters> counts(n + retired_listeners_.size());
+  for (size_t k = 0; k < router_to.size() && k < stats_.listeners.size(); ++k) {
+    if (router_to[k] >= 0) counts[static_cast<size_t>(router_to[k])] = stats_.listeners[k];
+  }
+  stats_.listeners = std::move(counts);
   std::vector<DownstreamConn*> leaving;
   downstreams_.for_each([&](h2::H2Connection* h) {
     auto* d = static_cast<DownstreamConn*>(h);

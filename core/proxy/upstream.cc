@@ -93,6 +93,7 @@ base::Result<void> UpstreamConn::start() {
                                         static_cast<int32_t>(pc.connection_window));
   state_ = State::kConnecting;
   ctx_.reactor().connect(fd_, reinterpret_cast<const sockaddr*>(&addr_), addr_len_, connect_op_);
+  ++endpoint_.counters.connects;
   ctx_.timers().arm(connect_timer_, ctx_.now() + cluster_.config->connect_timeout.count());
   return {};
 }
@@ -386,6 +387,7 @@ int UpstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void* 
       break;
     }
     case NGHTTP2_RST_STREAM:
+      ++c->endpoint_.counters.resets;
       if (Attempt* a = c->attempt_of(f->hd.stream_id)) a->peer_reset = true;
       break;
     case NGHTTP2_SETTINGS:

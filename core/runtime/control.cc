@@ -381,6 +381,7 @@ void Controller::finish(DnsCluster& c, const discovery::LookupResult& result) {
   c.in_flight = false;
   const int64_t now = base::mono_now_ns();
   discovery::FollowedName::Step step = c.follow.record(result, now);
+  ++dns_refreshes_[c.config->name].results[static_cast<size_t>(dns_result_of(result))];
   if (step.log == discovery::FollowedName::Log::kInfo) {
     LOG_INFO("cluster %s: %s", c.config->name.c_str(), step.log_text.c_str());
   } else if (step.log == discovery::FollowedName::Log::kWarn) {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -21,6 +22,7 @@
 #include "core/io/reactor.h"
 #include "core/io/timer.h"
 #include "core/runtime/reload_plan.h"
+#include "core/runtime/metrics.h"
 #include "core/runtime/reports.h"
 #include "discovery/answer.h"
 #include "discovery/resolver.h"
@@ -66,6 +68,17 @@ class Controller final : public io::IoHandler,
   bool ready() const;
   /// server.cc: the shards were told to serve.
   void set_serving() { serving_ = true; }
+
+  // For the admin surface (/metrics).
+  const config::Config& config() const { return config_; }
+  size_t workers() const { return shards_.size(); }
+  /// server.cc: the io backend the shards run on.
+  void set_io_backend(io::IoBackend b) { io_backend_ = b; }
+  io::IoBackend io_backend() const { return io_backend_; }
+  /// DNS refreshes by result, per DNS cluster name (counted in finish()).
+  const std::map<std::string, DnsRefreshCounters, std::less<>>& dns_refreshes() const {
+    return dns_refreshes_;
+  }
 
   /// Live reload (SIGHUP, POST /reload): reads and validates the config file again; on success
   /// applies it without dropping anything, else keeps the running config. `message` says what
@@ -210,6 +223,8 @@ class Controller final : public io::IoHandler,
   std::vector<std::unordered_map<std::string, EndpointEligibility>> eligibility_;
   std::vector<size_t> members_;  // per cluster: its size as the last reporting shard saw it
   io::Timer eject_timer_;        // the next ejection to end
+  std::map<std::string, DnsRefreshCounters, std::less<>> dns_refreshes_;  // by cluster name
+  io::IoBackend io_backend_ = io::IoBackend::kEpoll;                      // set_io_backend()
   bool draining_ = false;
   bool serving_ = false;                   // set_serving()
   size_t shards_left_ = 0;                 // draining: shards that reported kListenersClosed

@@ -229,12 +229,13 @@ EndpointView endpoint_view(const proxy::EndpointState& ep) {
   v.outstanding = ep.outstanding;
   v.connections = static_cast<uint32_t>(ep.conns.size());
   v.removed = ep.index < 0;
+  v.counters = ep.counters;
   return v;
 }
 }  // namespace
 
 void Shard::on_call_end(const proxy::CallRecord& record) {
-  if (setup_.access_log != nullptr) setup_.access_log->log(record, config());
+  if (setup_.access_log != nullptr) setup_.access_log->log(record, call_config());
 }
 
 void Shard::fill_snapshot(ShardSnapshot& s) {
@@ -251,9 +252,17 @@ void Shard::fill_snapshot(ShardSnapshot& s) {
     ClusterView& v = s.clusters.emplace_back();
     v.name = c.config->name;
     v.set_version = c.set ? c.set->version : 0;
+    v.counters = c.counters;
+    v.counters.panic_picks = c.panics;
     for (const proxy::EndpointState* ep : c.endpoints) v.endpoints.push_back(endpoint_view(*ep));
     for (const proxy::EndpointState* ep : c.retiring) v.endpoints.push_back(endpoint_view(*ep));
   }
+  s.listeners = stats().listeners;
+  s.methods = stats().methods.rows();
+}
+
+void Shard::on_call_end(const proxy::CallRecord& record) {
+  proxy::count_call(*this, record);
 }
 
 void Shard::on_complete(io::Op& op, const io::Completion& c) {
@@ -270,6 +279,7 @@ void Shard::on_accept(Listener& l, const io::Completion& c) {
   if (c.res >= 0) {
     adopt(l.router, c.res);  // refused or not, a final completion must still re-arm below
   } else if (c.res != -ECANCELED && !leaving_ && !l.removed) {
+    ++stats().listeners[l.router].rejected[static_cast<size_t>(proxy::Rejection::kAcceptError)];
     LOG_WARN("shard %u: accept on %s: %s", setup_.index, router(l.router).listener_name().c_str(),
              strerror(-c.res));
   }

@@ -129,6 +129,7 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   const std::string& error() const { return error_; }
   bool finished() const { return finished_.load(); }
 
+  void on_call_end(const proxy::CallRecord& record) override;
   void on_complete(io::Op& op, const io::Completion& c) override;
   void on_timer(io::Timer& t) override;
   void report_upstream_event(proxy::UpstreamEvent e, const proxy::ClusterState& cluster,

@@ -39,7 +39,9 @@ struct ShardSnapshot {
   std::vector<proxy::ListenerCounters> listeners;  // config order
   uint64_t access_log_lines = 0;    // access-log lines this shard queued for the writer
   uint64_t access_log_dropped = 0;  // ... and dropped because its ring was full
-  // Filled in by the metrics work: per route and method call counts and latency histograms.
+  // Per route and method: call counts by grpc-status and latency histograms (the shard's
+  // proxy::MethodTable, copied; the renderer sums rows over shards and caps them again).
+  std::vector<proxy::MethodRow> methods;
 };
 
 }  // namespace ringlb::core::runtime

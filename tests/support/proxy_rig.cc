@@ -21,6 +21,7 @@ TestContext::TestContext(std::shared_ptr<const core::config::Config> config,
 }
 
 void TestContext::on_call_end(const core::proxy::CallRecord& record) {
+  core::proxy::count_call(*this, record);  // as runtime::Shard does (metrics)
   EndedCall e{record, std::string(record.path)};
   e.rec.path = {};  // valid during the hook only
   ended.push_back(std::move(e));
