@@ -202,6 +202,7 @@ int run_server(const config::Config& config) {
       return 1;
     }
     for (auto& sh : shards) sh->post_serve();
+    controller.set_serving();
     LOG_INFO("ready: %u workers (%s)", workers, why.c_str());
   }
   int rc = controller.run();

@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "core/base/log.h"
 
@@ -205,7 +207,18 @@ void Shard::handle(ShardMessage& m) {
       }
       break;
     }
+    case ShardMessage::Kind::kStall:
+      // Deliberately blocking (a test hook, never sent without RINGLB_TEST_HOOKS=1).
+      std::this_thread::sleep_for(std::chrono::nanoseconds(m.stall_ns));
+      break;
   }
+}
+
+void Shard::post_stall(int64_t ns) {
+  auto* m = new ShardMessage;
+  m->kind = ShardMessage::Kind::kStall;
+  m->stall_ns = ns;
+  post(m);
 }
 
 void Shard::post_collect(uint64_t collect_id) {

@@ -40,6 +40,7 @@ struct ShardMessage {
     kGoaway,       // kDrain's second half: every shard has closed its listeners
     kEligibility,  // endpoint `eligibility.key` of `cluster`: health or ejection changed
     kCollect,      // make a ShardSnapshot and post it back (ShardReport::kSnapshot, collect_id)
+    kStall,        // test hook (RINGLB_TEST_HOOKS=1): block the thread for `stall_ns` (/live)
   };
   ShardMessage* next = nullptr;
   Kind kind = Kind::kEndpoints;
@@ -47,6 +48,7 @@ struct ShardMessage {
   lb::EndpointSetPtr set;
   EligibilityUpdate eligibility;  // kEligibility only
   uint64_t collect_id = 0;        // kCollect only
+  int64_t stall_ns = 0;           // kStall only
 };
 
 /// What the control thread hands a shard at start.
@@ -88,6 +90,9 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   /// Any thread: make a ShardSnapshot and post it to the report queue as kSnapshot with
   /// `collect_id` (the admin's /metrics, /endpoints, /live).
   void post_collect(uint64_t collect_id);
+  /// Any thread; a test hook only (the admin's POST /test/stall with RINGLB_TEST_HOOKS=1): the
+  /// shard blocks its thread for `ns`, as a stuck loop would, so /live can be seen failing.
+  void post_stall(int64_t ns);
   /// Shard thread: this shard's state and counters, copied (kCollect calls it).
   void fill_snapshot(ShardSnapshot& s);
   /// Shard thread: handles every message posted so far (the eventfd handler calls it; public
