@@ -66,7 +66,7 @@ void BM_RenderMetrics(benchmark::State& state) {
   const int endpoints = static_cast<int>(state.range(0));
   const int methods = static_cast<int>(state.range(1));
   const unsigned shards = static_cast<unsigned>(state.range(2));
-  const core::config::Config config = make_config(endpoints, methods);
+  auto config = std::make_shared<const core::config::Config>(make_config(endpoints, methods));
   core::runtime::Controller controller(config, std::vector<core::runtime::Shard*>(shards));
   std::vector<std::unique_ptr<core::runtime::ShardSnapshot>> snaps;
   for (unsigned s = 0; s < shards; ++s) snaps.push_back(make_snapshot(s, endpoints, methods));

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/base/log.h"
+#include "core/runtime/admin.h"
 #include "core/runtime/health_checker.h"
 #include "core/runtime/server.h"
 #include "core/runtime/shard.h"
@@ -124,6 +125,8 @@ bool Controller::start(std::string& error) {
   }
   reactor_->poll_in(signal_fd_, signal_op_);
   if (reports_ != nullptr && reports_->fd() >= 0) reactor_->poll_in(reports_->fd(), reports_op_);
+  // Before the first DNS answers: /ready says why it is not ready yet while they are awaited.
+  if (!start_admin(error)) return false;
   start_health_checks();
 
   uint64_t seed = static_cast<uint64_t>(base::mono_now_ns());
@@ -222,6 +225,10 @@ void Controller::on_reports() {
   constexpr int64_t kLogEveryNs = 10'000'000'000;
   const int64_t now = base::mono_now_ns();
   for (ShardReport* r : reports_->take_all()) {
+    if (r->kind == ShardReport::Kind::kSnapshot) {
+      on_snapshot_report(r);  // an admin collection's answer, not about an endpoint
+      continue;
+    }
     if (r->kind == ShardReport::Kind::kListenersClosed) {
       if (++shards_left_ == shards_.size()) post_goaway();
       delete r;
@@ -448,6 +455,19 @@ void Controller::on_health_change(size_t uid, const std::string& endpoint_key, b
   } else {
     LOG_WARN("cluster %s: endpoint %s unhealthy: %.*s", c.c_str(), endpoint, n, why.data());
   }
+}
+
+// Here, not in control_admin.cc: it reads DnsCluster, which only this file sees.
+std::string Controller::readiness() const {
+  if (draining_) return "draining";
+  for (const auto& d : dns_) {
+    if (!d->follow.answered()) {
+      return "waiting for the first DNS answer for cluster " + d->config->name + " (" +
+             d->config->dns.name + ")";
+    }
+  }
+  if (!serving_) return "starting";
+  return "";
 }
 
 std::vector<Controller::DnsStatus> Controller::dns_status() const {

@@ -21,8 +21,8 @@
 #include "core/config/config.h"
 #include "core/io/reactor.h"
 #include "core/io/timer.h"
-#include "core/runtime/reload_plan.h"
 #include "core/runtime/metrics.h"
+#include "core/runtime/reload_plan.h"
 #include "core/runtime/reports.h"
 #include "discovery/answer.h"
 #include "discovery/resolver.h"
@@ -31,6 +31,7 @@
 
 namespace ringlb::core::runtime {
 
+class AdminServer;
 class HealthChecker;
 class Shard;
 
@@ -66,11 +67,17 @@ class Controller final : public io::IoHandler,
   /// /ready: the shards serve (listeners armed, every DNS cluster had its first answer) and no
   /// drain has begun.
   bool ready() const;
+  /// Why the process is not ready ("starting", "waiting for the first DNS answer for cluster
+  /// X", "draining"), or "" when it is (control_admin.cc).
+  std::string readiness() const;
+  size_t shard_count() const { return shards_.size(); }
+  /// Test hook (POST /test/stall, only with RINGLB_TEST_HOOKS=1): shard `shard` blocks its
+  /// thread for `ns` (ShardMessage::kStall). False when there is no such shard.
+  bool stall_shard(unsigned shard, int64_t ns);
   /// server.cc: the shards were told to serve.
   void set_serving() { serving_ = true; }
 
   // For the admin surface (/metrics).
-  const config::Config& config() const { return config_; }
   size_t workers() const { return shards_.size(); }
   /// server.cc: the io backend the shards run on.
   void set_io_backend(io::IoBackend b) { io_backend_ = b; }
@@ -156,6 +163,22 @@ class Controller final : public io::IoHandler,
  private:
   struct DnsCluster;
   struct Watch;
+  // One collect() in flight: the answers so far by shard index, and its deadline.
+  struct Collection final : io::TimerHandler {
+    Controller* owner = nullptr;
+    uint64_t id = 0;
+    CollectDone done;
+    std::vector<std::unique_ptr<ShardSnapshot>> got;  // by shard index; null: not yet
+    size_t answered = 0;
+    io::Timer timer;
+    void on_timer(io::Timer&) override { owner->finish_collection(id); }
+    ~Collection() { owner->timers_.cancel(timer); }
+  };
+  // The admin (control_admin.cc): binds and starts it (start-up); a kSnapshot report goes to
+  // the collection that asked for it; a collection ends (all answered, or its timer fired).
+  bool start_admin(std::string& error);
+  void on_snapshot_report(ShardReport* r);
+  void finish_collection(uint64_t id);
   void query(DnsCluster& c);
   void on_answer(DnsCluster& c, int status, std::span<const uint8_t> message);
   void on_srv_target(DnsCluster& c, uint64_t round, size_t index, int status,
@@ -230,6 +253,11 @@ class Controller final : public io::IoHandler,
   size_t shards_left_ = 0;                 // draining: shards that reported kListenersClosed
   bool goaway_posted_ = false;             // draining: every shard was sent kGoaway
   std::unique_ptr<HealthChecker> health_;  // after reactor_ and timers_: freed before them
+  // Collections in flight (collect()), by collect_id; each holds a timer on timers_ (so after
+  // it: freed first). Late answers find no entry and are dropped.
+  std::unordered_map<uint64_t, std::unique_ptr<Collection>> collections_;
+  uint64_t next_collect_id_ = 1;
+  std::unique_ptr<AdminServer> admin_;  // after reactor_ and timers_: freed before them
 };
 
 }  // namespace ringlb::core::runtime

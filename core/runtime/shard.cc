@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "core/base/log.h"
 
@@ -208,7 +210,18 @@ void Shard::handle(ShardMessage& m) {
       }
       break;
     }
+    case ShardMessage::Kind::kStall:
+      // Deliberately blocking (a test hook, never sent without RINGLB_TEST_HOOKS=1).
+      std::this_thread::sleep_for(std::chrono::nanoseconds(m.stall_ns));
+      break;
   }
+}
+
+void Shard::post_stall(int64_t ns) {
+  auto* m = new ShardMessage;
+  m->kind = ShardMessage::Kind::kStall;
+  m->stall_ns = ns;
+  post(m);
 }
 
 void Shard::post_collect(uint64_t collect_id) {
@@ -233,10 +246,6 @@ EndpointView endpoint_view(const proxy::EndpointState& ep) {
   return v;
 }
 }  // namespace
-
-void Shard::on_call_end(const proxy::CallRecord& record) {
-  if (setup_.access_log != nullptr) setup_.access_log->log(record, call_config());
-}
 
 void Shard::fill_snapshot(ShardSnapshot& s) {
   refresh_now();
@@ -263,6 +272,7 @@ void Shard::fill_snapshot(ShardSnapshot& s) {
 
 void Shard::on_call_end(const proxy::CallRecord& record) {
   proxy::count_call(*this, record);
+  if (setup_.access_log != nullptr) setup_.access_log->log(record, call_config());
 }
 
 void Shard::on_complete(io::Op& op, const io::Completion& c) {

@@ -53,6 +53,7 @@ struct ShardMessage {
     kEligibility,  // endpoint `eligibility.key` of `cluster`: health or ejection changed
     kCollect,      // make a ShardSnapshot and post it back (ShardReport::kSnapshot, collect_id)
     kReconfigure,  // a reload: `reload` (new config snapshot, new listeners' sockets)
+    kStall,        // test hook (RINGLB_TEST_HOOKS=1): block the thread for `stall_ns` (/live)
   };
   ShardMessage* next = nullptr;
   Kind kind = Kind::kEndpoints;
@@ -61,6 +62,7 @@ struct ShardMessage {
   EligibilityUpdate eligibility;        // kEligibility only
   uint64_t collect_id = 0;              // kCollect only
   std::unique_ptr<ShardReload> reload;  // kReconfigure only
+  int64_t stall_ns = 0;                 // kStall only
 };
 
 /// What the control thread hands a shard at start.
@@ -112,6 +114,9 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
   /// socket is not closed yet.
   size_t listener_count() const { return listeners_.size(); }
   size_t closing_listener_count() const;
+  /// Any thread; a test hook only (the admin's POST /test/stall with RINGLB_TEST_HOOKS=1): the
+  /// shard blocks its thread for `ns`, as a stuck loop would, so /live can be seen failing.
+  void post_stall(int64_t ns);
   /// Shard thread: this shard's state and counters, copied (kCollect calls it).
   void fill_snapshot(ShardSnapshot& s);
   /// Shard thread: handles every message posted so far (the eventfd handler calls it; public
@@ -136,7 +141,6 @@ class Shard final : public proxy::Context, public io::IoHandler, public io::Time
                              const proxy::EndpointState& ep, std::string_view detail) override;
   void report_ejection(const proxy::ClusterState& cluster, const proxy::EndpointState& ep,
                        const lb::Trip& trip, int64_t duration_ns) override;
-  void on_call_end(const proxy::CallRecord& record) override;
 
  private:
   // One listening socket of this shard and its accept op; `router` is the Context router its

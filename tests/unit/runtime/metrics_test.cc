@@ -416,7 +416,8 @@ dns = "svc.test.local"
 port = 50051
 )",
                                               "<metrics test>");
-  core::runtime::Controller ctl(cfg, {nullptr, nullptr, nullptr});  // 3 workers, never started
+  core::runtime::Controller ctl(std::make_shared<const core::config::Config>(cfg),
+                                {nullptr, nullptr, nullptr});  // 3 workers, never started
   ctl.set_io_backend(core::io::IoBackend::kEpoll);
   std::vector<std::unique_ptr<core::runtime::ShardSnapshot>> shards;
   shards.push_back(snapshot(0));
@@ -519,7 +520,7 @@ name = "c"
 endpoints = ["127.0.0.1:1", "127.0.0.1:2"]
 )",
                                               "<metrics test>");
-  core::runtime::Controller ctl(cfg, {});
+  core::runtime::Controller ctl(std::make_shared<const core::config::Config>(cfg), {});
   const auto sets = core::runtime::initial_endpoint_sets(cfg);
   ctl.set_health(0, sets[0]->endpoints[1], false);  // no shard has heard: the control thread says
   std::vector<std::unique_ptr<core::runtime::ShardSnapshot>> none;
