@@ -31,6 +31,7 @@
 
 namespace ringlb::core::runtime {
 
+class AccessLog;
 class AdminServer;
 class HealthChecker;
 class Shard;
@@ -99,6 +100,8 @@ class Controller final : public io::IoHandler,
   const config::Config& config() const { return *config_; }
   const std::shared_ptr<const config::Config>& config_ptr() const { return config_; }
   uint64_t generation() const { return generation_; }
+  /// The access log (server.cc; null when off): a reload reopens its file (log rotation).
+  void set_access_log(AccessLog* log) { access_log_ = log; }
   /// --log-level was given: a reload leaves the log level alone.
   void pin_log_level() { log_level_pinned_ = true; }
 
@@ -250,6 +253,7 @@ class Controller final : public io::IoHandler,
   io::IoBackend io_backend_ = io::IoBackend::kEpoll;                      // set_io_backend()
   bool draining_ = false;
   bool serving_ = false;                   // set_serving()
+  AccessLog* access_log_ = nullptr;        // run_server owns it; it outlives the controller
   size_t shards_left_ = 0;                 // draining: shards that reported kListenersClosed
   bool goaway_posted_ = false;             // draining: every shard was sent kGoaway
   std::unique_ptr<HealthChecker> health_;  // after reactor_ and timers_: freed before them

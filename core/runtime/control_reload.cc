@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/base/log.h"
+#include "core/runtime/access_log.h"
 #include "core/runtime/control.h"
 #include "core/runtime/health_checker.h"
 #include "core/runtime/server.h"
@@ -64,6 +65,9 @@ Controller::ReloadResult Controller::reload() {
     LOG_WARN("reload refused: not serving yet");
     return {false, "starting: no reload before ready"};
   }
+  // logrotate's postrotate sends SIGHUP: the access log file is reopened whether or not the
+  // config file (re)loads.
+  if (std::string e; access_log_ != nullptr && !access_log_->reopen(e)) LOG_ERROR("%s", e.c_str());
   config::Config loaded;
   try {
     loaded = config::load_config(config_->source);

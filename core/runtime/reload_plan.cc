@@ -76,6 +76,7 @@ void keep_restart_settings(const config::Config& r, config::Config& n,
   keep(r.log.access, n.log.access, "log.access", out);
   keep(r.log.access_path, n.log.access_path, "log.access_path", out);
   keep(r.log.access_buffer, n.log.access_buffer, "log.access_buffer", out);
+  keep(r.log.access_sample, n.log.access_sample, "log.access_sample", out);
   keep(r.metrics.max_methods, n.metrics.max_methods, "metrics.max_methods", out);
 }
 

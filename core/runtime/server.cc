@@ -210,6 +210,7 @@ int run_server(const config::Config& config, bool log_level_pinned) {
   Controller controller(snapshot, shard_ptrs, &reports);
   if (log_level_pinned) controller.pin_log_level();
   controller.set_io_backend(choice->backend);
+  controller.set_access_log(access_log.get());
   if (!controller.start(error)) {
     LOG_ERROR("control thread: %s", error.c_str());
     for (auto& sh : shards) sh->post_drain();
