@@ -57,6 +57,17 @@ def upstream_tuples(ports: set[int]) -> set[tuple[str, str]]:
     return found
 
 
+def endpoint_connects(r, cluster_name: str, endpoint: str) -> int:
+    """ringlb_endpoint_connects_total for one endpoint, summed over workers, from /metrics."""
+    status, body, _ = r.admin("/metrics")
+    assert status == 200
+    pat = re.compile(r'^ringlb_endpoint_connects_total\{cluster="%s",endpoint="%s"\} (\d+)$'
+                     % (re.escape(cluster_name), re.escape(endpoint)), re.M)
+    m = pat.search(body.decode())
+    assert m, f"no connects counter for {cluster_name}/{endpoint} in /metrics"
+    return int(m.group(1))
+
+
 class Load:
     """A few client threads calling Unary in a loop (each at most ~50 calls/s) on one or more
     ports and services; every failure is kept."""
@@ -126,6 +137,8 @@ def test_reload_under_load_drops_nothing(ringlb, backends, load_factory):
     wait_until(lambda: b_stay.total > 0 and b_gone.total > 0, WAIT)
     kept_before = upstream_tuples({b_stay.port})
     assert kept_before, "no connection from ringlb to the endpoint that stays"
+    connects_before = endpoint_connects(r, "main", b_stay.address)
+    assert connects_before > 0
 
     # (a) an endpoint added, another removed.
     cfg["cluster"][0] = cluster("main", [b_stay, b_new], **STEADY)
@@ -174,6 +187,8 @@ def test_reload_under_load_drops_nothing(ringlb, backends, load_factory):
     kept_after = upstream_tuples({b_stay.port})
     assert kept_before <= kept_after, (
         f"connections to the endpoint that stayed were reopened: {kept_before} -> {kept_after}")
+    # ringlb's own count agrees: no connect to the endpoint that stayed across four reloads.
+    assert endpoint_connects(r, "main", b_stay.address) == connects_before
     assert r.alive()
 
 
