@@ -13,6 +13,7 @@
 #include <cctype>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <initializer_list>
 #include <limits>
@@ -1056,6 +1057,22 @@ Config load_config(const std::string& path) {
   }
   ::close(fd);
   return parse_config(text, path);
+}
+
+Config load_config_env(const std::string& name) {
+  const std::string source = "env:" + name;
+  const char* text = std::getenv(name.c_str());
+  if (text == nullptr) {
+    throw ConfigError(source + ": environment variable " + name +
+                      " is not set (--config-env names the variable that holds the TOML text)");
+  }
+  std::string_view t(text);
+  if (t.find_first_not_of(" \t\r\n") == std::string_view::npos) {
+    throw ConfigError(source + ": environment variable " + name + " is empty");
+  }
+  Config config = parse_config(text, source);
+  config.env_var = name;
+  return config;
 }
 
 }  // namespace ringlb::core::config

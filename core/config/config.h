@@ -217,7 +217,8 @@ struct DiscoveryConfig {
 };
 
 struct Config {
-  std::string source;  // file path, or "<embedded>"
+  std::string source;   // file path, "env:NAME" (--config-env), or "<embedded>"
+  std::string env_var;  // --config-env: the environment variable the text came from, else ""
   ProxyConfig proxy;
   std::vector<ListenerConfig> listeners;
   std::vector<ClusterConfig> clusters;
@@ -239,6 +240,10 @@ class ConfigError : public std::runtime_error {
 Config parse_config(std::string_view toml_text, std::string_view source_name);
 /// Reads and parses a file. A missing or unreadable file is a ConfigError naming it.
 Config load_config(const std::string& path);
+/// Parses the text of environment variable `name` (--config-env: ECS task definitions set
+/// environment variables, also from SSM parameters and secrets, where no file can be mounted).
+/// Errors name "env:NAME:LINE:COLUMN"; an unset or empty variable is a ConfigError saying so.
+Config load_config_env(const std::string& name);
 
 /// "250ms", "1.5s", "2m", "1h", "0s", "100us": the duration units accepted in config.
 std::optional<Duration> parse_duration(std::string_view text);

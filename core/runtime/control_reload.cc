@@ -70,7 +70,18 @@ Controller::ReloadResult Controller::reload() {
   if (std::string e; access_log_ != nullptr && !access_log_->reopen(e)) LOG_ERROR("%s", e.c_str());
   config::Config loaded;
   try {
-    loaded = config::load_config(config_->source);
+    if (config_->env_var.empty()) {
+      loaded = config::load_config(config_->source);
+    } else {
+      // A process's environment is fixed at exec, so this re-parses the same text (the access
+      // log was reopened above all the same). Said in the log, so nobody waits for a changed
+      // value that cannot arrive.
+      LOG_INFO(
+          "reload: config from environment variable %s: re-parsing the same text (the "
+          "environment of a running process does not change; restart to change it)",
+          config_->env_var.c_str());
+      loaded = config::load_config_env(config_->env_var);
+    }
   } catch (const config::ConfigError& e) {
     LOG_ERROR("reload failed: %s; still running the previous config", e.what());
     return {false, e.what()};

@@ -106,6 +106,21 @@ bool parse_request_line(std::string_view line, Request& req, ParseResult& err) {
   return true;
 }
 
+// One header line: "Name: value" -> lower-cased name, trimmed value. nullptr, or the problem.
+const char* split_field(std::string_view line, std::string& name, std::string_view& value) {
+  size_t colon = line.find(':');
+  if (line.empty() || line.front() == ' ' || line.front() == '\t') {
+    return "malformed header line (obsolete line folding?)";
+  }
+  if (colon == std::string_view::npos || !is_token(line.substr(0, colon))) {
+    return "malformed header line";
+  }
+  value = trim(line.substr(colon + 1));
+  if (!valid_value(value)) return "invalid character in a header value";
+  name = lower(line.substr(0, colon));
+  return nullptr;
+}
+
 // Headers between the request line and the blank line; fills content_length (or -1).
 bool parse_headers(std::string_view head, Request& req, int64_t& content_length, ParseResult& err) {
   content_length = -1;
@@ -113,21 +128,12 @@ bool parse_headers(std::string_view head, Request& req, int64_t& content_length,
     size_t eol = head.find("\r\n");
     std::string_view line = head.substr(0, eol);
     head.remove_prefix(eol == std::string_view::npos ? head.size() : eol + 2);
-    size_t colon = line.find(':');
-    if (line.empty() || line.front() == ' ' || line.front() == '\t') {
-      err = fail(ParseStatus::kBad, "malformed header line (obsolete line folding?)");
+    std::string name;
+    std::string_view value;
+    if (const char* problem = split_field(line, name, value)) {
+      err = fail(ParseStatus::kBad, problem);
       return false;
     }
-    if (colon == std::string_view::npos || !is_token(line.substr(0, colon))) {
-      err = fail(ParseStatus::kBad, "malformed header line");
-      return false;
-    }
-    std::string_view value = trim(line.substr(colon + 1));
-    if (!valid_value(value)) {
-      err = fail(ParseStatus::kBad, "invalid character in a header value");
-      return false;
-    }
-    std::string name = lower(line.substr(0, colon));
     if (name == "content-length") {
       int64_t n = -1;
       auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
@@ -279,6 +285,123 @@ std::string response(int status, std::string_view content_type, std::string_view
   out += "\r\n";
   if (!head_only) out += body;
   return out;
+}
+
+namespace {
+
+ResponseResult bad_response(std::string error) {
+  ResponseResult r;
+  r.status = ParseStatus::kBad;
+  r.error = std::move(error);
+  return r;
+}
+
+// "HTTP/1.1 200 OK" (the reason may be empty or absent).
+bool parse_status_line(std::string_view line, int& status) {
+  if (line.size() < 12 || !line.starts_with("HTTP/1.") || !std::isdigit(line[7]) ||
+      line[8] != ' ') {
+    return false;
+  }
+  std::string_view code = line.substr(9, 3);
+  if (!std::all_of(code.begin(), code.end(), [](char c) { return std::isdigit(c); })) return false;
+  if (line.size() > 12 && line[12] != ' ') return false;
+  status = (code[0] - '0') * 100 + (code[1] - '0') * 10 + (code[2] - '0');
+  return status >= 100;
+}
+
+// A chunked body from `buf` (just after the head): kIncomplete until the last chunk and the
+// trailer section's blank line are in.
+ParseStatus dechunk(std::string_view buf, std::string& body, std::string& error) {
+  body.clear();
+  for (;;) {
+    size_t eol = buf.find("\r\n");
+    if (eol == std::string_view::npos) return ParseStatus::kIncomplete;
+    std::string_view line = buf.substr(0, eol);
+    std::string_view size_text = trim(line.substr(0, line.find(';')));  // extensions ignored
+    uint64_t size = 0;
+    auto [p, ec] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size, 16);
+    if (size_text.empty() || ec != std::errc() || p != size_text.data() + size_text.size()) {
+      error = "malformed chunk size";
+      return ParseStatus::kBad;
+    }
+    buf.remove_prefix(eol + 2);
+    if (size == 0) break;
+    if (buf.size() < size + 2) return ParseStatus::kIncomplete;
+    if (buf.substr(size, 2) != "\r\n") {
+      error = "chunk data not followed by CRLF";
+      return ParseStatus::kBad;
+    }
+    body.append(buf.substr(0, size));
+    buf.remove_prefix(size + 2);
+  }
+  // Trailer fields (ignored) up to a blank line.
+  for (;;) {
+    size_t eol = buf.find("\r\n");
+    if (eol == std::string_view::npos) return ParseStatus::kIncomplete;
+    buf.remove_prefix(eol + 2);
+    if (eol == 0) return ParseStatus::kDone;
+  }
+}
+
+}  // namespace
+
+const std::string* Response::header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (k == name) return &v;
+  }
+  return nullptr;
+}
+
+ResponseResult parse_response(std::string_view buf, bool eof) {
+  size_t end = buf.find("\r\n\r\n");
+  if (end == std::string_view::npos) {
+    return eof ? bad_response("the answer ended inside its headers") : ResponseResult{};
+  }
+  std::string_view head = buf.substr(0, end);
+  std::string_view rest = buf.substr(end + 4);
+  ResponseResult r;
+  size_t eol = head.find("\r\n");
+  if (!parse_status_line(head.substr(0, eol), r.response.status)) {
+    return bad_response("malformed status line");
+  }
+  if (r.response.status < 200) return parse_response(rest, eof);  // 1xx: the real one follows
+  int64_t content_length = -1;
+  bool chunked = false;
+  std::string_view fields = eol == std::string_view::npos ? "" : head.substr(eol + 2);
+  while (!fields.empty()) {
+    size_t e = fields.find("\r\n");
+    std::string_view line = fields.substr(0, e);
+    fields.remove_prefix(e == std::string_view::npos ? fields.size() : e + 2);
+    std::string name;
+    std::string_view value;
+    if (const char* problem = split_field(line, name, value)) return bad_response(problem);
+    if (name == "content-length") {
+      auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), content_length);
+      if (value.empty() || ec != std::errc() || p != value.data() + value.size() ||
+          content_length < 0) {
+        return bad_response("invalid Content-Length");
+      }
+    } else if (name == "transfer-encoding") {
+      chunked = lower(value).find("chunked") != std::string::npos;
+    }
+    r.response.headers.emplace_back(std::move(name), std::string(value));
+  }
+  const int status = r.response.status;
+  if (status == 204 || status == 304) {
+    r.status = ParseStatus::kDone;
+  } else if (chunked) {
+    r.status = dechunk(rest, r.response.body, r.error);
+  } else if (content_length >= 0) {
+    if (rest.size() >= static_cast<uint64_t>(content_length)) {
+      r.response.body = std::string(rest.substr(0, static_cast<size_t>(content_length)));
+      r.status = ParseStatus::kDone;
+    }
+  } else if (eof) {
+    r.response.body = std::string(rest);  // delimited by the close
+    r.status = ParseStatus::kDone;
+  }
+  if (r.status == ParseStatus::kIncomplete && eof) return bad_response("the answer was cut short");
+  return r;
 }
 
 std::optional<std::string_view> query_param(std::string_view query, std::string_view key) {

@@ -1,9 +1,11 @@
 #pragma once
-// A small, strict HTTP/1.1 request parser and response builder for the admin listener. Pure
-// functions over bytes: no I/O, no allocation beyond the request it returns, so every limit and
-// malformed case is unit-tested without sockets. Only what an admin endpoint needs: a request
-// line, headers, and a Content-Length body (no chunked bodies, no obs-fold, no trailers).
-// Owner: any thread (the control thread uses it).
+// A small, strict HTTP/1.1 request parser and response builder for the admin listener, and the
+// response parser of the one-shot GET client (http_get.h). Pure functions over bytes: no I/O, no
+// allocation beyond the message they return, so every limit and malformed case is unit-tested
+// without sockets. Requests: only what an admin endpoint needs (a request line, headers, a
+// Content-Length body; no chunked bodies, no obs-fold, no trailers). Responses: Content-Length,
+// chunked or close-delimited bodies, as the servers we GET from (ringlb's admin, the ECS agent)
+// send them. Owner: any thread (the control thread and the CLI use it).
 #include <cstddef>
 #include <optional>
 #include <string>
@@ -59,6 +61,28 @@ int status_for(ParseStatus s);
 /// HEAD responses keep Content-Length and leave out the body (`head_only`).
 std::string response(int status, std::string_view content_type, std::string_view body,
                      bool keep_alive, std::string_view extra = {}, bool head_only = false);
+
+/// A response as a client reads it.
+struct Response {
+  int status = 0;                                            // 200, 503, ...
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased, in order
+  std::string body;                                          // de-chunked
+
+  /// The first header named `name` (lower-case), or nullptr.
+  const std::string* header(std::string_view name) const;
+};
+
+struct ResponseResult {
+  ParseStatus status = ParseStatus::kIncomplete;  // kIncomplete, kDone or kBad
+  Response response;
+  std::string error;  // kBad: what was wrong
+};
+
+/// Parses the response to a GET sent with `Connection: close`. `eof`: the server has closed, so
+/// a body with neither Content-Length nor chunking ends here, and a message still incomplete was
+/// cut short (kBad). 1xx interim responses are skipped; 204 and 304 have no body. Bytes after a
+/// whole message are ignored.
+ResponseResult parse_response(std::string_view buf, bool eof);
 
 /// `key`'s value in a query string "a=1&b=2" (no percent-decoding: admin keys and values are
 /// plain), or nullopt when absent.

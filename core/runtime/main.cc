@@ -11,20 +11,54 @@
 #include "core/base/log.h"
 #include "core/config/config.h"
 #include "core/demo/demo.h"
+#include "core/runtime/ready_probe.h"
 #include "core/runtime/server.h"
 
 namespace {
 
 void usage(FILE* out) {
   fprintf(out,
-          "usage: ringlb --config FILE [--log-level debug|info|warn|error]\n"
-          "       ringlb check FILE          validate a config file and exit\n"
-          "       ringlb demo [--port N]     run 3 local gRPC backends behind ringlb and show\n"
-          "                                  how one connection's calls spread\n"
-          "       ringlb backend --listen ADDR --name NAME [--delay-ms N] [--threads N]\n"
-          "                                  [--io-backend auto|io_uring|epoll]\n"
-          "                                  a small gRPC echo backend (tests, benchmarks)\n"
-          "       ringlb --version\n");
+          "Usage: ringlb --config FILE [--log-level LEVEL]\n"
+          "  or:  ringlb --config-env NAME [--log-level LEVEL]\n"
+          "  or:  ringlb check FILE | ringlb check --config-env NAME\n"
+          "  or:  ringlb ready [--admin HOST:PORT] [--timeout DURATION]\n"
+          "  or:  ringlb demo [--port N]\n"
+          "  or:  ringlb backend --listen ADDR --name NAME [BACKEND OPTIONS]\n"
+          "A gRPC (HTTP/2) load balancer that picks a backend for every call.\n"
+          "\n"
+          "Options:\n"
+          "  -c, --config FILE      serve with the TOML config in FILE; SIGHUP re-reads it\n"
+          "      --config-env NAME  serve with the TOML config text held in environment\n"
+          "                         variable NAME (ECS task definitions, SSM parameters,\n"
+          "                         secrets); errors name env:NAME:LINE:COLUMN; SIGHUP\n"
+          "                         re-parses the same text\n"
+          "      --log-level LEVEL  debug, info, warn or error (wins over [log] level)\n"
+          "  -h, --help             show this help and exit\n"
+          "      --version          show the version and exit\n"
+          "\n"
+          "Commands:\n"
+          "  check FILE             validate a config file and exit\n"
+          "  check --config-env NAME\n"
+          "                         validate the config in environment variable NAME\n"
+          "  ready                  ask a running ringlb whether it is ready (GET /ready\n"
+          "                         on its admin listener) and print the answer: the\n"
+          "                         container HEALTHCHECK or ECS container health check\n"
+          "      --admin HOST:PORT  the admin listener (default 127.0.0.1:9901)\n"
+          "      --timeout DURATION\n"
+          "                         give up after this long (default 2s)\n"
+          "  demo [--port N]        run 3 local gRPC backends behind ringlb and show how\n"
+          "                         one connection's calls spread\n"
+          "  backend                a small gRPC echo backend for tests and benchmarks:\n"
+          "                         --delay-ms N, --threads N,\n"
+          "                         --io-backend auto|io_uring|epoll\n"
+          "\n"
+          "Exit status:\n"
+          "  0  served and drained (SIGTERM), config valid (check), ready (ready)\n"
+          "  1  start-up failed or config invalid; not ready or unreachable (ready)\n"
+          "  2  usage error\n"
+          "\n"
+          "Signals: SIGTERM/SIGINT drain (a second one exits at once); SIGHUP reloads the\n"
+          "config.\n");
 }
 
 // Out of memory aborts, loudly (DESIGN.md rule 4): operator new never throws, so no bad_alloc can
@@ -51,6 +85,25 @@ bool set_level(const char* name) {
   return true;
 }
 
+// `ringlb check FILE` / `ringlb check --config-env NAME`, argv after "check".
+int check(int argc, char** argv) {
+  bool from_env = argc == 2 && !strcmp(argv[0], "--config-env");
+  if (argc != 1 && !from_env) {
+    usage(stderr);
+    return 2;
+  }
+  try {
+    ringlb::core::config::Config c = from_env ? ringlb::core::config::load_config_env(argv[1])
+                                              : ringlb::core::config::load_config(argv[0]);
+    printf("%s: ok (%zu listeners, %zu clusters)\n", c.source.c_str(), c.listeners.size(),
+           c.clusters.size());
+    return 0;
+  } catch (const ringlb::core::config::ConfigError& e) {
+    fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -70,27 +123,17 @@ int main(int argc, char** argv) {
   }
   if (cmd == "demo") return ringlb::core::demo::run_demo(argc - 2, argv + 2, "/proc/self/exe");
   if (cmd == "backend") return ringlb::core::demo::run_backend(argc - 2, argv + 2);
-  if (cmd == "check") {
-    if (argc != 3) {
-      usage(stderr);
-      return 2;
-    }
-    try {
-      ringlb::core::config::Config c = ringlb::core::config::load_config(argv[2]);
-      printf("%s: ok (%zu listeners, %zu clusters)\n", argv[2], c.listeners.size(),
-             c.clusters.size());
-      return 0;
-    } catch (const ringlb::core::config::ConfigError& e) {
-      fprintf(stderr, "%s\n", e.what());
-      return 1;
-    }
-  }
+  if (cmd == "ready") return ringlb::core::runtime::run_ready(argc - 2, argv + 2);
+  if (cmd == "check") return check(argc - 2, argv + 2);
   std::string config_path;
+  std::string config_env;
   bool level_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--config" || a == "-c") && i + 1 < argc) {
       config_path = argv[++i];
+    } else if (a == "--config-env" && i + 1 < argc) {
+      config_env = argv[++i];
     } else if (a == "--log-level" && i + 1 < argc) {
       level_given = true;
       if (!set_level(argv[++i])) {
@@ -103,13 +146,16 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (config_path.empty()) {
+  if (config_path.empty() == config_env.empty()) {
+    if (!config_path.empty())
+      fprintf(stderr, "ringlb: --config and --config-env exclude each other\n");
     usage(stderr);
     return 2;
   }
   ringlb::core::config::Config config;
   try {
-    config = ringlb::core::config::load_config(config_path);
+    config = config_env.empty() ? ringlb::core::config::load_config(config_path)
+                                : ringlb::core::config::load_config_env(config_env);
   } catch (const ringlb::core::config::ConfigError& e) {
     fprintf(stderr, "%s\n", e.what());
     return 1;

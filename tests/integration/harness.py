@@ -430,10 +430,13 @@ class Ringlb:
 
     def __init__(self, config: dict, io_backend: str, workdir: Path, name: str = "ringlb",
                  launcher: list[str] | None = None, expect_io: str | None = None,
-                 wait_ready: bool = True):
+                 wait_ready: bool = True, env: dict[str, str] | None = None,
+                 config_env: str | None = None):
         """launcher: argv placed before the binary (a wrapper that execs it, so pid stays
         ringlb's). expect_io: the `io backend:` name to insist on (default: io_backend).
-        wait_ready=False returns at once; call wait_listening() / wait_ready() yourself."""
+        wait_ready=False returns at once; call wait_listening() / wait_ready() yourself.
+        env: variables added to the child's environment. config_env: pass the config as the
+        text of this environment variable (`--config-env NAME`) instead of `--config FILE`."""
         self.bin = require_binary()
         self.expect_io = expect_io or io_backend
         self.io_backend = io_backend
@@ -444,11 +447,16 @@ class Ringlb:
         self.stdout_path = workdir / f"{name}.stdout"
         self.returncode: int | None = None
         self.killed = False
+        child_env = {**os.environ, **(env or {})}
+        if config_env:
+            child_env[config_env] = self.config_path.read_text()
+            args = ["--config-env", config_env]
+        else:
+            args = ["--config", str(self.config_path)]
         with open(self.stderr_path, "wb") as err, open(self.stdout_path, "wb") as out:
-            self.proc = subprocess.Popen([*(launcher or []), str(self.bin), "--config",
-                                          str(self.config_path)],
+            self.proc = subprocess.Popen([*(launcher or []), str(self.bin), *args],
                                          stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                         start_new_session=True)
+                                         env=child_env, start_new_session=True)
         self.pid = self.proc.pid
         self.addresses: list[tuple[str, int]] = []
         if wait_ready:
@@ -691,12 +699,15 @@ class RinglbFactory:
         self.instances.append(r)
         return r
 
-    def run(self, args: list[str], timeout: float = 10.0) -> subprocess.CompletedProcess:
-        """Runs the binary to completion (config checks). Fails the test if it hangs."""
+    def run(self, args: list[str], timeout: float = 10.0,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Runs the binary to completion (config checks). Fails the test if it hangs.
+        env: variables added to its environment."""
         b = require_binary()
         try:
             return subprocess.run([str(b), *args], stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=timeout, text=True, errors="replace")
+                                  timeout=timeout, text=True, errors="replace",
+                                  env={**os.environ, **(env or {})})
         except subprocess.TimeoutExpired as e:
             pytest.fail(f"`ringlb {' '.join(args)}` did not exit within {timeout}s; "
                         f"stderr so far: {e.stderr!r}", pytrace=False)

@@ -538,6 +538,49 @@ TEST_CASE("load_config reads a file and names it in errors") {
   unlink(path);
 }
 
+TEST_CASE("load_config_env parses a variable's text and names env:NAME in errors") {
+  using ringlb::core::config::load_config_env;
+  ::unsetenv("RINGLB_TEST_CONFIG_UNSET");
+  CHECK_THROWS_WITH_AS(load_config_env("RINGLB_TEST_CONFIG_UNSET"),
+                       "env:RINGLB_TEST_CONFIG_UNSET: environment variable "
+                       "RINGLB_TEST_CONFIG_UNSET is not set (--config-env names the variable "
+                       "that holds the TOML text)",
+                       ConfigError);
+  ::setenv("RINGLB_TEST_CONFIG", "", 1);
+  CHECK_THROWS_WITH_AS(load_config_env("RINGLB_TEST_CONFIG"),
+                       "env:RINGLB_TEST_CONFIG: environment variable RINGLB_TEST_CONFIG is empty",
+                       ConfigError);
+  ::setenv("RINGLB_TEST_CONFIG", " \n\t\n", 1);
+  CHECK_THROWS_WITH_AS(load_config_env("RINGLB_TEST_CONFIG"),
+                       "env:RINGLB_TEST_CONFIG: environment variable RINGLB_TEST_CONFIG is empty",
+                       ConfigError);
+
+  std::string text = std::string(kMinimal) + "lb = \"p2c\"\n";
+  ::setenv("RINGLB_TEST_CONFIG", text.c_str(), 1);
+  Config c = load_config_env("RINGLB_TEST_CONFIG");
+  CHECK(c.source == "env:RINGLB_TEST_CONFIG");
+  CHECK(c.env_var == "RINGLB_TEST_CONFIG");
+  CHECK(c.clusters.at(0).lb == LbPolicy::kP2c);
+  CHECK(load_config_env("RINGLB_TEST_CONFIG").clusters.size() == 1);  // the same text again
+
+  text = std::string(kMinimal) + "lb = \"p3c\"\n";
+  ::setenv("RINGLB_TEST_CONFIG", text.c_str(), 1);
+  CHECK_THROWS_WITH_AS(load_config_env("RINGLB_TEST_CONFIG"),
+                       "env:RINGLB_TEST_CONFIG:8:6: cluster[0].lb: invalid value \"p3c\", "
+                       "expected one of \"round_robin\", \"p2c\"",
+                       ConfigError);
+  ::setenv("RINGLB_TEST_CONFIG", "[proxy\n", 1);
+  std::string syntax;
+  try {
+    (void)load_config_env("RINGLB_TEST_CONFIG");
+  } catch (const ConfigError& e) {
+    syntax = e.what();
+  }
+  CHECK_MESSAGE(syntax.starts_with("env:RINGLB_TEST_CONFIG:1:"), syntax);
+  CHECK_MESSAGE(syntax.find("syntax error") != std::string::npos, syntax);
+  ::unsetenv("RINGLB_TEST_CONFIG");
+}
+
 TEST_CASE("resilience defaults: keepalive, outlier and the unavailable retry are on") {
   Config c = parse_config(kMinimal, "t.toml");
   const ClusterConfig& cl = c.clusters[0];

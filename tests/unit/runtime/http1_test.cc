@@ -110,3 +110,63 @@ TEST_CASE("http1: responses") {
   CHECK(h.find("Content-Length: 4\r\n") != std::string::npos);
   CHECK(h.ends_with("\r\n\r\n"));
 }
+
+// The client side (`ringlb ready`, the ECS task metadata): responses as servers send them.
+TEST_CASE("http1: responses with Content-Length, chunked, or delimited by the close") {
+  std::string cl =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nready\n";
+  for (size_t n = 0; n < cl.size(); ++n) {
+    CAPTURE(n);
+    CHECK(http1::parse_response(cl.substr(0, n), false).status == ParseStatus::kIncomplete);
+    CHECK(http1::parse_response(cl.substr(0, n), true).status == ParseStatus::kBad);
+  }
+  http1::ResponseResult r = http1::parse_response(cl, false);
+  REQUIRE(r.status == ParseStatus::kDone);
+  CHECK(r.response.status == 200);
+  CHECK(r.response.body == "ready\n");
+  REQUIRE(r.response.header("content-type") != nullptr);
+  CHECK(*r.response.header("content-type") == "text/plain");
+
+  // Go's net/http chunks a body it did not buffer whole (the ECS agent's task document).
+  std::string ch =
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5;ext=1\r\n{\"a\":\r\n3\r\n12}\r\n0\r\nX-Trailer: t\r\n\r\n";
+  for (size_t n = 0; n < ch.size(); ++n) {
+    CAPTURE(n);
+    CHECK(http1::parse_response(ch.substr(0, n), false).status == ParseStatus::kIncomplete);
+  }
+  r = http1::parse_response(ch, true);
+  REQUIRE(r.status == ParseStatus::kDone);
+  CHECK(r.response.body == "{\"a\":12}");
+
+  // HTTP/1.0 style (python's http.server): the close ends the body.
+  std::string closed = "HTTP/1.0 503 Service Unavailable\r\nServer: x\r\n\r\nwaiting for DNS\n";
+  CHECK(http1::parse_response(closed, false).status == ParseStatus::kIncomplete);
+  r = http1::parse_response(closed, true);
+  REQUIRE(r.status == ParseStatus::kDone);
+  CHECK(r.response.status == 503);
+  CHECK(r.response.body == "waiting for DNS\n");
+
+  // 1xx interim answers are skipped; 204 has no body.
+  r = http1::parse_response("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", false);
+  REQUIRE(r.status == ParseStatus::kDone);
+  CHECK(r.response.status == 204);
+  // A reason phrase is optional.
+  CHECK(http1::parse_response("HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", false).status ==
+        ParseStatus::kDone);
+}
+
+TEST_CASE("http1: malformed responses") {
+  for (const char* bad :
+       {"HTTP/2 200 OK\r\n\r\n", "HTTP/1.1 20 OK\r\n\r\n", "SSH-2.0-x\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "HTTP/1.1 200 OK\r\nBad header\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n"}) {
+    CAPTURE(bad);
+    CHECK(http1::parse_response(bad, false).status == ParseStatus::kBad);
+  }
+  // Cut short: fewer bytes than Content-Length when the server closed.
+  CHECK(http1::parse_response("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nab", true).status ==
+        ParseStatus::kBad);
+}
