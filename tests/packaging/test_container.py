@@ -328,6 +328,13 @@ def test_quarter_cpu_task_one_worker_and_sigterm_loses_no_call(containers, backe
     assert calls >= RATE * 3, f"only {calls} calls in the stream"
     assert served and sum(served.values()) > 0, f"no `shard N stopped` line:\n{a.logs()[-2000:]}"
     assert b.running(), "the successor died"
+    m_b = re.search(r'^ringlb_cluster_calls_started_total\{cluster="main"\} (\d+)$',
+                    metrics(admin_b), re.M)
+    total = calls + 1 + 30  # the stream, its first call, the spread check
+    assert m_b and int(m_b.group(1)) + sum(served.values()) == total, \
+        f"calls served: first container {sum(served.values())}, successor " \
+        f"{m_b.group(1) if m_b else '?'}; sent {total}"
+    assert int(m_b.group(1)) >= RATE * 1.0, "the successor took less than the last second's calls"
 
 
 def test_healthcheck_reports_healthy_once_ready(containers, tmp_path):
