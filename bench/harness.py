@@ -273,6 +273,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs)")
     ap.add_argument("--no-container", action="store_true", help="leave the container variant "
                     "of the Fargate-shaped run out (podman, packaging/Dockerfile)")
+    ap.add_argument("--container-access", choices=["off", "stdout"], default="off",
+                    help="the container's access log (default off, as in the bare run)")
     ap.add_argument("--container-image", metavar="NAME", help="run the container variant on "
                     "this image instead of building packaging/Dockerfile")
     ap.add_argument("--render", metavar="JSON", help="measure nothing: rebuild latest.md and "
@@ -379,7 +381,7 @@ def main() -> int:
                 try:
                     # Pinned to the proxy's CPU, as the bare process is: same placement.
                     fargate["container"] = container_run(env, prof, fast, args.container_image,
-                                                         env.proxy_cpu)
+                                                         env.proxy_cpu, args.container_access)
                 except Exception as e:  # noqa: BLE001 -- report it with the rest
                     fargate["container"] = {"error": f"{type(e).__name__}: {e}"}
                     log(f"container: ERROR {fargate['container']['error']}")
