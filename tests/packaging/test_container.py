@@ -223,22 +223,46 @@ def test_image_size_user_and_metadata(image):
     assert r.returncode == 0 and ": ok (1 listeners, 1 clusters)" in r.stdout, r.stdout + r.stderr
 
 
-def test_seccomp_denying_io_uring_falls_back_to_epoll_and_proxies(containers, backends, tmp_path):
+@pytest.fixture
+def dns():
+    import dns_server
+    if not dns_server.HAVE_DNSLIB:
+        pytest.fail(dns_server.INSTALL_HINT, pytrace=False)
+    d = dns_server.DnsServer()
+    yield d
+    d.stop()
+
+
+def test_seccomp_denying_io_uring_falls_back_to_epoll_and_proxies(containers, backends, dns,
+                                                                     tmp_path):
     """Docker >= 25's default profile (and Fargate's) deny io_uring: ringlb must say it falls
-    back to epoll and proxy real gRPC calls, spread over every backend."""
+    back to epoll and proxy real gRPC calls, spread over every backend. The backends come from
+    DNS (SRV records from a DNS server on the host's loopback), as the shipped config's do: c-ares
+    in the image's bare root file system finds them."""
     profile = tmp_path / "deny-io_uring.json"
     profile.write_text(json.dumps({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": [{"names": list(DENIED), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]}))
     bs = backends(3)
+    srv = "_grpc._tcp.backend.test.local"
+    for i in range(3):
+        dns.set_a(f"b{i}.test.local", ["127.0.0.1"], ttl=5)
+    dns.set_srv(srv, [(10, 1, b.port, f"b{i}.test.local") for i, b in enumerate(bs)], ttl=5)
     port, admin = closed_port(), closed_port()
-    cfg = host_config(tmp_path, bs, port, admin, workers=2)
+    cfg = tmp_path / "ringlb.toml"
+    cfg.write_text(render_config({
+        "proxy": {"workers": 2}, "admin": {"address": f"127.0.0.1:{admin}"},
+        "log": {"access": "off"}, "discovery": {"resolvers": [dns.address]},
+        "listener": [{"address": f"127.0.0.1:{port}", "cluster": "main"}],
+        "cluster": [{"name": "main", "dns": srv, "record": "SRV", "connect_timeout": "1s"}]}))
+    cfg.chmod(0o644)
     c = containers(["--network", "host", "--security-opt", f"seccomp={profile}", *mount(cfg)])
     c.wait_log(READY_RE)
     m = EPOLL_RE.search(c.logs())
     assert m, f"no epoll fallback line:\n{c.logs()[-2000:]}"
     # EPERM is this profile's answer (podman's own default profile answers ENOSYS).
     assert "EPERM" in m.group(1) and "falling back to epoll" in m.group(1), m.group(0)
+    assert dns.queries(srv, "SRV") >= 1, "ringlb never asked the DNS server"
     per = spread_calls(port, 90)
     print(f"\nseccomp: {m.group(0)}; 90 calls per backend {per}")
     assert sum(per.values()) == 90
