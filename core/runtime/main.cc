@@ -87,8 +87,8 @@ bool set_level(const char* name) {
 
 // `ringlb check FILE` / `ringlb check --config-env NAME`, argv after "check".
 int check(int argc, char** argv) {
-  bool from_env = argc == 2 && !strcmp(argv[0], "--config-env");
-  if (argc != 1 && !from_env) {
+  bool from_env = argc >= 1 && !strcmp(argv[0], "--config-env");
+  if (argc != (from_env ? 2 : 1)) {
     usage(stderr);
     return 2;
   }
