@@ -1,4 +1,4 @@
-"""ECS packaging: packaging/ecs/ringlb.cfn.yaml (the whole stack) and packaging/ecs/task-definition.json.
+"""ECS packaging: packaging/ecs/ringlb.cfn.yaml (the stack) and packaging/ecs/task-definition.json.
 
 What runs, all offline but the one npm install:
 - npm's cfn-lint (1.9.7) validates the template: property names and types, required properties,
