@@ -126,6 +126,8 @@ mkdir -p "$root/DEBIAN"
 printf 'Source: ringlb\n\nPackage: ringlb\nArchitecture: any\n' > "$work/src/debian/control"
 depends=$(cd "$work/src" && dpkg-shlibdeps -O debian/ringlb/usr/bin/ringlb | sed -n 's/^shlibs:Depends=//p')
 [ -n "$depends" ] || die "dpkg-shlibdeps found no dependencies for $bin"
+# procps: /bin/kill, which the unit's ExecReload runs (a minbase system lacks it).
+depends="$depends, procps"
 
 install -m 0755 packaging/deb/postinst packaging/deb/prerm packaging/deb/postrm "$root/DEBIAN/"
 echo /etc/ringlb/ringlb.toml > "$root/DEBIAN/conffiles"
