@@ -6,10 +6,11 @@
 # (packaging/deb/postinst, prerm, postrm: enable and start the unit), and Depends computed by
 # dpkg-shlibdeps from the libraries the binary links. Prints the .deb's path.
 #
-# Usage: packaging/deb/build-deb.sh [--version DEBVERSION] [BINARY [OUTDIR]]
-#   BINARY   the ringlb release binary (default build/ringlb)
-#   OUTDIR   where the .deb goes (default build/packaging)
+# Usage: packaging/deb/build-deb.sh [--version DEBVERSION] [--config FILE] [BINARY [OUTDIR]]
+#   BINARY     the ringlb release binary (default build/ringlb)
+#   OUTDIR     where the .deb goes (default build/packaging)
 #   --version  the package version (default: `ringlb --version`'s, plus "-1")
+#   --config   the default /etc/ringlb/ringlb.toml to ship (default packaging/deb/ringlb.toml)
 # Relative paths are taken from the repository's top. Env: RINGLB_DEB_MAINTAINER
 # ("Name <address>") for Maintainer and the changelog; SOURCE_DATE_EPOCH (default: the last
 # commit's time) for every date and timestamp, so the same inputs give the same .deb.
@@ -21,18 +22,23 @@ repo=$(cd "$here/../.." && pwd)
 die() { echo "build-deb: $*" >&2; exit 2; }
 
 version=""
+config=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --version) [ $# -ge 2 ] || die "--version needs a value"; version=$2; shift 2 ;;
     --version=*) version=${1#--version=}; shift ;;
+    --config) [ $# -ge 2 ] || die "--config needs a value"; config=$2; shift 2 ;;
+    --config=*) config=${1#--config=}; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     --) shift; break ;;
     -*) die "unknown option $1" ;;
     *) break ;;
   esac
 done
-[ $# -le 2 ] || die "too many arguments (usage: build-deb.sh [--version V] [BINARY [OUTDIR]])"
+[ $# -le 2 ] || die "too many arguments (usage: build-deb.sh [--version V] [--config F] [BINARY [OUTDIR]])"
 cd "$repo"
+config=${config:-packaging/deb/ringlb.toml}
+[ -f "$config" ] || die "no config file $config"
 bin=${1:-build/ringlb}
 out=${2:-build/packaging}
 for tool in dpkg-deb dpkg-shlibdeps help2man strip gzip md5sum; do
@@ -68,9 +74,9 @@ install -D -m 0755 "$bin" "$root/usr/bin/ringlb"
 # As dh_strip does for an executable (lintian: unstripped-binary-or-object).
 strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/ringlb"
 install -D -m 0644 packaging/ringlb.service "$root/lib/systemd/system/ringlb.service"
-install -D -m 0644 packaging/deb/ringlb.toml "$root/etc/ringlb/ringlb.toml"
+install -D -m 0644 "$config" "$root/etc/ringlb/ringlb.toml"
 "$root/usr/bin/ringlb" check "$root/etc/ringlb/ringlb.toml" >/dev/null \
-  || die "packaging/deb/ringlb.toml does not pass \`ringlb check\`"
+  || die "$config does not pass \`ringlb check\`"
 
 # Man page: help2man runs the binary's --help and --version; ringlb.h2m adds the sections
 # --help has no room for (description, signals, systemd, files).
