@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -187,6 +188,36 @@ def test_a_real_run_stays_inside_the_sandbox(tmp_path, ringlb_bin, io_backend):
     assert not outside, f"syscalls the unit's SystemCallFilter would deny: {outside}"
     assert used_families <= families, \
         f"socket families outside RestrictAddressFamilies: {sorted(used_families - families)}"
+
+
+def test_io_uring_needs_no_memlock(tmp_path, ringlb_bin):
+    """Why the unit sets no LimitMEMLOCK: since Linux 5.12 io_uring charges
+    its rings to the memory cgroup, so ringlb serves on io_uring with RLIMIT_MEMLOCK 0."""
+    import harness
+    config = tmp_path / "ringlb.toml"
+    config.write_text(harness.render_config({
+        "proxy": {"workers": 2, "io_backend": "io_uring"},
+        "listener": [{"address": "127.0.0.1:0", "cluster": "main"}],
+        "cluster": [harness.cluster("main", ["127.0.0.1:1"])]}))
+    stderr = tmp_path / "stderr.txt"
+    with open(stderr, "wb") as err:
+        proc = subprocess.Popen(
+            [str(ringlb_bin), "--config", str(config)], stdin=subprocess.DEVNULL, stdout=err,
+            stderr=err, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0)))
+    try:
+        ready = harness.wait_until(
+            lambda: harness.READY_RE.search(stderr.read_text()) or proc.poll() is not None, 10.0)
+        log = stderr.read_text()
+        if proc.poll() is not None and "io_uring" in log and "ENOSYS" in log:
+            pytest.skip("this kernel has no io_uring: " + log[-500:])
+        assert ready and proc.poll() is None, log
+        assert "io backend: io_uring" in log, log
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0
+        else:
+            proc.wait()
 
 
 def test_security_exposure_is_ok():
