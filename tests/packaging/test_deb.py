@@ -162,6 +162,7 @@ def bookworm(debs, minbase_tar, tmp_path_factory):
     print(f"minbase + apt-get install ringlb systemd: {time.monotonic() - t0:.1f}s")
     assert "Setting up ringlb" in r.stdout, r.stdout[-3000:]
     yield root
+    shutil.rmtree(root, ignore_errors=True)  # about 400 MB; pytest would keep three runs' worth
 
 
 def test_installs_and_runs_in_a_fresh_bookworm(bookworm, debs):
@@ -186,8 +187,6 @@ def test_service_under_systemd_in_a_container(bookworm, tmp_path):
     backend runs beside it (`ringlb backend`); calls come from this host's grpcio, entered
     into the container's network namespace."""
     need("podman", "nsenter")
-    import grpc
-    import urllib.request
     name = f"ringlb-deb-test-{os.getpid()}"
     # The container may not raise limits past this sandbox's; runc refuses a high nproc here.
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
