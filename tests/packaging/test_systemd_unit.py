@@ -180,7 +180,7 @@ def test_a_real_run_stays_inside_the_sandbox(tmp_path, ringlb_bin, io_backend):
     calls, used_families = strace_summary(trace)
     print(f"{io_backend}: {len(calls)} distinct syscalls: {' '.join(sorted(calls))}")
     print(f"{io_backend}: socket families: {' '.join(sorted(used_families))}")
-    assert "socket" in calls and "sendto" in calls | {"sendmsg"}
+    assert "socket" in calls and {"sendto", "sendmsg"} & calls
     if io_backend == "io_uring":
         assert "io_uring_setup" in calls
     # execve is strace's own start of ringlb: systemd execs it before the filter applies.
@@ -231,7 +231,7 @@ def test_security_exposure_is_ok():
     assert float(m.group(1)) <= 2.0 and m.group(2) == "OK", tail
 
 
-def test_runs_under_systemd_here(tmp_path, ringlb_bin):
+def test_runs_under_systemd_here(ringlb_bin):
     """The unit as shipped (its ringlb path and config swapped for temporary ones) started by
     the host's systemd: READY=1 arrives (start returns), the sandbox holds, stop is clean."""
     comm = Path("/proc/1/comm").read_text().strip()
@@ -244,16 +244,20 @@ def test_runs_under_systemd_here(tmp_path, ringlb_bin):
     backend = harness.Backend("b0")
     name = f"ringlb-test-{os.getpid()}"
     unit_path = Path("/run/systemd/system") / f"{name}.service"
+    # Not under tmp_path: the unit's dynamic user cannot enter pytest's 0700 folders, and its
+    # PrivateTmp hides /tmp. /run is readable to it (read-only, as ProtectSystem=strict has it).
+    files = Path("/run") / name
     try:
-        config = tmp_path / "ringlb.toml"
+        files.mkdir(mode=0o755)
+        config = files / "ringlb.toml"
         config.write_text(harness.render_config({
             "proxy": {"workers": 1, "drain_timeout": "2s"},
             "listener": [{"address": "127.0.0.1:0", "cluster": "main"}],
             "cluster": [harness.cluster("main", [backend])]}))
         config.chmod(0o644)
-        tmp_path.chmod(0o755)
-        binary = tmp_path / "ringlb"
-        shutil.copy(ringlb_bin, binary)  # readable by the dynamic user wherever the build is
+        binary = files / "ringlb"
+        shutil.copy(ringlb_bin, binary)  # wherever the build is, this copy is readable
+        binary.chmod(0o755)
         text = UNIT.read_text().replace("/usr/bin/ringlb", str(binary)) \
                                .replace("/etc/ringlb/ringlb.toml", str(config))
         unit_path.write_text(text)
@@ -275,4 +279,5 @@ def test_runs_under_systemd_here(tmp_path, ringlb_bin):
         subprocess.run(["systemctl", "stop", name], capture_output=True, timeout=60)
         unit_path.unlink(missing_ok=True)
         subprocess.run(["systemctl", "daemon-reload"], capture_output=True, timeout=60)
+        shutil.rmtree(files, ignore_errors=True)
         backend.stop()
