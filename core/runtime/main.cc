@@ -15,16 +15,29 @@
 
 namespace {
 
+// GNU style (Usage: / or: / options), which help2man turns into the man page's SYNOPSIS and
+// OPTIONS (packaging/deb/build-deb.sh; packaging/deb/ringlb.h2m adds the other sections).
 void usage(FILE* out) {
   fprintf(out,
-          "usage: ringlb --config FILE [--log-level debug|info|warn|error]\n"
-          "       ringlb check FILE          validate a config file and exit\n"
-          "       ringlb demo [--port N]     run 3 local gRPC backends behind ringlb and show\n"
-          "                                  how one connection's calls spread\n"
-          "       ringlb backend --listen ADDR --name NAME [--delay-ms N] [--threads N]\n"
-          "                                  [--io-backend auto|io_uring|epoll]\n"
-          "                                  a small gRPC echo backend (tests, benchmarks)\n"
-          "       ringlb --version\n");
+          "Usage: ringlb --config FILE [--log-level LEVEL]\n"
+          "  or:  ringlb check FILE\n"
+          "  or:  ringlb demo [--port N]\n"
+          "  or:  ringlb backend --listen ADDR --name NAME [BACKEND-OPTION]...\n"
+          "  or:  ringlb --version\n"
+          "\n"
+          "Options:\n"
+          "  -c, --config FILE    serve with this config file (TOML)\n"
+          "      --log-level LEVEL\n"
+          "                       debug, info, warn or error; wins over [log] level\n"
+          "  -h, --help           show this help and exit\n"
+          "      --version        show the version and exit\n"
+          "\n"
+          "Commands:\n"
+          "  check FILE           validate a config file and exit (0: it loads)\n"
+          "  demo [--port N]      run 3 local gRPC backends behind ringlb and show how one\n"
+          "                       connection's calls spread\n"
+          "  backend ...          a small gRPC echo backend (tests, benchmarks); its options:\n"
+          "                       --delay-ms N, --threads N, --io-backend auto|io_uring|epoll\n");
 }
 
 // Out of memory aborts, loudly (DESIGN.md rule 4): operator new never throws, so no bad_alloc can
