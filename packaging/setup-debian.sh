@@ -16,7 +16,7 @@ bench_pkgs=(haproxy nginx-light gnuplot-nox)
 # debian:bookworm-slim), the .deb (lintian, help2man for the man page), the systemd unit
 # (systemd-analyze), the ECS templates (npm's cfn-lint, installed by the test into build/).
 packaging_pkgs=(podman runc fuse-overlayfs slirp4netns uidmap mmdebstrap lintian help2man
-  systemd)
+  systemd python3-yaml python3-botocore dpkg-dev binutils strace man-db)
 # npm: these machines carry Node.js with npm already; Debian's npm only where there is none.
 [ "${RINGLB_SETUP_PACKAGING:-0}" = 1 ] && ! command -v npm >/dev/null && packaging_pkgs+=(npm)
 
