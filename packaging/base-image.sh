@@ -12,10 +12,12 @@ cache=${RINGLB_CACHE:-build/packaging}
 tag=docker.io/library/debian:bookworm-slim
 tar="$cache/bookworm-minbase.tar"
 mkdir -p "$cache"
-if [ ! -s "$tar" ]; then
+if [ ! -f "$tar" ] || [ ! -s "$tar" ]; then
   command -v mmdebstrap >/dev/null || { echo "base-image: mmdebstrap is not installed" >&2; exit 2; }
-  mmdebstrap --quiet --variant=minbase bookworm "$tar.part" >&2
-  mv "$tar.part" "$tar"
+  rm -rf "$tar" "$cache/partial.tar"
+  # mmdebstrap picks the output format from the name: keep the .tar suffix on the partial file.
+  mmdebstrap --quiet --variant=minbase bookworm "$cache/partial.tar" >&2
+  mv "$cache/partial.tar" "$tar"
 fi
 if [ "${1:-}" = --tar ]; then
   echo "$tar"

@@ -12,8 +12,16 @@ test_pkgs=(python3 python3-grpcio python3-protobuf python3-pytest python3-dnslib
   clang libclang-rt-14-dev llvm-14  # tests/fuzz/run.sh: libFuzzer, ASan/UBSan, symbolizer
   prometheus)  # promtool: the /metrics text is checked with `promtool check metrics`
 bench_pkgs=(haproxy nginx-light gnuplot-nox)
+# tests/packaging: the container image (podman with runc; mmdebstrap builds the local
+# debian:bookworm-slim), the .deb (lintian, help2man for the man page), the systemd unit
+# (systemd-analyze), the ECS templates (npm's cfn-lint, installed by the test into build/).
+packaging_pkgs=(podman runc fuse-overlayfs slirp4netns uidmap mmdebstrap lintian help2man
+  systemd python3-yaml python3-botocore dpkg-dev binutils strace man-db)
+# npm: these machines carry Node.js with npm already; Debian's npm only where there is none.
+[ "${RINGLB_SETUP_PACKAGING:-0}" = 1 ] && ! command -v npm >/dev/null && packaging_pkgs+=(npm)
 
 want=("${build_pkgs[@]}" "${test_pkgs[@]}")
+[ "${RINGLB_SETUP_PACKAGING:-0}" = 1 ] && want+=("${packaging_pkgs[@]}")
 [ "${RINGLB_SETUP_BENCH:-0}" = 1 ] && want+=("${bench_pkgs[@]}")
 
 missing=()

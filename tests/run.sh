@@ -5,15 +5,18 @@
 # backends), then the unit and integration tests against an ASan/UBSan build, the integration
 # suite against a TSan build (shards, the control thread and snapshot swaps run on several
 # threads), the libFuzzer targets for a bounded number of runs, and last the chaos suite (faults
-# inside network namespaces, tests/chaos), with nothing building beside it.
+# inside network namespaces, tests/chaos), with nothing building beside it. The packaging suite
+# (tests/packaging: the container image under podman, the .deb in a fresh Debian root, the
+# systemd unit, the ECS templates) runs after the release integration tests, while the ASan tree
+# builds.
 # Usage: bash tests/run.sh   (RINGLB_SKIP_ASAN=1 / RINGLB_SKIP_TSAN=1 / RINGLB_SKIP_FUZZ=1 /
-# RINGLB_SKIP_CHAOS=1 leave a pass out)
+# RINGLB_SKIP_CHAOS=1 / RINGLB_SKIP_PACKAGING=1 leave a pass out)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-# The benchmark smoke test needs the peers (haproxy, nginx) too.
-RINGLB_SETUP_BENCH=1 bash packaging/setup-debian.sh || { echo "setup failed"; exit 1; }
+# The benchmark smoke test needs the peers (haproxy, nginx) too; tests/packaging, podman & co.
+RINGLB_SETUP_BENCH=1 RINGLB_SETUP_PACKAGING=1 bash packaging/setup-debian.sh || { echo "setup failed"; exit 1; }
 
 build() {  # dir, extra meson args...
   local dir=$1; shift
@@ -114,6 +117,14 @@ pytest_run() {  # name, then pytest arguments (default folder tests/integration;
 
 echo "== integration tests (release build, io_uring and epoll)"
 RINGLB_BIN="$root/build/ringlb" pytest_run "integration"
+
+if [ "${RINGLB_SKIP_PACKAGING:-0}" != 1 ]; then
+  # Builds the image from this tree (packaging/Dockerfile) and a .deb from build/ringlb; the
+  # Debian root they start from is built once by mmdebstrap and kept under build/packaging.
+  echo "== packaging (container image under podman, .deb, systemd unit, ECS templates)"
+  RINGLB_PYTEST_DIR=tests/packaging RINGLB_PYTEST_TAIL=40 RINGLB_BIN="$root/build/ringlb" \
+    pytest_run "packaging"
+fi
 
 
 if [ "${RINGLB_SKIP_ASAN:-0}" != 1 ]; then

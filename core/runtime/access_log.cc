@@ -32,7 +32,6 @@ constexpr size_t kEndpointMax = 56;
 constexpr size_t kUserAgentMax = 128;
 constexpr size_t kRequestIdMax = 96;
 
-constexpr size_t kBatch = 64;                       // lines per writev
 constexpr int64_t kNapNs = 2'000'000;               // after a pass that wrote lines
 constexpr int kIdleNaps = 5;                        // then sleep until a shard wakes us
 constexpr int64_t kReportEveryNs = 10'000'000'000;  // drop reports
@@ -378,10 +377,11 @@ bool access_log_success(const proxy::CallRecord& r) {
 
 AccessLogShard::AccessLogShard(AccessLog& log, size_t lines, double sample, uint64_t seed)
     : log_(log) {
-  size_t n = 2;
-  while (n < lines) n <<= 1;
-  mask_ = n - 1;
-  slots_ = std::make_unique_for_overwrite<Slot[]>(n);
+  line_cap_ = std::max<size_t>(lines, 2);
+  size_t bytes = 8192;
+  while (bytes < line_cap_ * 512) bytes <<= 1;
+  byte_mask_ = bytes - 1;
+  ring_ = std::make_unique_for_overwrite<char[]>(bytes);
   sample_all_ = sample >= 1.0;
   const double below = std::ldexp(sample, 64);
   sample_below_ = sample <= 0.0                     ? 0
@@ -398,22 +398,42 @@ void AccessLogShard::log(const proxy::CallRecord& r, const config::Config& confi
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     if ((z ^ (z >> 31)) >= sample_below_) return;
   }
-  const uint64_t t = tail_.load(std::memory_order_relaxed);
-  if (t - head_seen_ > mask_) {
+  // A line fits if the ring holds fewer than line_cap_ lines and has room for its bytes. The
+  // writer's head_ is read only when the last reading of it no longer shows enough.
+  const uint64_t tail = pack(tail_lines_, tail_bytes_);
+  const size_t size = byte_mask_ + 1;
+  auto room = [&] {
+    return lines_between(head_seen_, tail) < line_cap_ ? size - bytes_between(head_seen_, tail) : 0;
+  };
+  size_t free = room();
+  if (free < kAccessLineMax) {
     head_seen_ = head_.load(std::memory_order_acquire);
-    if (t - head_seen_ > mask_) {
+    free = room();
+  }
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  const int64_t wall_ns = static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+  const size_t at = tail_bytes_ & byte_mask_;
+  size_t len;
+  if (free >= kAccessLineMax && size - at >= kAccessLineMax) {
+    // Straight into the ring: every line but those that would cross the ring's end.
+    len = format_access_line(r, config, wall_ns, wall_, ring_.get() + at);
+  } else {  // formatted aside, then copied if it fits (in two pieces across the end)
+    len = free == 0 ? 0 : format_access_line(r, config, wall_ns, wall_, scratch_);
+    if (len == 0 || len > free) {
       dropped_.store(dropped_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
       log_.wake_if_sleeping();  // its drop report is due
       return;
     }
+    const size_t first = std::min(len, size - at);
+    std::memcpy(ring_.get() + at, scratch_, first);
+    std::memcpy(ring_.get(), scratch_ + first, len - first);
   }
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  Slot& s = slots_[t & mask_];
-  s.len = static_cast<uint32_t>(format_access_line(
-      r, config, static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec, wall_, s.text));
+  tail_lines_ += 1;
+  tail_bytes_ += len;
+  queued_.store(tail_lines_, std::memory_order_relaxed);
   // seq_cst: pairs with the writer's sleeping_ store and its re-check of the rings.
-  tail_.store(t + 1, std::memory_order_seq_cst);
+  tail_.store(pack(tail_lines_, tail_bytes_), std::memory_order_seq_cst);
   log_.wake_if_sleeping();
 }
 
@@ -443,6 +463,7 @@ AccessLog::AccessLog(int fd, bool own_fd, std::string path, unsigned shards, siz
     shards_.push_back(std::make_unique<AccessLogShard>(*this, lines, sample, i + 1));
   }
   take_.assign(shards, 0);
+  iov_.resize(2 * static_cast<size_t>(shards));
 }
 
 AccessLog::~AccessLog() {
@@ -550,34 +571,35 @@ size_t AccessLog::drain_once() {
     if (own_fd_) ::close(old);
     own_fd_ = true;
   }
-  iovec iov[kBatch];
-  std::vector<uint64_t>& take = take_;  // per shard, lines in this batch
+  // Everything each ring holds, one or two iovecs per shard (two where it wraps), one writev.
   size_t n = 0;
-  const size_t shards = shards_.size();
-  // Round robin over the shards from pass to pass: a busy one cannot starve the others.
-  const size_t first = next_shard_++ % shards;
-  for (size_t k0 = 0; k0 < shards; ++k0) {
-    const size_t i = (first + k0) % shards;
+  size_t lines = 0;
+  for (size_t i = 0; i < shards_.size(); ++i) {
     AccessLogShard& s = *shards_[i];
     const uint64_t head = s.head_.load(std::memory_order_relaxed);
     const uint64_t tail = s.tail_.load(std::memory_order_acquire);
-    const uint64_t k = n < kBatch ? std::min<uint64_t>(tail - head, kBatch - n) : 0;
-    for (uint64_t j = 0; j < k; ++j) {
-      AccessLogShard::Slot& slot = s.slots_[(head + j) & s.mask_];
-      iov[n++] = {slot.text, slot.len};
-    }
-    take[i] = k;
+    take_[i] = tail;
+    const size_t bytes = AccessLogShard::bytes_between(head, tail);
+    if (bytes == 0) continue;
+    lines += AccessLogShard::lines_between(head, tail);
+    const size_t size = s.byte_mask_ + 1;
+    const size_t at = s.head_bytes_ & s.byte_mask_;
+    const size_t first = std::min(bytes, size - at);
+    iov_[n++] = {s.ring_.get() + at, first};
+    if (first < bytes) iov_[n++] = {s.ring_.get(), bytes - first};
   }
   if (n == 0) return 0;
-  write_all(fd_.load(std::memory_order_relaxed), iov, static_cast<int>(n));
-  for (size_t i = 0; i < shards; ++i) {
-    if (take[i] == 0) continue;
+  write_all(fd_.load(std::memory_order_relaxed), iov_.data(), static_cast<int>(n));
+  for (size_t i = 0; i < shards_.size(); ++i) {
     AccessLogShard& s = *shards_[i];
-    // Only now may the shard reuse the slots.
-    s.head_.store(s.head_.load(std::memory_order_relaxed) + take[i], std::memory_order_release);
+    const uint64_t head = s.head_.load(std::memory_order_relaxed);
+    if (take_[i] == head) continue;
+    s.head_bytes_ += AccessLogShard::bytes_between(head, take_[i]);
+    // Only now may the shard reuse the bytes.
+    s.head_.store(take_[i], std::memory_order_release);
   }
-  written_.fetch_add(n, std::memory_order_relaxed);
-  return n;
+  written_.fetch_add(lines, std::memory_order_relaxed);
+  return lines;
 }
 
 void AccessLog::report_drops(bool force) {
@@ -604,10 +626,8 @@ void AccessLog::run() {
       idle_naps = 0;
       report_drops(false);
       // A busy log: let lines gather so they go out in batches and the shards need not wake us.
-      if (n < kBatch) {
-        timespec nap{0, kNapNs};
-        nanosleep(&nap, nullptr);
-      }
+      timespec nap{0, kNapNs};
+      nanosleep(&nap, nullptr);
       continue;
     }
     report_drops(false);

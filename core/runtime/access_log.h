@@ -1,10 +1,13 @@
 #pragma once
 // The access log: one JSON line per call (log.access: stdout, a file, or off).
 //
-// Each shard formats its line on its own thread, straight into the next slot of its own bounded
-// ring (single producer, single consumer; fixed 2 KiB slots): no lock, no allocation, no
-// syscall while the writer is awake. One writer thread for all shards drains the rings with
-// writev. A full ring drops the line and counts it on the shard (never waits); the writer says
+// Each shard formats its line on its own thread, straight into its own bounded byte ring (single
+// producer, single consumer; lines packed end to end, access_buffer lines and access_buffer x
+// 512 bytes at most): no lock, no allocation, no syscall while the writer is awake. One writer
+// thread for all shards drains the rings with writev, one or two iovecs per shard and pass (the
+// ring's wrap), so a pass costs one syscall however many lines it carries, and the bytes the
+// shard wrote stay within a few hundred KiB of cache. A full ring drops the line and counts it
+// on the shard (never waits); the writer says
 // "access log: N lines dropped (buffer full)" in the process log at most once per 10 s, and once
 // more at stop for what is left.
 //
@@ -15,6 +18,8 @@
 //
 // Owner: built by the server on the control thread before the shards start; AccessLogShard::log
 // runs on its shard thread only; stop() on the control thread after every shard has stopped.
+#include <sys/uio.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -64,31 +69,48 @@ class AccessLogShard {
   void log(const proxy::CallRecord& r, const config::Config& config);
 
   /// Lines queued so far / dropped because the ring was full. Any thread (relaxed).
-  uint64_t lines() const { return tail_.load(std::memory_order_relaxed); }
+  uint64_t lines() const { return queued_.load(std::memory_order_relaxed); }
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
-  size_t capacity() const { return mask_ + 1; }
+  /// Lines the ring holds at most / its size in bytes.
+  size_t capacity() const { return line_cap_; }
+  size_t bytes() const { return byte_mask_ + 1; }
+
+  /// A ring position: lines (mod 2^24) and bytes (mod 2^40) in one word, so the writer reads
+  /// both with one load. Differences of two positions are taken per field.
+  static constexpr unsigned kByteBits = 40;
+  static constexpr uint64_t kByteField = (uint64_t{1} << kByteBits) - 1;
+  static constexpr uint64_t kLineField = (uint64_t{1} << (64 - kByteBits)) - 1;
+  static uint64_t pack(uint64_t lines, uint64_t bytes) {
+    return (lines << kByteBits) | (bytes & kByteField);
+  }
+  static uint64_t lines_between(uint64_t from, uint64_t to) {
+    return ((to >> kByteBits) - (from >> kByteBits)) & kLineField;
+  }
+  static uint64_t bytes_between(uint64_t from, uint64_t to) { return (to - from) & kByteField; }
 
  private:
   friend class AccessLog;
-  struct Slot {
-    uint32_t len;
-    char text[kAccessLineMax];
-  };
 
   AccessLog& log_;
-  size_t mask_ = 0;
-  std::unique_ptr<Slot[]> slots_;  // pages are touched only as slots are first used
+  size_t line_cap_ = 0;
+  size_t byte_mask_ = 0;
+  std::unique_ptr<char[]> ring_;  // pages are touched only as the ring first goes round
   // Shard only.
+  uint64_t tail_lines_ = 0;  // lines and bytes published (the unpacked tail_)
+  uint64_t tail_bytes_ = 0;
   uint64_t head_seen_ = 0;     // head_ as last read: room without a shared load
   uint64_t sample_below_ = 0;  // a successful call is kept if random < this
   bool sample_all_ = true;
   uint64_t random_ = 0;
   WallSecondCache wall_;
+  char scratch_[kAccessLineMax];  // a line that would straddle the ring's end is formatted here
   // Shard writes, the writer reads.
-  alignas(64) std::atomic<uint64_t> tail_{0};  // lines published
+  alignas(64) std::atomic<uint64_t> tail_{0};  // pack(lines, bytes) published
+  std::atomic<uint64_t> queued_{0};
   std::atomic<uint64_t> dropped_{0};
   // Writer side.
-  alignas(64) std::atomic<uint64_t> head_{0};  // lines written out (the writer's only writer)
+  alignas(64) std::atomic<uint64_t> head_{0};  // pack(lines, bytes) written out
+  uint64_t head_bytes_ = 0;                    // writer only: head_'s bytes, unwrapped
   uint64_t dropped_reported_ = 0;              // writer only
 };
 
@@ -99,8 +121,9 @@ class AccessLog {
   /// Control thread, at start-up.
   static std::unique_ptr<AccessLog> create(const config::LogConfig& c, unsigned shards,
                                            std::string& error);
-  /// Writes to `fd` (owned and closed if `own_fd`), `shards` rings of `lines` each (rounded up
-  /// to a power of two, at least 2). `path` (may be empty) is what reopen() opens.
+  /// Writes to `fd` (owned and closed if `own_fd`), `shards` rings of `lines` lines each (at
+  /// least 2) in `lines` x 512 bytes (rounded up to a power of two, at least 8 KiB). `path` (may
+  /// be empty) is what reopen() opens.
   AccessLog(int fd, bool own_fd, std::string path, unsigned shards, size_t lines, double sample);
   ~AccessLog();  // stop()
   AccessLog(const AccessLog&) = delete;
@@ -127,7 +150,7 @@ class AccessLog {
  private:
   friend class AccessLogShard;
   void run();
-  /// Writes one batch from the rings; returns the lines written.
+  /// Writes what the rings hold (one writev); returns the lines written.
   size_t drain_once();
   /// Logs the drops not yet reported, if `force` or 10 s passed since the last report.
   void report_drops(bool force);
@@ -150,9 +173,8 @@ class AccessLog {
   std::atomic<uint64_t> written_{0};
   std::atomic<uint64_t> dropped_reported_{0};
   int64_t last_report_ns_ = 0;  // writer only
-  std::vector<uint64_t> take_;
-  size_t next_shard_ =
-      0;  // writer only  // writer only: per shard, lines in the batch being written
+  std::vector<uint64_t> take_;  // writer only: per shard, the tail_ a pass wrote up to
+  std::vector<iovec> iov_;      // writer only: two per shard
 };
 
 }  // namespace ringlb::core::runtime

@@ -10,6 +10,7 @@
 #include "core/base/log.h"
 #include "core/runtime/admin.h"
 #include "core/runtime/health_checker.h"
+#include "core/runtime/sd_notify.h"
 #include "core/runtime/server.h"
 #include "core/runtime/shard.h"
 #include "discovery/followed_name.h"
@@ -204,6 +205,7 @@ void Controller::on_signal() {
     draining_ = true;
     LOG_INFO("%s: draining (up to %lld ms); send it again to exit at once", strsignal(sig),
              static_cast<long long>(config_->proxy.drain_timeout.count() / 1000000));
+    notify_systemd("STOPPING=1\nSTATUS=draining");
     // Two steps: every shard leaves the listening group, then (on_reports: all of them said
     // so, or after kGoawayFallbackNs) every client is told to go.
     for (Shard* s : shards_) s->post_leave();

@@ -16,49 +16,44 @@
 
 namespace {
 
+// GNU style (Usage: / or: / options), which help2man turns into the man page's SYNOPSIS and
+// OPTIONS (packaging/deb/build-deb.sh; packaging/deb/ringlb.h2m adds the other sections).
 void usage(FILE* out) {
   fprintf(out,
           "Usage: ringlb --config FILE [--log-level LEVEL]\n"
           "  or:  ringlb --config-env NAME [--log-level LEVEL]\n"
-          "  or:  ringlb check FILE | ringlb check --config-env NAME\n"
+          "  or:  ringlb check FILE\n"
+          "  or:  ringlb check --config-env NAME\n"
           "  or:  ringlb ready [--admin HOST:PORT] [--timeout DURATION]\n"
           "  or:  ringlb demo [--port N]\n"
-          "  or:  ringlb backend --listen ADDR --name NAME [BACKEND OPTIONS]\n"
-          "A gRPC (HTTP/2) load balancer that picks a backend for every call.\n"
+          "  or:  ringlb backend --listen ADDR --name NAME [BACKEND-OPTION]...\n"
+          "  or:  ringlb --version\n"
           "\n"
           "Options:\n"
-          "  -c, --config FILE      serve with the TOML config in FILE; SIGHUP re-reads it\n"
-          "      --config-env NAME  serve with the TOML config text held in environment\n"
-          "                         variable NAME (ECS task definitions, SSM parameters,\n"
-          "                         secrets); errors name env:NAME:LINE:COLUMN; SIGHUP\n"
-          "                         re-parses the same text\n"
-          "      --log-level LEVEL  debug, info, warn or error (wins over [log] level)\n"
-          "  -h, --help             show this help and exit\n"
-          "      --version          show the version and exit\n"
+          "  -c, --config FILE    serve with this config file (TOML)\n"
+          "      --config-env NAME\n"
+          "                       serve with the TOML text of environment variable NAME\n"
+          "                       (ECS task definitions, SSM parameters, secrets); errors\n"
+          "                       name env:NAME:LINE:COLUMN; SIGHUP re-parses the same text\n"
+          "      --log-level LEVEL\n"
+          "                       debug, info, warn or error; wins over [log] level\n"
+          "  -h, --help           show this help and exit\n"
+          "      --version        show the version and exit\n"
           "\n"
           "Commands:\n"
-          "  check FILE             validate a config file and exit\n"
+          "  check FILE           validate a config file and exit (0: it loads)\n"
           "  check --config-env NAME\n"
-          "                         validate the config in environment variable NAME\n"
-          "  ready                  ask a running ringlb whether it is ready (GET /ready\n"
-          "                         on its admin listener) and print the answer: the\n"
-          "                         container HEALTHCHECK or ECS container health check\n"
-          "      --admin HOST:PORT  the admin listener (default 127.0.0.1:9901)\n"
-          "      --timeout DURATION\n"
-          "                         give up after this long (default 2s)\n"
-          "  demo [--port N]        run 3 local gRPC backends behind ringlb and show how\n"
-          "                         one connection's calls spread\n"
-          "  backend                a small gRPC echo backend for tests and benchmarks:\n"
-          "                         --delay-ms N, --threads N,\n"
-          "                         --io-backend auto|io_uring|epoll\n"
-          "\n"
-          "Exit status:\n"
-          "  0  served and drained (SIGTERM), config valid (check), ready (ready)\n"
-          "  1  start-up failed or config invalid; not ready or unreachable (ready)\n"
-          "  2  usage error\n"
-          "\n"
-          "Signals: SIGTERM/SIGINT drain (a second one exits at once); SIGHUP reloads the\n"
-          "config.\n");
+          "                       validate the config in environment variable NAME\n"
+          "  ready                ask a running ringlb whether it serves: GET /ready on\n"
+          "                       its admin listener, print the answer; exit 0 when ready\n"
+          "                       (200), 1 when not or unreachable, 2 on a usage error\n"
+          "                       (a container HEALTHCHECK, an ECS health check); options:\n"
+          "                       --admin HOST:PORT (default 127.0.0.1:9901),\n"
+          "                       --timeout DURATION (default 2s)\n"
+          "  demo [--port N]      run 3 local gRPC backends behind ringlb and show how one\n"
+          "                       connection's calls spread\n"
+          "  backend ...          a small gRPC echo backend (tests, benchmarks); its options:\n"
+          "                       --delay-ms N, --threads N, --io-backend auto|io_uring|epoll\n");
 }
 
 // Out of memory aborts, loudly (DESIGN.md rule 4): operator new never throws, so no bad_alloc can
@@ -87,8 +82,8 @@ bool set_level(const char* name) {
 
 // `ringlb check FILE` / `ringlb check --config-env NAME`, argv after "check".
 int check(int argc, char** argv) {
-  bool from_env = argc == 2 && !strcmp(argv[0], "--config-env");
-  if (argc != 1 && !from_env) {
+  bool from_env = argc >= 1 && !strcmp(argv[0], "--config-env");
+  if (argc != (from_env ? 2 : 1)) {
     usage(stderr);
     return 2;
   }

@@ -18,6 +18,7 @@
 #include "core/runtime/access_log.h"
 #include "core/runtime/control.h"
 #include "core/runtime/cpus.h"
+#include "core/runtime/sd_notify.h"
 #include "core/runtime/shard.h"
 #include "discovery/snapshot.h"
 
@@ -231,6 +232,13 @@ int run_server(const config::Config& config, bool log_level_pinned) {
     for (auto& sh : shards) sh->post_serve();
     controller.set_serving();
     LOG_INFO("ready: %u workers (%s)", workers, why.c_str());
+    // systemd (Type=notify): the start is done once the listeners serve, the moment of the
+    // `ready:` line. That is also after the bounded first-DNS wait ran out: /ready may then
+    // still say it waits for DNS, but a start that failed on a DNS outage at boot would only
+    // turn into a restart loop.
+    std::string not_yet = controller.readiness();
+    notify_systemd("READY=1\nSTATUS=serving: " + std::to_string(workers) + " workers" +
+                   (not_yet.empty() ? std::string() : "; " + not_yet));
   }
   int rc = controller.run();
   for (auto& t : threads) t.join();
