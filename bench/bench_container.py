@@ -30,6 +30,7 @@ DENIED = ("io_uring_setup", "io_uring_enter", "io_uring_register")
 # step were throttled (a throttled period stalls every call for the rest of it, up to 75 ms).
 MAX_THROTTLED_SHARE = 0.01
 STEP_TRIES = 3
+IDLE_SECS = 3.0
 
 
 def runtime_args() -> list[str]:
@@ -266,6 +267,12 @@ def container_run(env: Env, prof: Any, fast: list[int], image: str | None,
         time.sleep(0.3)
         out["rss_idle_kb"] = rss_kb(run.pids())
         out["mem_idle_bytes"] = run.cgroup.mem_current()
+        # No calls at all: what the control thread's timers (keepalive PINGs to each endpoint,
+        # DNS, the admin) cost on their own.
+        u0, t0 = run.cgroup.usage_us(), time.monotonic()
+        time.sleep(IDLE_SECS)
+        out["idle_cpu_pct_of_quota"] = ((run.cgroup.usage_us() - u0)
+                                        / ((time.monotonic() - t0) * 1e6 * CPUS) * 100)
         w = h2load(env, run.port, 200, 4, 32)
         if not w.ok:
             raise BenchError(f"warm-up: {w.problem()}")

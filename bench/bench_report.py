@@ -313,6 +313,8 @@ def container_lines(p: dict, bare: dict, c: dict) -> list[str]:
               f"| {_mib(c.get('rss_idle_kb'), 1024)} |",
               f"| RSS MiB, after the sweep | {_mib(bare.get('rss_end_kb'), 1024)} "
               f"| {_mib(c.get('rss_end_kb'), 1024)} |",
+              f"| CPU % of the quota with no calls (3 s, before the warm-up) | n/a "
+              f"| {fmt(c.get('idle_cpu_pct_of_quota'), 2)} |",
               f"| cgroup memory MiB: idle / peak | n/a / {_mib(bare.get('mem_peak_bytes'))} "
               f"| {_mib(c.get('mem_idle_bytes'))} / {_mib(c.get('mem_peak_bytes'))} |", ""]
     if c.get("steps"):
