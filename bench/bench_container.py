@@ -12,6 +12,7 @@ import math
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -233,6 +234,39 @@ def sweep_step(env: Env, run: ContainerRun, rate: int, secs: float,
     return s
 
 
+def carried_rate(steps: list[dict[str, Any]]) -> int | None:
+    """The highest rate that passed with every lower step passing too."""
+    carried = None
+    for st in steps:
+        if not st["pass"]:
+            break
+        carried = st["rate"]
+    return carried
+
+
+def summarize(sweeps: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per rate over the sweeps: passes in a majority of them; medians of the figures, the
+    throttled and total periods summed."""
+    out = []
+    for rate in sorted({st["rate"] for sw in sweeps for st in sw}):
+        xs = [st for sw in sweeps for st in sw if st["rate"] == rate]
+
+        def med(key: str) -> float | None:
+            v = [x[key] for x in xs if x.get(key) is not None]
+            return statistics.median(v) if v else None
+        n_pass = sum(1 for x in xs if x["pass"])
+        out.append({"rate": rate, "runs": len(xs), "passed": n_pass,
+                    "pass": n_pass * 2 > len(sweeps),
+                    "ok": all(x["ok"] for x in xs),
+                    **{k: med(k) for k in ("achieved_rate", "p50_us", "p99_us", "p999_us",
+                                           "direct_p99_us", "cpu_pct_of_quota",
+                                           "cpu_us_per_call", "mem_current_bytes",
+                                           "steal_ms", "tries")},
+                    "nr_throttled_delta": sum(x["nr_throttled_delta"] or 0 for x in xs),
+                    "nr_periods_delta": sum(x["nr_periods_delta"] or 0 for x in xs)})
+    return out
+
+
 def container_run(env: Env, prof: Any, fast: list[int], image: str | None,
                   cpuset: int | None, access: str = "off") -> dict[str, Any]:
     """access: the access log ("off" as in the bare run, or "stdout" as the image's default
@@ -281,22 +315,23 @@ def container_run(env: Env, prof: Any, fast: list[int], image: str | None,
         log(f"container: {prof.fg_idle_rate}/s: {a['cpu_us_per_call']:.0f} us CPU/call, "
             f"{a['cpu_pct_of_quota']:.1f}% of the quota, nr_throttled +{a['nr_throttled_delta']}, "
             f"RSS {a['rss_kb'] / 1024:.1f} MiB, memory {a['mem_current_bytes'] / 2**20:.1f} MiB")
-        steps, best = [], None
-        for rate in prof.ct_steps:
-            s = sweep_step(env, run, rate, prof.fg_step_secs, fast[0])
-            steps.append(s)
-            if s["pass"]:
-                best = rate
-            if not s["ok"] or s.get("achieved_rate", 0) < 0.8 * rate:
-                break
-        carried = None  # the highest rate that passed with every lower step passing too
-        for s in steps:
-            if not s["pass"]:
-                break
-            carried = s["rate"]
-        out["steps"] = steps
-        out["max_rate_passing"] = best
-        out["max_rate_all_below_passing"] = carried
+        sweeps = []
+        for k in range(prof.ct_sweeps):
+            steps = []
+            for rate in prof.ct_steps:
+                st = sweep_step(env, run, rate, prof.fg_step_secs, fast[0])
+                st["sweep"] = k + 1
+                steps.append(st)
+                if not st["ok"] or st.get("achieved_rate", 0) < 0.8 * rate:
+                    break
+            sweeps.append(steps)
+            log(f"container: sweep {k + 1}: carries {carried_rate(steps)} calls/s")
+        out["sweeps"] = sweeps
+        out["steps"] = summarize(sweeps)
+        out["carried_per_sweep"] = [carried_rate(x) for x in sweeps]
+        out["max_rate_all_below_passing"] = carried_rate(out["steps"])
+        passing = [x["rate"] for x in out["steps"] if x["pass"]]
+        out["max_rate_passing"] = max(passing) if passing else None
         out["mem_peak_bytes"] = run.cgroup.mem_peak()
         out["rss_end_kb"] = rss_kb(run.pids())
         out["oom_killed"] = json.loads(podman("inspect", run.name).stdout)[0]["State"].get(

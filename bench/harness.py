@@ -188,6 +188,7 @@ class Profile:
         self.fg_step_secs = 1.0 if q else 3.0
         # The container sweep: finer where a 0.25 CPU task's ceiling lies.
         self.ct_steps = [500, 1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000]
+        self.ct_sweeps = a.container_sweeps
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -275,6 +276,8 @@ def main() -> int:
                     "of the Fargate-shaped run out (podman, packaging/Dockerfile)")
     ap.add_argument("--container-access", choices=["off", "stdout"], default="off",
                     help="the container's access log (default off, as in the bare run)")
+    ap.add_argument("--container-sweeps", type=int, default=1, metavar="N",
+                    help="run the container's rate sweep N times (a step passes in a majority)")
     ap.add_argument("--container-image", metavar="NAME", help="run the container variant on "
                     "this image instead of building packaging/Dockerfile")
     ap.add_argument("--render", metavar="JSON", help="measure nothing: rebuild latest.md and "
