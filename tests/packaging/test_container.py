@@ -93,15 +93,20 @@ def image(base_image, repo_root) -> str:
     t0 = time.monotonic()
     log = repo_root / "build" / "packaging" / "podman-build.log"
     log.parent.mkdir(parents=True, exist_ok=True)
+    iid = log.parent / "podman-build.iid"
+    iid.unlink(missing_ok=True)
     with open(log, "w") as f:
         r = subprocess.run(["podman", "build", *runtime_args(), *ulimit_args(), "--format",
-                            "docker", "-f", "packaging/Dockerfile", "-t", TAG, "."],
+                            "docker", "--iidfile", str(iid), "-f", "packaging/Dockerfile",
+                            "-t", TAG, "."],
                            cwd=repo_root, stdout=f, stderr=subprocess.STDOUT, text=True,
                            timeout=BUILD_TIMEOUT)
     if r.returncode != 0:
         pytest.fail(f"podman build failed ({log}):\n{log.read_text()[-4000:]}", pytrace=False)
     print(f"\nimage build: {time.monotonic() - t0:.1f} s (log {log})")
-    return TAG
+    # The image's ID, not the tag: another checkout building the same tag meanwhile cannot
+    # swap the image under these tests.
+    return iid.read_text().strip()
 
 
 class Container:
