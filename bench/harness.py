@@ -8,6 +8,10 @@ another. Stdlib only; run it with /usr/bin/python3. See bench/README.md for what
 means; `bash bench/run.sh` installs what is missing, builds and runs this.
 
   bench/harness.py [--quick] [--reps N] [--no-fargate | --fargate] [--out DIR] [--targets A,B]
+      [--no-container] [--container-image NAME] [--container-sweeps N]
+      [--container-access off|stdout]
+      the Fargate-shaped run also runs the packaging/Dockerfile image under podman
+      (bench_container.py) unless --no-container
   bench/harness.py --faults [--fault-scenarios kill,sigstop,blackhole,unavailable]
       the fault run instead: chaos scenarios against ringlb and HAProxy side by side
       (bench_faults.py; root, each scenario in its own network namespace)

@@ -11,8 +11,9 @@ cd "$(dirname "$0")/.."
 
 RINGLB_SETUP_BENCH=1 bash packaging/setup-debian.sh
 
-# Syscall counting: perf (raw_syscalls tracepoint), strace as the fallback.
-extra=(linux-perf strace util-linux)
+# Syscall counting: perf (raw_syscalls tracepoint), strace as the fallback. The Fargate-shaped
+# run's container variant: podman with runc, and mmdebstrap for the local base image.
+extra=(linux-perf strace util-linux podman runc mmdebstrap)
 missing=()
 for p in "${extra[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
