@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end benchmark, from a fresh Debian 12 machine: installs what is missing (the build
 # and test packages, haproxy, nginx-light, gnuplot-nox, linux-perf, strace, podman), builds
-# ringlb, then runs bench/harness.py: ringlb (io_uring, epoll) against direct, HAProxy (h2, tcp) and nginx.
+# ringlb, then runs bench/harness.py: ringlb (io_uring, epoll) against direct, HAProxy (h2, tcp)
+# and nginx.
 #
 # Usage: bash bench/run.sh [--quick] [--reps N] [--no-fargate | --fargate] [more harness options]
 # Output: a Markdown table on stdout and in bench/results/latest.md, the raw figures in
