@@ -271,6 +271,85 @@ def fargate_lines(p: dict, fargate: dict, direct_p99: float | None) -> list[str]
                      f"| {fmt(s.get('p999_us', math.nan) / 1000, 2)} "
                      f"| {fmt(s['cpu_pct_of_quota'], 0)} | {s['nr_throttled_delta']} "
                      f"| {'PASS' if s['pass'] else 'FAIL'} |")
+    if fargate.get("container") is not None:
+        L += container_lines(p, fargate, fargate["container"])
+    return L
+
+
+def _mib(v: float | None, div: float = 2**20) -> str:
+    return "n/a" if v is None else f"{v / div:.1f}"
+
+
+def container_lines(p: dict, bare: dict, c: dict) -> list[str]:
+    L = ["", "Container variant (the packaging/Dockerfile image under podman, 0.25 CPU, 512 MB, "
+         f"a seccomp profile denying io_uring, access log {c.get('access_log', 'off')}):", ""]
+    if "unavailable" in c:
+        L.append(f"- not run: {c['unavailable']}")
+        return L
+    if c.get("image"):
+        built = f", built in {c['build_s']:g} s" if "build_s" in c else ""
+        L.append(f"- image {c['image']}: {c['image_bytes'] / 1e6:.1f} MB{built}; "
+                 f"`podman run {c.get('podman_args', '')}`")
+    if c.get("ready_line"):
+        L.append(f"- ringlb: `{c['io_line']}`; `{c['ready_line']}`; {c.get('cgroup')}, "
+                 f"quota {c.get('quota')}")
+    if "error" in c:
+        L.append(f"- ERROR: {c['error']}")
+    a, b = c.get("at_200"), bare.get("at_200") or {}
+    if a:
+        def both(key: str, scale: float = 1.0, digits: int = 1) -> str:
+            def one(d: dict) -> str:
+                v = d.get(key)
+                return "n/a" if v is None else fmt(v / scale, digits)
+            return f"{one(b)} | {one(a)}"
+        L += ["", f"| at {p['fg_idle_rate']} calls/s for {p['fg_idle_secs']:g} s "
+              "| bare process in a cgroup | container |", "|---|---:|---:|",
+              f"| CPU us per call | {both('cpu_us_per_call', 1, 0)} |",
+              f"| CPU % of the quota | {both('cpu_pct_of_quota')} |",
+              f"| nr_throttled delta | {both('nr_throttled_delta', 1, 0)} |",
+              f"| p50 ms | {both('p50_us', 1000, 2)} |",
+              f"| p99 ms | {both('p99_us', 1000, 2)} |",
+              f"| RSS MiB, idle | {_mib(bare.get('rss_idle_kb'), 1024)} "
+              f"| {_mib(c.get('rss_idle_kb'), 1024)} |",
+              f"| RSS MiB, after the sweep | {_mib(bare.get('rss_end_kb'), 1024)} "
+              f"| {_mib(c.get('rss_end_kb'), 1024)} |",
+              f"| CPU % of the quota with no calls (3 s, before the warm-up) | n/a "
+              f"| {fmt(c.get('idle_cpu_pct_of_quota'), 2)} |",
+              f"| cgroup memory MiB: idle / peak | n/a / {_mib(bare.get('mem_peak_bytes'))} "
+              f"| {_mib(c.get('mem_idle_bytes'))} / {_mib(c.get('mem_peak_bytes'))} |", ""]
+    if c.get("steps"):
+        carried, best = c.get("max_rate_all_below_passing"), c.get("max_rate_passing")
+        n = len(c.get("sweeps", [])) or 1
+        per = ", ".join(fmt(x, 0) if x else "none" for x in c.get("carried_per_sweep", []))
+        L.append(f"- **one 0.25 vCPU container carries {fmt(carried, 0) if carried else 'none'} "
+                 f"calls/s**: the highest step that passed, with every step below it passing "
+                 f"(p99 < {c['p99_limit_ms']:g} ms, >= 95% of the offered rate, every call "
+                 f"answered, <= {c['max_throttled_share'] * 100:g}% of CFS periods throttled)"
+                 + (f" in a majority of {n} sweeps; each sweep alone: {per}" if n > 1 else "")
+                 + f"; highest passing step {fmt(best, 0) if best else 'none'} calls/s")
+        L.append("- each step: the same load straight at one backend first (direct p99: this "
+                 "machine's floor at that rate), then up to 3 tries of the container (one stall of "
+                 "a shared VM can fail a try; throttling fails them all); the passing try, or the "
+                 "last, counts" + (f"; figures are medians over the {n} sweeps, throttled "
+                                   "periods summed" if n > 1 else "")
+                 + ". Steal: hypervisor time taken from this VM during the step (all CPUs)")
+        L += ["", "| offered calls/s | achieved | p50 ms | p99 ms | p99.9 ms | direct p99 ms "
+              "| CPU % of quota | CPU us/call | throttled periods | steal ms | memory MiB "
+              "| passed | pass |",
+              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for s in c["steps"]:
+            thr = (f"{s['nr_throttled_delta']}/{s['nr_periods_delta']}"
+                   if s.get("nr_periods_delta") is not None else "n/a")
+            L.append(f"| {s['rate']:,} | {fmt(s.get('achieved_rate'), 0)} "
+                     f"| {fmt((s.get('p50_us') or math.nan) / 1000, 2)} "
+                     f"| {fmt((s.get('p99_us') or math.nan) / 1000, 2)} "
+                     f"| {fmt((s.get('p999_us') or math.nan) / 1000, 2)} "
+                     f"| {fmt((s.get('direct_p99_us') or math.nan) / 1000, 2)} "
+                     f"| {fmt(s['cpu_pct_of_quota'], 0)} | {fmt(s['cpu_us_per_call'], 1)} "
+                     f"| {thr} | {fmt(s.get('steal_ms'), 0)} "
+                     f"| {_mib(s.get('mem_current_bytes'))} "
+                     f"| {s.get('passed', int(s['pass']))}/{s.get('runs', 1)} "
+                     f"| {'PASS' if s['pass'] else 'FAIL'} |")
     return L
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_container import container_run  # noqa: E402
 from bench_fargate import fargate_run  # noqa: E402
 import bench_faults  # noqa: E402
 from bench_load import (background_load, count_syscalls, h2load, h2load_cmd, rate_run,  # noqa: E402
@@ -185,6 +186,9 @@ class Profile:
         self.fg_idle_secs = 2.0 if q else 5.0
         self.fg_steps = [500, 1000, 2000, 4000, 8000, 11000, 14000]
         self.fg_step_secs = 1.0 if q else 3.0
+        # The container sweep: finer where a 0.25 CPU task's ceiling lies.
+        self.ct_steps = [500, 1000, 2000, 3000, 4000, 6000, 8000, 10000, 12000, 14000]
+        self.ct_sweeps = a.container_sweeps
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -268,6 +272,14 @@ def main() -> int:
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECS",
                     help="first wait up to SECS for other processes to leave the CPUs idle")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs)")
+    ap.add_argument("--no-container", action="store_true", help="leave the container variant "
+                    "of the Fargate-shaped run out (podman, packaging/Dockerfile)")
+    ap.add_argument("--container-access", choices=["off", "stdout"], default="off",
+                    help="the container's access log (default off, as in the bare run)")
+    ap.add_argument("--container-sweeps", type=int, default=1, metavar="N",
+                    help="run the container's rate sweep N times (a step passes in a majority)")
+    ap.add_argument("--container-image", metavar="NAME", help="run the container variant on "
+                    "this image instead of building packaging/Dockerfile")
     ap.add_argument("--render", metavar="JSON", help="measure nothing: rebuild latest.md and "
                     "latest.png in --out from a results JSON")
     ap.add_argument("--faults", action="store_true", help="the fault run only: chaos scenarios "
@@ -368,6 +380,14 @@ def main() -> int:
             except Exception as e:  # noqa: BLE001 -- report it with the rest
                 fargate = {"error": f"{type(e).__name__}: {e}"}
                 log(f"fargate: ERROR {fargate['error']}")
+            if not args.no_container:
+                try:
+                    # Pinned to the proxy's CPU, as the bare process is: same placement.
+                    fargate["container"] = container_run(env, prof, fast, args.container_image,
+                                                         env.proxy_cpu, args.container_access)
+                except Exception as e:  # noqa: BLE001 -- report it with the rest
+                    fargate["container"] = {"error": f"{type(e).__name__}: {e}"}
+                    log(f"container: ERROR {fargate['container']['error']}")
     except KeyboardInterrupt:
         log("interrupted: stopping everything")
         rc = 130
@@ -429,7 +449,8 @@ def main() -> int:
     else:
         log(f"kept {workdir}")
     failed = any(med_[t]["reps_ok"] == 0 for t in targets)
-    return 1 if failed or (fargate is not None and "error" in fargate) else 0
+    container_failed = fargate is not None and "error" in (fargate.get("container") or {})
+    return 1 if failed or container_failed or (fargate is not None and "error" in fargate) else 0
 
 
 if __name__ == "__main__":
