@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -201,9 +200,11 @@ def test_io_uring_needs_no_memlock(tmp_path, ringlb_bin):
         "cluster": [harness.cluster("main", ["127.0.0.1:1"])]}))
     stderr = tmp_path / "stderr.txt"
     with open(stderr, "wb") as err:
+        # prlimit (util-linux) sets the limit and execs ringlb, same pid. Not preexec_fn: a
+        # Python-level fork after grpcio is loaded (test_container.py) aborts the interpreter.
         proc = subprocess.Popen(
-            [str(ringlb_bin), "--config", str(config)], stdin=subprocess.DEVNULL, stdout=err,
-            stderr=err, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_MEMLOCK, (0, 0)))
+            ["prlimit", "--memlock=0:0", "--", str(ringlb_bin), "--config", str(config)],
+            stdin=subprocess.DEVNULL, stdout=err, stderr=err)
     try:
         ready = harness.wait_until(
             lambda: harness.READY_RE.search(stderr.read_text()) or proc.poll() is not None, 10.0)
@@ -211,6 +212,8 @@ def test_io_uring_needs_no_memlock(tmp_path, ringlb_bin):
         if proc.poll() is not None and "io_uring" in log and "ENOSYS" in log:
             pytest.skip("this kernel has no io_uring: " + log[-500:])
         assert ready and proc.poll() is None, log
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        assert re.search(r"Max locked memory\s+0\s+0\s", limits), limits
         assert "io backend: io_uring" in log, log
     finally:
         if proc.poll() is None:
