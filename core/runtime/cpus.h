@@ -9,10 +9,11 @@
 // quota while its task is held to 0.25 vCPU (the task's cgroup is above the container's and,
 // inside the container's cgroup namespace or bind mount, invisible).
 #include <cstdint>
-#include <expected>
 #include <optional>
 #include <string>
 #include <string_view>
+
+#include "core/base/result.h"
 
 namespace ringlb::core::runtime {
 
@@ -41,7 +42,7 @@ std::optional<CpuLimit> cgroup_cpu_limit(std::string_view proc_cgroup, std::stri
 /// vCPUs (the containers' own `Limits`, nested in `Containers`, are not it). nullopt when the
 /// document has none (EC2 tasks may have no task size); an error when it is not a JSON object
 /// or the value is not a positive number.
-std::expected<std::optional<double>, std::string> ecs_task_cpu(std::string_view json);
+base::Result<std::optional<double>> ecs_task_cpu(std::string_view json);
 
 /// With ECS_CONTAINER_METADATA_URI_V4 set: GET $URI/task within 1 s and its task-level
 /// Limits.CPU. Any failure (unreachable, timeout, not 200, malformed) is logged as a warning and

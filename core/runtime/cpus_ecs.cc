@@ -109,9 +109,9 @@ class JsonScan {
 
 }  // namespace
 
-std::expected<std::optional<double>, std::string> ecs_task_cpu(std::string_view json) {
+base::Result<std::optional<double>> ecs_task_cpu(std::string_view json) {
   JsonScan j(json);
-  auto malformed = [] { return std::unexpected(std::string("not a JSON object")); };
+  auto malformed = [] { return base::fail(std::string("not a JSON object")); };
   if (!j.eat('{')) return malformed();
   std::optional<double> cpu;
   std::string problem;
@@ -144,8 +144,8 @@ std::expected<std::optional<double>, std::string> ecs_task_cpu(std::string_view 
     if (!j.eat('}')) return malformed();
   }
   if (!j.at_end()) return malformed();
-  if (!problem.empty()) return std::unexpected(problem);
-  if (cpu && !(*cpu > 0)) return std::unexpected("Limits.CPU is not positive");
+  if (!problem.empty()) return base::fail(problem);
+  if (cpu && !(*cpu > 0)) return base::fail("Limits.CPU is not positive");
   return cpu;
 }
 
@@ -166,7 +166,7 @@ std::optional<double> ecs_task_cpu_from_env() {
   auto answer = http_get(url->host, url->port, url->path, kMetadataTimeoutNs);
   if (!answer) {
     LOG_WARN("workers auto: ECS task metadata (%s): %s; the task's CPU limit is not applied",
-             task_url.c_str(), answer.error().c_str());
+             task_url.c_str(), answer.error().message.c_str());
     return std::nullopt;
   }
   if (answer->status != 200) {
@@ -177,7 +177,7 @@ std::optional<double> ecs_task_cpu_from_env() {
   auto cpu = ecs_task_cpu(answer->body);
   if (!cpu) {
     LOG_WARN("workers auto: ECS task metadata (%s): %s; the task's CPU limit is not applied",
-             task_url.c_str(), cpu.error().c_str());
+             task_url.c_str(), cpu.error().message.c_str());
     return std::nullopt;
   }
   if (!*cpu) {

@@ -43,16 +43,15 @@ std::string seconds_text(int64_t ns) {
 }
 
 // A connected non-blocking socket to one of `host`'s addresses, or the error.
-std::expected<int, std::string> connect_to(const std::string& host, const std::string& port,
-                                           const std::string& where, int64_t deadline_ns,
-                                           int64_t timeout_ns) {
+base::Result<int> connect_to(const std::string& host, const std::string& port,
+                             const std::string& where, int64_t deadline_ns, int64_t timeout_ns) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   hints.ai_flags = AI_NUMERICSERV;
   addrinfo* list = nullptr;
   if (int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &list); rc != 0) {
-    return std::unexpected("cannot resolve " + where + ": " + gai_strerror(rc));
+    return base::fail("cannot resolve " + where + ": " + gai_strerror(rc));
   }
   std::string error = "cannot connect to " + where + ": no address";
   for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
@@ -80,7 +79,7 @@ std::expected<int, std::string> connect_to(const std::string& host, const std::s
     error = "cannot connect to " + where + ": " + std::strerror(err);
   }
   ::freeaddrinfo(list);
-  return std::unexpected(error);
+  return base::fail(error);
 }
 
 }  // namespace
@@ -133,20 +132,19 @@ std::optional<HttpUrl> parse_http_url(std::string_view url) {
   return out;
 }
 
-std::expected<http1::Response, std::string> http_get(const std::string& host,
-                                                     const std::string& port, std::string_view path,
-                                                     int64_t timeout_ns) {
+base::Result<http1::Response> http_get(const std::string& host, const std::string& port,
+                                       std::string_view path, int64_t timeout_ns) {
   const int64_t deadline = base::mono_now_ns() + timeout_ns;
   const bool v6 = host.find(':') != std::string::npos;
   const std::string where = (v6 ? "[" + host + "]" : host) + ":" + port;
   auto connected = connect_to(host, port, where, deadline, timeout_ns);
-  if (!connected) return std::unexpected(connected.error());
+  if (!connected) return base::Unexpected(connected.error());
   Fd sock{*connected};
   const std::string request = "GET " + std::string(path) + " HTTP/1.1\r\nHost: " + where +
                               "\r\nUser-Agent: ringlb\r\nAccept: */*\r\nConnection: close\r\n\r\n";
   auto timed_out = [&] {
-    return std::unexpected("timed out after " + seconds_text(timeout_ns) +
-                           " waiting for the answer from " + where);
+    return base::fail("timed out after " + seconds_text(timeout_ns) +
+                      " waiting for the answer from " + where);
   };
   for (size_t sent = 0; sent < request.size();) {
     ssize_t n = ::send(sock.fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
@@ -155,7 +153,7 @@ std::expected<http1::Response, std::string> http_get(const std::string& host,
     } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
       if (!wait_for(sock.fd, POLLOUT, deadline)) return timed_out();
     } else {
-      return std::unexpected("cannot send to " + where + ": " + std::strerror(errno));
+      return base::fail("cannot send to " + where + ": " + std::strerror(errno));
     }
   }
   std::string answer;
@@ -166,16 +164,15 @@ std::expected<http1::Response, std::string> http_get(const std::string& host,
       if (!wait_for(sock.fd, POLLIN, deadline)) return timed_out();
       continue;
     }
-    if (n < 0) return std::unexpected("cannot read from " + where + ": " + std::strerror(errno));
+    if (n < 0) return base::fail("cannot read from " + where + ": " + std::strerror(errno));
     answer.append(buf, static_cast<size_t>(n));
-    if (answer.size() > kMaxAnswer)
-      return std::unexpected("the answer from " + where + " is too large");
+    if (answer.size() > kMaxAnswer) return base::fail("the answer from " + where + " is too large");
     http1::ResponseResult r = http1::parse_response(answer, n == 0);
     if (r.status == http1::ParseStatus::kDone) return std::move(r.response);
     if (r.status == http1::ParseStatus::kBad) {
-      return std::unexpected("malformed answer from " + where + ": " + r.error);
+      return base::fail("malformed answer from " + where + ": " + r.error);
     }
-    if (n == 0) return std::unexpected("the answer from " + where + " was cut short");
+    if (n == 0) return base::fail("the answer from " + where + " was cut short");
   }
 }
 

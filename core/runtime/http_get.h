@@ -4,11 +4,11 @@
 // Blocking on purpose: the CLI, or the control thread before any shard runs; never a shard.
 // Owner: the calling thread.
 #include <cstdint>
-#include <expected>
 #include <optional>
 #include <string>
 #include <string_view>
 
+#include "core/base/result.h"
 #include "core/runtime/http1.h"
 
 namespace ringlb::core::runtime {
@@ -29,8 +29,7 @@ std::optional<std::pair<std::string, std::string>> split_host_port(std::string_v
 /// literal costs nothing), connect, send and the whole answer within `timeout_ns` (except that a
 /// name server may hold getaddrinfo longer). Any status is a result; an error (cannot resolve or
 /// connect, timeout, an answer over 4 MiB or malformed) is a message that names the address.
-std::expected<http1::Response, std::string> http_get(const std::string& host,
-                                                     const std::string& port, std::string_view path,
-                                                     int64_t timeout_ns);
+base::Result<http1::Response> http_get(const std::string& host, const std::string& port,
+                                       std::string_view path, int64_t timeout_ns);
 
 }  // namespace ringlb::core::runtime

@@ -76,8 +76,8 @@ int run_ready(int argc, char** argv) {
   }
   auto answer = http_get(hp->first, hp->second, "/ready", timeout_ns);
   if (!answer) {
-    const bool refused = answer.error().starts_with("cannot connect");
-    fprintf(stderr, "ringlb ready: %s%s\n", answer.error().c_str(),
+    const bool refused = answer.error().message.starts_with("cannot connect");
+    fprintf(stderr, "ringlb ready: %s%s\n", answer.error().message.c_str(),
             refused ? " (is ringlb running, with its [admin] address there?)" : "");
     return 1;
   }

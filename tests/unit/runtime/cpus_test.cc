@@ -223,9 +223,12 @@ TEST_CASE("cpus: ECS task metadata: absent, or malformed") {
     auto r = rt::ecs_task_cpu(bad);
     CHECK_FALSE(r.has_value());
   }
-  CHECK(rt::ecs_task_cpu(R"({"Limits":{"CPU":"0.25"}})").error() == "Limits.CPU is not a number");
-  CHECK(rt::ecs_task_cpu(R"({"Limits":{"CPU":0}})").error() == "Limits.CPU is not positive");
-  CHECK(rt::ecs_task_cpu(R"({"Limits":{"CPU":-1}})").error() == "Limits.CPU is not positive");
+  CHECK(rt::ecs_task_cpu(R"({"Limits":{"CPU":"0.25"}})").error().message ==
+        "Limits.CPU is not a number");
+  CHECK(rt::ecs_task_cpu(R"({"Limits":{"CPU":0}})").error().message ==
+        "Limits.CPU is not positive");
+  CHECK(rt::ecs_task_cpu(R"({"Limits":{"CPU":-1}})").error().message ==
+        "Limits.CPU is not positive");
   // Deep nesting is refused, not a stack overflow.
   std::string deep = "{\"a\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
   CHECK_FALSE(rt::ecs_task_cpu(deep).has_value());
