@@ -5,7 +5,8 @@ send what the RFC forbids). Header blocks are HPACK literals built by hand (stat
 broken block does not desynchronise an encoder); what comes back is split into frames here and
 header blocks are decoded with python3-hpack.
 
-Only 127.0.0.1. Every wait is bounded by a timeout.
+Only 127.0.0.1. Every wait is bounded by a timeout. H2_FRAMES_TRACE=1 prints, when a client is
+closed, every frame it received (run pytest with -s to see it).
 """
 from __future__ import annotations
 
@@ -262,6 +263,8 @@ class H2Client:
 
     # -- plumbing
     def close(self):
+        if os.environ.get("H2_FRAMES_TRACE", "") not in ("", "0"):
+            print(f"\n[h2_frames :{self.port}] {self.describe()}")
         try:
             self.sock.close()
         except OSError:

@@ -324,6 +324,8 @@ def test_5_1_2_max_concurrent_streams_exceeded(backends, ringlb):
         f = c.read_until(lambda f: (f.type == RST_STREAM and f.stream == 3) or f.type == GOAWAY)
         assert f is not None and f.error_code in (PROTOCOL_ERROR, REFUSED_STREAM), \
             f"expected PROTOCOL_ERROR or REFUSED_STREAM for stream 3; {c.describe()}"
+        if f.type == GOAWAY:  # escalated to a connection error (5.4): then 5.4.1 applies
+            assert c.wait_closed(), f"GOAWAY but the connection stays open; {c.describe()}"
     finally:
         c.close()
 
