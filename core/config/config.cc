@@ -4,9 +4,7 @@
 #include "core/config/config.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <toml++/toml.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -27,7 +25,6 @@ constexpr uint64_t kMiB = 1024 * kKiB;
 constexpr uint64_t kGiB = 1024 * kMiB;
 constexpr Duration kMaxDuration = std::chrono::hours(24 * 7);
 // Reading stops here so a config path pointing at /dev/zero or a log file fails fast.
-constexpr size_t kMaxConfigBytes = 16 * kMiB;
 
 // User text goes into one-line log messages: keep it on one line and visibly delimited.
 std::string quote(std::string_view s) {
@@ -153,7 +150,8 @@ class Loader {
   explicit Loader(std::string_view source) : source_(source) {}
 
   Config load(const toml::table& root) {
-    check_keys(root, "", {"proxy", "discovery", "listener", "cluster", "admin", "log", "metrics"});
+    check_keys(root, "",
+               {"proxy", "limits", "discovery", "listener", "cluster", "admin", "log", "metrics"});
     Config config;
     config.source = source_;
     config.admin.address = *io::parse_socket_address("127.0.0.1:9901");
@@ -164,6 +162,8 @@ class Loader {
       load_metrics(expect_table(*n, "metrics"), config.metrics);
     if (const toml::node* n = root.get("proxy"))
       load_proxy(expect_table(*n, "proxy"), config.proxy);
+    if (const toml::node* n = root.get("limits"))
+      load_limits(expect_table(*n, "limits"), config.limits);
     if (const toml::node* n = root.get("discovery"))
       load_discovery(expect_table(*n, "discovery"), config.discovery);
 
@@ -388,7 +388,8 @@ class Loader {
     check_keys(t, "proxy",
                {"workers", "io_backend", "drain_timeout", "max_connections",
                 "max_concurrent_streams", "stream_buffer", "connection_window",
-                "max_header_list_size", "idle_timeout", "retry_buffer", "memory_limit"});
+                "max_header_list_size", "idle_timeout", "retry_buffer", "memory_limit",
+                "handshake_timeout", "header_timeout", "body_timeout", "send_timeout"});
     if (const toml::node* n = t.get("workers")) {
       if (const toml::value<std::string>* s = n->as_string()) {
         if (s->get() != "auto") {
@@ -444,14 +445,63 @@ class Loader {
     if (const toml::node* n = t.get("max_header_list_size")) {
       p.max_header_list_size = size_in_range(*n, "proxy.max_header_list_size", kKiB, 16 * kMiB);
     }
-    if (const toml::node* n = t.get("idle_timeout")) {
-      p.idle_timeout = duration(*n, "proxy.idle_timeout");
+    const std::pair<const char*, Duration*> stages[] = {
+        {"idle_timeout", &p.idle_timeout},     {"handshake_timeout", &p.handshake_timeout},
+        {"header_timeout", &p.header_timeout}, {"body_timeout", &p.body_timeout},
+        {"send_timeout", &p.send_timeout},
+    };
+    for (auto [key, field] : stages) {
+      if (const toml::node* n = t.get(key)) *field = duration(*n, join("proxy", key));
     }
     if (const toml::node* n = t.get("retry_buffer")) {
       p.retry_buffer = size_in_range(*n, "proxy.retry_buffer", 0, 64 * kMiB);
     }
     if (const toml::node* n = t.get("memory_limit")) {
       p.memory_limit = size64_in_range(*n, "proxy.memory_limit", 4 * kMiB, 1024 * kGiB);
+    }
+  }
+
+  void load_limits(const toml::table& t, LimitsConfig& l) const {
+    const std::pair<const char*, uint32_t*> counts[] = {
+        {"reset_rate", &l.reset_rate},
+        {"reset_burst", &l.reset_burst},
+        {"address_reset_rate", &l.address_reset_rate},
+        {"address_reset_burst", &l.address_reset_burst},
+        {"max_empty_frames", &l.max_empty_frames},
+        {"window_updates_per_data_frame", &l.window_updates_per_data_frame},
+        {"priority_per_stream", &l.priority_per_stream},
+        {"control_rate", &l.control_rate},
+        {"control_burst", &l.control_burst},
+        {"max_outbound_control_frames", &l.max_outbound_control_frames},
+    };
+    check_keys(
+        t, "limits",
+        {"turn_bytes", "refuse_for", "reset_rate", "reset_burst", "address_reset_rate",
+         "address_reset_burst", "max_empty_frames", "window_updates_per_data_frame",
+         "priority_per_stream", "control_rate", "control_burst", "max_outbound_control_frames"});
+    for (auto [key, field] : counts) {
+      if (const toml::node* n = t.get(key)) {
+        *field = static_cast<uint32_t>(integer_in_range(*n, join("limits", key), 1, 1'000'000));
+      }
+    }
+    if (const toml::node* n = t.get("turn_bytes")) {
+      l.turn_bytes = size_in_range(*n, "limits.turn_bytes", 16 * kKiB, 16 * kMiB);
+    }
+    if (const toml::node* n = t.get("refuse_for")) {
+      l.refuse_for =
+          duration_in_range(*n, "limits.refuse_for", Duration::zero(), std::chrono::hours(1));
+    }
+    // A burst below the rate would refill past itself every second: say so rather than clamp.
+    for (auto [rate, burst, key] :
+         {std::tuple{l.reset_rate, l.reset_burst, "reset_burst"},
+          std::tuple{l.address_reset_rate, l.address_reset_burst, "address_reset_burst"},
+          std::tuple{l.control_rate, l.control_burst, "control_burst"}}) {
+      if (burst < rate) {
+        const toml::node* n = t.get(key);
+        fail(n != nullptr ? n->source() : t.source(), join("limits", key),
+             "must be at least the matching rate (" + std::to_string(rate) + "), got " +
+                 std::to_string(burst));
+      }
     }
   }
 
@@ -972,49 +1022,6 @@ Config parse_config(std::string_view toml_text, std::string_view source_name) {
                       ": syntax error: " + std::string(e.description()));
   }
   return Loader(source_name).load(root);
-}
-
-Config load_config(const std::string& path) {
-  auto cannot_read = [&](int err) {
-    return ConfigError(path + ": cannot read: " + std::strerror(err));
-  };
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw cannot_read(errno);
-  std::string text;
-  char buf[64 * 1024];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      throw cannot_read(err);
-    }
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > kMaxConfigBytes) {
-      ::close(fd);
-      throw ConfigError(path + ": cannot read: larger than " + format_size(kMaxConfigBytes));
-    }
-  }
-  ::close(fd);
-  return parse_config(text, path);
-}
-
-Config load_config_env(const std::string& name) {
-  const std::string source = "env:" + name;
-  const char* text = std::getenv(name.c_str());
-  if (text == nullptr) {
-    throw ConfigError(source + ": environment variable " + name +
-                      " is not set (--config-env names the variable that holds the TOML text)");
-  }
-  std::string_view t(text);
-  if (t.find_first_not_of(" \t\r\n") == std::string_view::npos) {
-    throw ConfigError(source + ": environment variable " + name + " is empty");
-  }
-  Config config = parse_config(text, source);
-  config.env_var = name;
-  return config;
 }
 
 }  // namespace ringlb::core::config

@@ -36,8 +36,18 @@ struct ProxyConfig {
   uint32_t connection_window = 8 * 1024 * 1024;
   // Advertised as SETTINGS_MAX_HEADER_LIST_SIZE and enforced on receive.
   uint32_t max_header_list_size = 64 * 1024;
-  // Idle downstream connections (no open stream) are closed after this; 0 = never.
-  Duration idle_timeout = std::chrono::minutes(10);
+  // Idle downstream connections (no open stream) get the two-phase GOAWAY after this; 0 = never.
+  Duration idle_timeout = std::chrono::minutes(3);
+  // Stage timeouts of a downstream connection (each 0 = none; each counted by stage):
+  // accepted, and no HTTP/2 preface and SETTINGS yet (the TLS handshake too, when TLS lands);
+  Duration handshake_timeout = std::chrono::seconds(5);
+  // a request header block begun and not complete (HEADERS waiting for its CONTINUATION);
+  Duration header_timeout = std::chrono::seconds(10);
+  // a request body with no byte received while the client may send (its window is open);
+  Duration body_timeout = std::chrono::seconds(30);
+  // response bytes waiting on a client that does not read (its window closed, or the socket
+  // not draining): the stream is reset, or the connection closed when the socket is stuck.
+  Duration send_timeout = std::chrono::seconds(30);
   // Request body bytes kept per call so a call that never reached a backend can be replayed;
   // past it the call is "truncated" and is never replayed.
   uint32_t retry_buffer = 256 * 1024;
@@ -216,10 +226,39 @@ struct DiscoveryConfig {
   Duration query_timeout = std::chrono::seconds(2);
 };
 
+/// Abuse limits, per downstream connection unless said; each one that trips ends the connection
+/// with GOAWAY(ENHANCE_YOUR_CALM) and a counted reason (DESIGN: one peer's abuse costs only it).
+struct LimitsConfig {
+  // Input bytes one connection may have processed per loop turn; the rest waits for the next
+  // turn, after every other connection has had its share.
+  uint32_t turn_bytes = 64 * 1024;
+  // Streams the client resets, or that ringlb refuses, per second (token bucket).
+  uint32_t reset_rate = 200;
+  uint32_t reset_burst = 1000;
+  // The same, per client IP address across its connections (per shard).
+  uint32_t address_reset_rate = 400;
+  uint32_t address_reset_burst = 2000;
+  // After an abuse GOAWAY, new connections from that address are closed at once for this long;
+  // 0 = never (behind a balancer that hides client addresses).
+  Duration refuse_for = std::chrono::seconds(5);
+  // Consecutive frames with an empty payload (DATA without END_STREAM, HEADERS, CONTINUATION).
+  uint32_t max_empty_frames = 16;
+  // WINDOW_UPDATE frames received <= 100 + this x DATA frames sent.
+  uint32_t window_updates_per_data_frame = 10;
+  // PRIORITY frames received <= 100 + this x streams opened.
+  uint32_t priority_per_stream = 100;
+  // PING and SETTINGS frames received per second (token bucket).
+  uint32_t control_rate = 100;
+  uint32_t control_burst = 500;
+  // Control frames (PING/SETTINGS ACKs, RST_STREAM) queued for a client that does not read.
+  uint32_t max_outbound_control_frames = 1000;
+};
+
 struct Config {
   std::string source;   // file path, "env:NAME" (--config-env), or "<embedded>"
   std::string env_var;  // --config-env: the environment variable the text came from, else ""
   ProxyConfig proxy;
+  LimitsConfig limits;
   std::vector<ListenerConfig> listeners;
   std::vector<ClusterConfig> clusters;
   DiscoveryConfig discovery;

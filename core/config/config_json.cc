@@ -68,8 +68,29 @@ void write_proxy(JsonWriter& w, const ProxyConfig& p) {
   num(w, "connection_window", p.connection_window);
   num(w, "max_header_list_size", p.max_header_list_size);
   dur(w, "idle_timeout", p.idle_timeout);
+  dur(w, "handshake_timeout", p.handshake_timeout);
+  dur(w, "header_timeout", p.header_timeout);
+  dur(w, "body_timeout", p.body_timeout);
+  dur(w, "send_timeout", p.send_timeout);
   num(w, "retry_buffer", p.retry_buffer);
   num(w, "memory_limit", p.memory_limit);
+  w.end_object();
+}
+
+void write_limits(JsonWriter& w, const LimitsConfig& l) {
+  w.key("limits").begin_object();
+  num(w, "turn_bytes", l.turn_bytes);
+  num(w, "reset_rate", l.reset_rate);
+  num(w, "reset_burst", l.reset_burst);
+  num(w, "address_reset_rate", l.address_reset_rate);
+  num(w, "address_reset_burst", l.address_reset_burst);
+  dur(w, "refuse_for", l.refuse_for);
+  num(w, "max_empty_frames", l.max_empty_frames);
+  num(w, "window_updates_per_data_frame", l.window_updates_per_data_frame);
+  num(w, "priority_per_stream", l.priority_per_stream);
+  num(w, "control_rate", l.control_rate);
+  num(w, "control_burst", l.control_burst);
+  num(w, "max_outbound_control_frames", l.max_outbound_control_frames);
   w.end_object();
 }
 
@@ -255,6 +276,7 @@ std::string config_to_json(const Config& config) {
   w.begin_object();
   text(w, "source", config.source);
   write_proxy(w, config.proxy);
+  write_limits(w, config.limits);
   w.key("listeners").begin_array();
   for (const ListenerConfig& l : config.listeners) write_listener(w, l);
   w.end_array();

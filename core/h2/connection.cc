@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
 
 #include "core/base/log.h"
@@ -9,7 +11,8 @@
 
 namespace ringlb::core::h2 {
 
-H2Connection::H2Connection(Host& host) : host_(host), plain_(&host.chunks()) {
+H2Connection::H2Connection(Host& host)
+    : host_(host), plain_(&host.chunks()), backlog_(&host.chunks()) {
   recv_op_.handler = send_op_.handler = connect_op_.handler = this;
   recv_op_.tag = kRecv;
   send_op_.tag = kSend;
@@ -50,38 +53,145 @@ void H2Connection::on_complete(io::Op& op, const io::Completion& c) {
 
 void H2Connection::on_recv(const io::Completion& c) {
   if (state_ != State::kOpen) return;  // late data after close: dropped
+  const bool cancelled_by_us = recv_cancelled_;
+  if (!c.more) recv_cancelled_ = false;  // the receive is over, however it ended
   if (c.res <= 0) {
+    // Our own cancel (input paused, or going away) ends the receive: not the peer's doing.
+    // If the backlog drained meanwhile, reading starts again here.
+    if (c.res == -ECANCELED && cancelled_by_us) {
+      if (!input_paused_ && !going_away_) host_.reactor().recv(fd_, recv_op_);
+      return;
+    }
     close(c.res == 0 ? "peer closed the connection" : strerror(-c.res));
     return;
   }
-  if (auto r = transport_->on_recv(c.data, static_cast<size_t>(c.res), *this); !r) {
-    close(r.error().message.c_str());
-    return;
+  if (going_away_) return;  // the receive is being cancelled: nothing more is processed
+  const uint8_t* data = c.data;
+  size_t n = static_cast<size_t>(c.res);
+  if (backlog_.empty()) {
+    const size_t now = std::min(n, share_left());
+    if (now > 0 && !feed(data, now)) return;
+    data += now;
+    n -= now;
   }
+  if (n > 0) hold_input(data, n);
   if (state_ != State::kOpen) return;
   after_input();
-  if (!c.more && state_ == State::kOpen) host_.reactor().recv(fd_, recv_op_);
+  if (!c.more && state_ == State::kOpen && !input_paused_ && !going_away_) {
+    host_.reactor().recv(fd_, recv_op_);
+  }
   mark_dirty();
 }
 
-bool H2Connection::on_plaintext(const uint8_t* data, size_t n) {
-  if (state_ != State::kOpen) return false;
-  ssize_t r = nghttp2_session_mem_recv(session_, data, n);
-  if (r < 0) {
-    // Fatal for this connection only (bad preface, flood, callback failure). Protocol errors
-    // that nghttp2 answers with GOAWAY return >= 0 and end through want_read() in flush().
-    LOG_DEBUG("host %u: closing connection: %s", host_.index(), nghttp2_strerror(int(r)));
-    close(nghttp2_strerror(static_cast<int>(r)));
+bool H2Connection::feed(const uint8_t* data, size_t n) {
+  share_used_ += n;
+  if (auto r = transport_->on_recv(data, n, *this); !r) {
+    close(r.error().message.c_str());
     return false;
   }
   return state_ == State::kOpen;
 }
 
+size_t H2Connection::share_left() {
+  if (share_turn_ != host_.turn_number()) {
+    share_turn_ = host_.turn_number();
+    share_used_ = 0;
+  }
+  const size_t limit = host_.turn_bytes();
+  return share_used_ >= limit ? 0 : limit - share_used_;
+}
+
+void H2Connection::hold_input(const uint8_t* data, size_t n) {
+  backlog_.append(data, n);
+  if (input_paused_) return;
+  input_paused_ = true;
+  host_.add_backlog(this);
+  cancel_recv();  // what is in flight still lands here
+}
+
+void H2Connection::drain_backlog() {
+  if (state_ != State::kOpen || going_away_) return;
+  size_t left = std::min(backlog_.size(), share_left());
+  while (left > 0) {
+    iovec iov[1];
+    backlog_.peek_iovecs(iov, 1);
+    const size_t n = std::min(left, iov[0].iov_len);
+    // The bytes stay in the queue while the session reads them: feed() may close us, which
+    // clears it, so consume only after, and only if still open.
+    if (!feed(static_cast<const uint8_t*>(iov[0].iov_base), n)) return;
+    if (going_away_) return;
+    backlog_.consume(n);
+    left -= n;
+  }
+  after_input();
+  if (state_ != State::kOpen) return;
+  if (backlog_.empty()) resume_input();
+  mark_dirty();
+}
+
+void H2Connection::cancel_recv() {
+  if (!recv_op_.active || recv_cancelled_) return;
+  recv_cancelled_ = true;
+  host_.reactor().cancel(recv_op_);
+}
+
+void H2Connection::resume_input() {
+  if (input_paused_) {
+    input_paused_ = false;
+    host_.remove_backlog(this);
+  }
+  // A cancelled receive may still be completing: its final completion re-arms (on_recv).
+  if (!recv_op_.active && state_ == State::kOpen && !going_away_) {
+    host_.reactor().recv(fd_, recv_op_);
+  }
+}
+
+bool H2Connection::on_plaintext(const uint8_t* data, size_t n) {
+  if (state_ != State::kOpen || going_away_) return false;
+  ssize_t r = nghttp2_session_mem_recv(session_, data, n);
+  if (r < 0) {
+    // A limit of ours that tripped inside a callback stops the input this way (go_away()
+    // was called): the GOAWAY goes out, then we close.
+    if (going_away_) return false;
+    // Fatal for this connection only (bad preface, flood, callback failure). Protocol errors
+    // that nghttp2 answers with GOAWAY return >= 0 and end through want_read() in flush().
+    LOG_DEBUG("host %u: closing connection: %s", host_.index(), nghttp2_strerror(int(r)));
+    on_input_error(static_cast<int>(r));
+    if (!going_away_) close(nghttp2_strerror(static_cast<int>(r)));
+    return false;
+  }
+  return state_ == State::kOpen && !going_away_;
+}
+
+void H2Connection::go_away(uint32_t code, std::string_view debug) {
+  if (state_ != State::kOpen || going_away_) return;
+  going_away_ = true;
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
+                        nghttp2_session_get_last_proc_stream_id(session_), code,
+                        reinterpret_cast<const uint8_t*>(debug.data()), debug.size());
+  if (input_paused_) {
+    input_paused_ = false;
+    host_.remove_backlog(this);
+  }
+  backlog_.clear();
+  cancel_recv();
+  mark_dirty();
+}
+
 void H2Connection::flush() {
   dirty = false;
   if (state_ != State::kOpen) return;
+  before_flush();
+  if (state_ != State::kOpen) return;
+  if (dirty) {  // what before_flush() submitted goes out now, not in another round
+    host_.remove_dirty(this);
+    dirty = false;
+  }
   mem::ChunkQueue& plain = transport_->plain_out();
-  while (plain.size() < kHighWater) {
+  // Going away: the GOAWAY is among the next few frames (nghttp2 sends control frames before
+  // DATA); nothing past them matters.
+  int frames = going_away_ ? 8 : INT32_MAX;
+  while (plain.size() < kHighWater && frames-- > 0) {
     const uint8_t* data = nullptr;
     ssize_t n = nghttp2_session_mem_send(session_, &data);
     if (n < 0) {
@@ -98,9 +208,14 @@ void H2Connection::flush() {
   }
   mem::ChunkQueue& wire = transport_->wire_out();
   if (!send_op_.active && !wire.empty()) {
+    send_progress_ns_ = host_.now();
     send_op_.iov = iov_;
     send_op_.iovcnt = wire.peek_iovecs(iov_, kMaxIov);
     host_.reactor().send(fd_, send_op_);
+    return;
+  }
+  if (going_away_ && !send_op_.active && wire.empty()) {
+    close("went away (GOAWAY sent)");
     return;
   }
   if (!send_op_.active && wire.empty() && plain.empty() && !hold_open() &&
@@ -151,6 +266,7 @@ void H2Connection::on_sent(const io::Completion& c) {
     return;
   }
   transport_->wire_out().consume(static_cast<size_t>(c.res));
+  if (c.res > 0) send_progress_ns_ = host_.now();
   mark_dirty();  // the rest of the output, or more frames, or the end-of-session check
 }
 
@@ -160,6 +276,9 @@ void H2Connection::close(const char* why) {
   state_ = State::kClosing;
   if (withheld_ > 0) host_.drop_credit(this);
   withheld_ = 0;
+  if (input_paused_) host_.remove_backlog(this);
+  input_paused_ = false;
+  backlog_.clear();
   if (dirty) host_.remove_dirty(this);
   dirty = false;
   on_close(why);

@@ -8,9 +8,15 @@
 // go out as one gathered send; while a send is in flight new frames queue behind it. We stop
 // pulling at a high-water mark, so a slow peer leaves data in the per-stream buffers, where
 // HTTP/2 flow control bounds it, instead of in the output queue.
+//
+// Fair share: a connection has at most Host::turn_bytes() of input processed per loop turn.
+// What arrives beyond that waits in its backlog, reading stops, and the host gives it another
+// share at the start of each later turn, after which reading resumes. A peer that floods frames
+// slows itself: its own input queues (in the kernel, then here), not its neighbours'.
 #include <nghttp2/nghttp2.h>
 
 #include <cstdint>
+#include <string_view>
 
 #include "core/base/list.h"
 #include "core/h2/transport.h"
@@ -57,6 +63,18 @@ class H2Connection : public io::IoHandler, private TransportSink {
   /// Returns what credit_connection() held back. Host only.
   void release_withheld();
 
+  /// Sends GOAWAY(`code`, with `debug` as its debug data) for the streams processed so far,
+  /// reads and processes nothing more, and closes once it is written. For a peer that broke a
+  /// limit or the protocol; the owner bounds the wait for a peer that does not read (close()).
+  void go_away(uint32_t code, std::string_view debug);
+  bool going_away() const { return going_away_; }
+  /// Host only, once per turn: processes up to a turn's share of the input held back.
+  void drain_backlog();
+  /// How long a send has been in flight without the socket taking a byte (0: none waiting).
+  int64_t send_stalled_ns(int64_t now_ns) const {
+    return send_op_.active ? now_ns - send_progress_ns_ : 0;
+  }
+
   bool open() const { return state_ == State::kOpen; }
   bool closing() const { return state_ == State::kClosing || state_ == State::kClosed; }
   nghttp2_session* session() const { return session_; }
@@ -65,6 +83,7 @@ class H2Connection : public io::IoHandler, private TransportSink {
   base::ListLink dirty_link;     // in the shard's dirty list
   base::ListLink conn_link;      // in the shard's downstream list or an endpoint pool
   base::ListLink withheld_link;  // in the host's list of connections with credit held back
+  base::ListLink backlog_link;   // in the host's list of connections with input held back
   bool dirty = false;
 
  protected:
@@ -77,11 +96,16 @@ class H2Connection : public io::IoHandler, private TransportSink {
   virtual void on_connected(int res) { (void)res; }
   /// After input was processed: a chance to act on state nghttp2 changed (GOAWAY and so on).
   virtual void after_input() {}
+  /// At the start of flush(), before frames are pulled: submit what was held back for it.
+  virtual void before_flush() {}
   /// True while the connection must stay open although nghttp2 wants neither to read nor to
   /// write (a drain waiting for its PING to come back before the final GOAWAY).
   virtual bool hold_open() const { return false; }
   /// Every op has completed; the fd is closed. The shard reclaims the object.
   virtual void on_released() = 0;
+  /// nghttp2 failed the input with `err` (an nghttp2_error): a chance to count why and to go
+  /// away politely (go_away()) instead of the close that follows otherwise.
+  virtual void on_input_error(int err) { (void)err; }
 
   Host& host_;
   int fd_ = -1;
@@ -97,6 +121,14 @@ class H2Connection : public io::IoHandler, private TransportSink {
   void on_sent(const io::Completion& c);
   void maybe_release();
   bool on_plaintext(const uint8_t* data, size_t n) override;
+  /// Passes `n` input bytes to the transport (and so the session). False if it closed.
+  bool feed(const uint8_t* data, size_t n);
+  /// What this turn's share of input has left.
+  size_t share_left();
+  /// Input past the share waits in backlog_; reading stops until it is processed.
+  void hold_input(const uint8_t* data, size_t n);
+  void resume_input();
+  void cancel_recv();
   void begin_data_frame(const nghttp2_frame& frame, const uint8_t* framehd);
   void end_data_frame(const nghttp2_frame& frame);
 
@@ -106,7 +138,14 @@ class H2Connection : public io::IoHandler, private TransportSink {
   Transport* transport_ = &plain_;  // a TLS transport replaces it before start_io()
   iovec iov_[kMaxIov];
   bool released_ = false;
-  size_t withheld_ = 0;  // connection-level credit held back while the host is over its limit
+  bool going_away_ = false;      // go_away(): GOAWAY queued, input ignored, close once written
+  bool input_paused_ = false;    // input waits in backlog_: no recv until it is processed
+  bool recv_cancelled_ = false;  // we cancelled the receive; its final completion is ours
+  size_t withheld_ = 0;      // connection-level credit held back while the host is over its limit
+  mem::ChunkQueue backlog_;  // input held back for later turns (fair share)
+  uint64_t share_turn_ = 0;  // the host turn share_used_ counts for
+  size_t share_used_ = 0;    // input processed in that turn
+  int64_t send_progress_ns_ = 0;  // the last time the socket took bytes (or a send began)
 };
 
 }  // namespace ringlb::core::h2

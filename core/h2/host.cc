@@ -38,7 +38,8 @@ void Host::maybe_trim() {
   // glibc keeps the pages: a 512 MB task would stay at its peak. Give them back to the OS once
   // the buffers have shrunk to a quarter of their peak, and only after a real burst.
   constexpr size_t kMinPeak = 16u << 20;
-  const size_t b = buffered();
+  // nghttp2's sessions count too: thousands of connections opened and closed by an attack.
+  const size_t b = buffered() + session_heap_.in_use();
   if (b > buffered_peak_) {
     buffered_peak_ = b;
   } else if (buffered_peak_ >= kMinPeak && b < buffered_peak_ / 4) {
@@ -47,9 +48,18 @@ void Host::maybe_trim() {
   }
 }
 
+void Host::drain_backlogs() {
+  // A connection leaves the list when its backlog empties (or it closes): walk a copy.
+  backlog_turn_.clear();
+  backlogged_.for_each([this](H2Connection* c) { backlog_turn_.push_back(c); });
+  for (H2Connection* c : backlog_turn_) c->drain_backlog();
+}
+
 void Host::turn(int64_t max_wait_ns) {
+  ++turn_number_;
   refresh_now();
   timers_.run(now_ns_);
+  if (!backlogged_.empty()) drain_backlogs();
   flush_dirty();
   // After the flush: what could go out has moved on, so what is still held is held for peers
   // that do not read.
@@ -63,7 +73,7 @@ void Host::turn(int64_t max_wait_ns) {
   reap();
   maybe_trim();
   // now_ns_ is at most one flush old: a timer may fire that much late, for one clock read less.
-  int64_t timeout = dirty_.empty() ? timers_.next_timeout(now_ns_) : 0;
+  int64_t timeout = dirty_.empty() && backlogged_.empty() ? timers_.next_timeout(now_ns_) : 0;
   if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns)) timeout = max_wait_ns;
   reactor_->run_once(timeout);
 }

@@ -54,6 +54,14 @@ class Host {
   size_t buffer_limit() const { return buffer_limit_; }
   void set_buffer_limit(size_t bytes) { buffer_limit_ = bytes; }
   bool over_buffer_limit() const { return buffered() >= buffer_limit_; }
+  /// Input bytes a connection may have processed per loop turn (fair share; SIZE_MAX = all).
+  size_t turn_bytes() const { return turn_bytes_; }
+  void set_turn_bytes(size_t n) { turn_bytes_ = n; }
+  /// Counts loop turns (a connection's share is per turn).
+  uint64_t turn_number() const { return turn_number_; }
+  /// Connection `c` has input held back for later turns / has no more.
+  void add_backlog(H2Connection* c) { backlogged_.push_back(c); }
+  void remove_backlog(H2Connection* c) { backlogged_.remove(c); }
   /// Connection `c` holds back credit until the host is under its limit again.
   void hold_credit(H2Connection* c) { withheld_.push_back(c); }
   void drop_credit(H2Connection* c) { withheld_.remove(c); }
@@ -89,11 +97,17 @@ class Host {
   mem::ChunkPool chunks_;
   base::IntrusiveList<H2Connection, &H2Connection::dirty_link> dirty_;
   base::IntrusiveList<H2Connection, &H2Connection::withheld_link> withheld_;
+  base::IntrusiveList<H2Connection, &H2Connection::backlog_link> backlogged_;
+  std::vector<H2Connection*> backlog_turn_;  // this turn's backlogged connections (reused)
+  size_t turn_bytes_ = SIZE_MAX;
+  uint64_t turn_number_ = 1;
   std::vector<H2Connection*> graveyard_;
   size_t buffer_limit_ = SIZE_MAX;
   size_t buffered_peak_ = 0;  // since the last malloc_trim
 
   void maybe_trim();
+  /// Gives every connection with input held back its share for this turn.
+  void drain_backlogs();
 };
 
 }  // namespace ringlb::core::h2

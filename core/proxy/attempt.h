@@ -43,10 +43,11 @@ struct Attempt {
   // that ends with no other word was let go of by ringlb: CANCELLED.
   static constexpr int kCancelled = 1;  // proto::StatusCode::kCancelled
   int status = kCancelled;
-  io::Timer per_try;         // the retry policy's per-try timeout, until the call commits to it
-  h2::HeaderBlock headers;   // its response headers as they arrive (kept while held)
-  h2::HeaderBlock trailers;  // its trailers as they arrive
-  base::ListLink conn_link;  // in UpstreamConn::attempts
+  io::Timer per_try;           // the retry policy's per-try timeout, until the call commits to it
+  h2::HeaderBlock headers;     // its response headers as they arrive (kept while held)
+  h2::HeaderBlock trailers;    // its trailers as they arrive
+  base::ListLink conn_link;    // in UpstreamConn::attempts
+  base::ListLink unsent_link;  // in UpstreamConn's attempts to submit at its next flush
 
   bool active() const { return state != State::kFree; }
 };

@@ -93,6 +93,7 @@ void Call::begin(DownstreamConn* d, int32_t id) {
   phase_ = Phase::kHeaders;
   req_end_ = headers_too_large_ = bad_timeout_ = false;
   retry_pending_ = hedging_ = false;
+  watch = {};
   policy_attempts_ = 0;
   cluster_ = nullptr;
   retry_ = nullptr;
@@ -275,6 +276,10 @@ void Call::send_attempt(Attempt& a, UpstreamConn& conn) {
   const std::optional<uint32_t> limit = conn.peer_max_header_list();
   if (!limit) {
     conn.park(a);
+    return;
+  }
+  if (!conn.submitting()) {
+    conn.defer(a);  // submitted at the connection's flush, this turn, unless cancelled first
     return;
   }
   // The backend learns the time left, the smaller of the client's and the route's deadline.

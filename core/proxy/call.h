@@ -123,6 +123,16 @@ class Call final : public io::TimerHandler {
   const CallRecord& record() const { return record_; }
 
   base::ListLink ds_link;  // in DownstreamConn::calls
+  // The downstream connection's stage timeouts (body_timeout, send_timeout); its own fields.
+  struct Watch {
+    int64_t body_progress_ns = 0;  // the request body last made progress (a frame, or 1 KiB)
+    uint32_t body_partial = 0;     // bytes of DATA payload since then
+    int64_t send_blocked_ns = 0;   // response bytes first seen waiting on the client; 0: none
+  } watch;
+  /// The request's headers are complete / the client ended the request. Past the header list
+  /// limit (the call is then answered RESOURCE_EXHAUSTED).
+  bool request_ended() const { return req_end_; }
+  bool headers_too_large() const { return headers_too_large_; }
   DownstreamConn* ds = nullptr;
   int32_t ds_id = 0;
 

@@ -1,5 +1,6 @@
 #include "core/proxy/context.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,6 +28,7 @@ Context::Context(std::shared_ptr<const config::Config> config, unsigned index,
     c.apply(endpoint_sets[i]);
   }
   set_buffer_limit(config_->proxy.memory_limit);  // a shard sets its share
+  set_turn_bytes(config_->limits.turn_bytes);
 }
 
 Context::~Context() {
@@ -43,11 +45,21 @@ bool Context::adopt(size_t listener, int fd) {
     ::close(fd);  // over the per-shard cap: refuse by closing
     return false;
   }
+  sockaddr_storage peer{};
+  socklen_t peer_len = sizeof peer;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0) peer.ss_family = 0;
+  const AddressKey key = AddressKey::of(peer);
+  if (addresses_.refused(key, now())) {
+    // Sent away for abuse a moment ago: closed before any HTTP/2 state is built for it.
+    ++counts.rejected[static_cast<size_t>(Rejection::kAddressRefused)];
+    ::close(fd);
+    return false;
+  }
   auto* conn = new DownstreamConn(*this, fd, listener);
   downstreams_.push_back(conn);
   ++connections_;
   ++counts.open;  // until downstream_closed
-  if (!conn->init()) {
+  if (!conn->init(peer, peer_len)) {
     ++counts.rejected[static_cast<size_t>(Rejection::kSetupFailed)];
     conn->close("session setup failed");
   } else if (draining_ || listener_removed(listener)) {

@@ -17,6 +17,7 @@
 #include "core/proxy/call.h"
 #include "core/proxy/call_record.h"
 #include "core/proxy/cluster.h"
+#include "core/proxy/guard.h"
 #include "core/proxy/router.h"
 #include "core/proxy/stats.h"
 #include "lb/endpoint.h"
@@ -121,6 +122,8 @@ class Context : public h2::Host {
   uint64_t connections() const { return connections_; }
   /// Listener and method counters (metrics: stats.h); clusters and endpoints keep their own.
   ProxyStats& stats() { return stats_; }
+  /// Client addresses this shard tracks across their connections (rapid reset, refusal).
+  AddressGuard& addresses() { return addresses_; }
   const ProxyStats& stats() const { return stats_; }
 
  protected:
@@ -181,6 +184,7 @@ class Context : public h2::Host {
   uint64_t connections_ = 0;
   uint64_t calls_ = 0;
   ProxyStats stats_;
+  AddressGuard addresses_;
 };
 
 }  // namespace ringlb::core::proxy

@@ -14,6 +14,7 @@ std::vector<int> Context::reconfigure(Reconfig& r) {
   remap_listeners(r, router_to);
   remap_clusters(r);
   config_ = r.config;
+  set_turn_bytes(config_->limits.turn_bytes);
   generations_.push_back({r.generation, config_, 0});
   // Calls still reading their headers route under the new snapshot: they count under it.
   Generation& now = generations_.back();

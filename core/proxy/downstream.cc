@@ -9,18 +9,26 @@
 namespace ringlb::core::proxy {
 namespace {
 
-enum : uint8_t { kIdleTimer = 1, kDrainTimer = 2 };
+enum : uint8_t { kIdleTimer = 1, kDrainTimer = 2, kStageTimer = 3, kLingerTimer = 4 };
 // Clients that never answer the drain PING still get the final GOAWAY after this.
 constexpr int64_t kDrainPingWaitNs = 1'000'000'000;
+// A request body makes progress with each complete DATA frame or this many payload bytes: a
+// body sent a byte at a time never does, and body_timeout ends it.
+constexpr uint32_t kBodyProgressBytes = 1024;
+// A header block decoding past this many times max_header_list_size is a bomb (on_header).
+constexpr size_t kBombFactor = 4;
 
 DownstreamConn* conn_of(void* user) {
   return static_cast<DownstreamConn*>(user);
 }
 
-// Built once; nghttp2 copies the callback table into each session.
+// Built once per shard (and again if a reload changes a limit in them); nghttp2 copies the
+// callback table and the options into each session.
 struct Callbacks {
   nghttp2_session_callbacks* cb = nullptr;
   nghttp2_option* opt = nullptr;
+  uint32_t outbound = 0;  // max_outbound_control_frames the options were built for
+  uint32_t reset_rate = 0;
 };
 
 }  // namespace
@@ -28,37 +36,53 @@ struct Callbacks {
 DownstreamConn::DownstreamConn(Context& ctx, int fd, size_t listener_index)
     : h2::H2Connection(ctx), ctx_(ctx), listener_index_(listener_index) {
   fd_ = fd;
-  idle_timer_.handler = drain_timer_.handler = this;
+  idle_timer_.handler = drain_timer_.handler = stage_timer_.handler = linger_timer_.handler = this;
   idle_timer_.tag = kIdleTimer;
   drain_timer_.tag = kDrainTimer;
+  stage_timer_.tag = kStageTimer;
+  linger_timer_.tag = kLingerTimer;
 }
 
 DownstreamConn::~DownstreamConn() = default;
 
-bool DownstreamConn::init() {
-  static const Callbacks cbs = [] {
+bool DownstreamConn::init(const sockaddr_storage& peer, socklen_t peer_len) {
+  thread_local Callbacks cbs = [] {
     Callbacks c;
     nghttp2_session_callbacks_new(&c.cb);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(c.cb, on_begin_frame);
+    nghttp2_session_callbacks_set_on_frame_send_callback(c.cb, on_frame_send);
     nghttp2_session_callbacks_set_on_begin_headers_callback(c.cb, on_begin_headers);
     nghttp2_session_callbacks_set_on_header_callback(c.cb, on_header);
     nghttp2_session_callbacks_set_on_frame_recv_callback(c.cb, on_frame_recv);
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c.cb, on_data_chunk);
     nghttp2_session_callbacks_set_on_stream_close_callback(c.cb, on_stream_close);
     nghttp2_session_callbacks_set_send_data_callback(c.cb, send_body);
-    nghttp2_option_new(&c.opt);
-    // Windows are given back by hand: the stream's when an attempt has taken the bytes (flow
-    // coupling), the connection's on receipt (credit_connection).
-    nghttp2_option_set_no_auto_window_update(c.opt, 1);
-    // CVE-2023-44487 (rapid reset) and CVE-2024-28182 (CONTINUATION flood).
-    nghttp2_option_set_stream_reset_rate_limit(c.opt, 1000, 100);
-    nghttp2_option_set_max_continuations(c.opt, 8);
-    nghttp2_option_set_max_settings(c.opt, 32);
-    // No RFC 7540 priority tree, so closed streams need not linger (up to max_concurrent_streams
-    // of them per connection otherwise).
-    nghttp2_option_set_no_closed_streams(c.opt, 1);
     return c;
   }();
   const config::ProxyConfig& pc = ctx_.config().proxy;
+  const config::LimitsConfig& lim = ctx_.config().limits;
+  if (cbs.opt == nullptr || cbs.outbound != lim.max_outbound_control_frames ||
+      cbs.reset_rate != lim.reset_rate) {
+    if (cbs.opt != nullptr) nghttp2_option_del(cbs.opt);
+    nghttp2_option_new(&cbs.opt);
+    cbs.outbound = lim.max_outbound_control_frames;
+    cbs.reset_rate = lim.reset_rate;
+    // Windows are given back by hand: the stream's when an attempt has taken the bytes (flow
+    // coupling), the connection's on receipt (credit_connection).
+    nghttp2_option_set_no_auto_window_update(cbs.opt, 1);
+    // CVE-2023-44487 (rapid reset): our own limits (count_reset) trip first and say why with
+    // ENHANCE_YOUR_CALM; nghttp2's, at four times ours, is only a backstop.
+    nghttp2_option_set_stream_reset_rate_limit(cbs.opt, 4ull * lim.reset_burst,
+                                               4ull * lim.reset_rate);
+    // CVE-2024-28182 (CONTINUATION flood).
+    nghttp2_option_set_max_continuations(cbs.opt, 8);
+    nghttp2_option_set_max_settings(cbs.opt, 32);
+    // ACKs and RST_STREAMs queued for a client that does not read: NGHTTP2_ERR_FLOODED.
+    nghttp2_option_set_max_outbound_ack(cbs.opt, lim.max_outbound_control_frames);
+    // No RFC 7540 priority tree, so closed streams need not linger (up to
+    // max_concurrent_streams of them per connection otherwise).
+    nghttp2_option_set_no_closed_streams(cbs.opt, 1);
+  }
   if (nghttp2_session_server_new3(&session_, cbs.cb, this, cbs.opt, ctx_.session_heap().mem()) !=
       0) {
     return false;
@@ -72,16 +96,16 @@ bool DownstreamConn::init() {
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
                                         static_cast<int32_t>(pc.connection_window));
   io::set_nodelay(fd_);
-  sockaddr_storage peer;
-  socklen_t peer_len = sizeof peer;
-  if (getpeername(fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len) == 0 &&
-      (peer.ss_family == AF_INET || peer.ss_family == AF_INET6)) {
+  address_ = AddressKey::of(peer);
+  if (peer.ss_family == AF_INET || peer.ss_family == AF_INET6) {
     peer_ = io::format_address(reinterpret_cast<const sockaddr*>(&peer), peer_len);
   }
   start_io();
+  accepted_ns_ = ctx_.now();
   if (pc.idle_timeout.count() > 0) {
     ctx_.timers().arm(idle_timer_, ctx_.now() + pc.idle_timeout.count());
   }
+  if (pc.handshake_timeout.count() > 0) watch_until(accepted_ns_ + pc.handshake_timeout.count());
   return true;
 }
 
@@ -117,14 +141,19 @@ void DownstreamConn::send_final_goaway() {
 }
 
 void DownstreamConn::on_timer(io::Timer& t) {
-  if (t.tag == kDrainTimer) {
+  if (t.tag == kStageTimer) {
+    on_stage_timer();
+  } else if (t.tag == kLingerTimer) {
+    close("went away (GOAWAY), and the client did not read it");
+  } else if (t.tag == kDrainTimer) {
     if (drain_deferred_) {
       requested_ = true;  // waited long enough: the notice goes now
       start_drain();
       return;
     }
     send_final_goaway();
-  } else if (calls.empty()) {
+  } else if (calls.empty() && !draining_) {
+    if (ListenerCounters* k = counters()) ++k->timeouts[static_cast<size_t>(TimeoutStage::kIdle)];
     start_drain();  // idle: the same polite two-phase goodbye
   }
 }
@@ -137,6 +166,8 @@ void DownstreamConn::submit_response(int32_t id, h2::HeaderBlock& headers, bool 
   int rv = nghttp2_submit_response(session_, id, headers.nva(), headers.count(),
                                    end_stream ? nullptr : &prd);
   if (rv != 0) LOG_DEBUG("submit_response: %s", nghttp2_strerror(rv));
+  const config::Duration t = ctx_.config().proxy.send_timeout;
+  if (!end_stream && t.count() > 0) watch_until(ctx_.now() + t.count());
   mark_dirty();
 }
 
@@ -153,7 +184,9 @@ void DownstreamConn::consume(int32_t id, size_t n) {
 }
 
 void DownstreamConn::reset(int32_t id, uint32_t code) {
-  if (!open()) return;
+  // A stream nghttp2 no longer knows was closed by the client (its RST_STREAM) or completed:
+  // nothing to reset. on_frame_send remembers the ones we do reset.
+  if (!open() || nghttp2_session_find_stream(session_, id) == nullptr) return;
   nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, id, code);
   mark_dirty();
 }
@@ -176,6 +209,8 @@ void DownstreamConn::on_close(const char* why) {
   LOG_DEBUG("shard %u: downstream closed: %s", ctx_.index(), why);
   ctx_.timers().cancel(idle_timer_);
   ctx_.timers().cancel(drain_timer_);
+  ctx_.timers().cancel(stage_timer_);
+  ctx_.timers().cancel(linger_timer_);
   calls.for_each([this](Call* c) {
     nghttp2_session_set_stream_user_data(session_, c->ds_id, nullptr);
     c->on_downstream_closed(NGHTTP2_CANCEL);
@@ -191,6 +226,7 @@ void DownstreamConn::on_released() {
 int DownstreamConn::on_begin_headers(nghttp2_session* s, const nghttp2_frame* f, void* user) {
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
   DownstreamConn* c = conn_of(user);
+  c->frames_.on_stream_opened();
   Call* call = c->ctx_.alloc_call();
   call->begin(c, f->hd.stream_id);
   nghttp2_session_set_stream_user_data(s, f->hd.stream_id, call);
@@ -202,12 +238,27 @@ int DownstreamConn::on_begin_headers(nghttp2_session* s, const nghttp2_frame* f,
 int DownstreamConn::on_header(nghttp2_session*, const nghttp2_frame* f, const uint8_t* name,
                               size_t namelen, const uint8_t* value, size_t valuelen, uint8_t flags,
                               void* user) {
+  DownstreamConn* c = conn_of(user);
+  // An HPACK bomb: a small block that decodes to a huge list (references to a large table
+  // entry). A list past the limit is answered RESOURCE_EXHAUSTED once its block ends; one that
+  // goes on to kBombFactor times the limit, or a second one on the connection, is an attack:
+  // GOAWAY, and nothing more is decoded. So a block never costs more than that much decoding.
+  const size_t limit = c->ctx_.config().proxy.max_header_list_size;
+  c->header_list_bytes_ += namelen + valuelen + 32;
+  if (c->header_list_bytes_ > kBombFactor * limit) {
+    c->abuse(AbuseReason::kHeaderList, "a header block that decodes far past max_header_list_size");
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
   if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
-  Call* call = conn_of(user)->call_of(f->hd.stream_id);
+  Call* call = c->call_of(f->hd.stream_id);
   if (call == nullptr) return 0;
-  // Past the size limit the call is answered RESOURCE_EXHAUSTED once its headers end.
-  call->add_request_header({reinterpret_cast<const char*>(name), namelen},
-                           {reinterpret_cast<const char*>(value), valuelen}, flags);
+  const bool over_before = call->headers_too_large();
+  if (!call->add_request_header({reinterpret_cast<const char*>(name), namelen},
+                                {reinterpret_cast<const char*>(value), valuelen}, flags) &&
+      !over_before && ++c->oversized_lists_ > 1) {
+    c->abuse(AbuseReason::kHeaderList, "a second request header list past max_header_list_size");
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
+  }
   return 0;
 }
 
@@ -216,11 +267,16 @@ int DownstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void
   const bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
   switch (f->hd.type) {
     case NGHTTP2_HEADERS: {
+      c->header_started_ns_ = 0;
       Call* call = c->call_of(f->hd.stream_id);
       if (call == nullptr) return 0;
       if (f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         c->requested_ = true;
+        call->watch.body_progress_ns = c->ctx_.now();
         call->on_request_headers(end);
+        if (!end && c->ctx_.config().proxy.body_timeout.count() > 0) {
+          c->watch_until(c->ctx_.now() + c->ctx_.config().proxy.body_timeout.count());
+        }
         if (c->drain_deferred_) c->start_drain();
       } else if (end)
         call->on_request_end();  // request trailers: end of the request
@@ -228,9 +284,18 @@ int DownstreamConn::on_frame_recv(nghttp2_session*, const nghttp2_frame* f, void
     }
     case NGHTTP2_DATA: {
       Call* call = c->call_of(f->hd.stream_id);
-      if (call != nullptr && end) call->on_request_end();
+      if (call == nullptr) break;
+      call->watch.body_progress_ns = c->ctx_.now();
+      call->watch.body_partial = 0;
+      if (end) call->on_request_end();
       break;
     }
+    case NGHTTP2_SETTINGS:
+      if ((f->hd.flags & NGHTTP2_FLAG_ACK) == 0) c->handshaken_ = true;
+      break;
+    case NGHTTP2_RST_STREAM:
+      if (!c->count_reset()) return NGHTTP2_ERR_CALLBACK_FAILURE;
+      break;
     case NGHTTP2_PING:
       if ((f->hd.flags & NGHTTP2_FLAG_ACK) && c->draining_) c->send_final_goaway();
       break;
@@ -248,6 +313,10 @@ int DownstreamConn::on_data_chunk(nghttp2_session* s, uint8_t, int32_t id, const
   if (call == nullptr) {
     nghttp2_session_consume_stream(s, id, len);  // a stream no call tracks: keep it open
     return 0;
+  }
+  if ((call->watch.body_partial += static_cast<uint32_t>(len)) >= kBodyProgressBytes) {
+    call->watch.body_progress_ns = c->ctx_.now();
+    call->watch.body_partial = 0;
   }
   call->on_request_data(data, len);
   return 0;
@@ -292,6 +361,7 @@ int DownstreamConn::send_body(nghttp2_session*, nghttp2_frame* frame, const uint
   if (call == nullptr) return NGHTTP2_ERR_CALLBACK_FAILURE;
   c->append_data_frame(*frame, framehd,
                        [&](mem::ChunkQueue& out) { call->response_send(out, length); });
+  c->frames_.on_data_sent();
   return 0;
 }
 

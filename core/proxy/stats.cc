@@ -14,8 +14,8 @@ std::string_view status_label(size_t slot) {
 }
 
 std::string_view rejection_label(size_t r) {
-  static constexpr std::string_view kNames[kRejections] = {"max_connections", "draining",
-                                                           "setup_failed", "accept_error"};
+  static constexpr std::string_view kNames[kRejections] = {
+      "max_connections", "draining", "setup_failed", "accept_error", "address_refused"};
   return r < kRejections ? kNames[r] : "unknown";
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "core/proxy/call_record.h"
+#include "core/proxy/guard.h"
 
 namespace ringlb::core::proxy {
 
@@ -74,16 +75,19 @@ enum class Rejection : uint8_t {
   kDraining,        // accepted while draining: told to go away at once (GOAWAY)
   kSetupFailed,     // accepted, its HTTP/2 session could not be set up
   kAcceptError,     // accept() itself failed (EMFILE, ENFILE, ENOMEM...)
+  kAddressRefused,  // accepted, then closed at once: its address was sent away for abuse
 };
-inline constexpr size_t kRejections = 4;
-/// "max_connections", "draining", "setup_failed", "accept_error".
+inline constexpr size_t kRejections = 5;
+/// "max_connections", "draining", "setup_failed", "accept_error", "address_refused".
 std::string_view rejection_label(size_t r);
 
 /// Per listener (kept by the Context, one per listener, by config index).
 struct ListenerCounters {
   uint64_t open = 0;      // client connections open now (a gauge)
   uint64_t accepted = 0;  // client connections accepted (those rejected after accept included)
-  std::array<uint64_t, kRejections> rejected{};  // by Rejection
+  std::array<uint64_t, kRejections> rejected{};     // by Rejection
+  std::array<uint64_t, kAbuseReasons> abuse{};      // sent away (GOAWAY), by AbuseReason
+  std::array<uint64_t, kTimeoutStages> timeouts{};  // stage timeouts, by TimeoutStage
 };
 
 /// Call latency buckets (upper bounds; +Inf follows): 0.5 ms to 10 s.

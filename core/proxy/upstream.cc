@@ -107,7 +107,8 @@ bool UpstreamConn::has_room() const {
 }
 
 base::Result<void> UpstreamConn::submit(Attempt& a, h2::HeaderBlock& headers, bool end_stream) {
-  const bool was_idle = attempts.empty();
+  const bool was_idle = attempts.empty() || busy_pending_;
+  busy_pending_ = false;
   nghttp2_data_provider prd;
   prd.source.ptr = nullptr;
   prd.read_callback = read_body;
@@ -162,6 +163,7 @@ void UpstreamConn::reset(Attempt& a, uint32_t code) {
 }
 
 void UpstreamConn::attempt_done(Attempt& a) {
+  if (a.unsent_link.linked()) unsent_.remove(&a);
   attempts.remove(&a);
   a.conn = nullptr;
   if (goaway_ && attempts.empty()) close_gracefully();
@@ -176,6 +178,26 @@ void UpstreamConn::park(Attempt& a) {
   a.conn = this;
   a.stream_id = 0;
   attempts.push_back(&a);
+}
+
+void UpstreamConn::defer(Attempt& a) {
+  if (a.conn != this) {  // else parked here already, waiting for our SETTINGS
+    busy_pending_ |= attempts.empty();  // submit() sees the first attempt after none
+    park(a);
+  }
+  if (!a.unsent_link.linked()) unsent_.push_back(&a);
+  mark_dirty();
+}
+
+void UpstreamConn::before_flush() {
+  if (unsent_.empty()) return;
+  submitting_ = true;
+  while (Attempt* a = unsent_.front()) {
+    unsent_.remove(a);
+    if (a->conn == this && a->stream_id == 0) a->call->on_upstream_settings(*a);
+    if (!open()) break;
+  }
+  submitting_ = false;
 }
 
 void UpstreamConn::release_parked() {
@@ -338,8 +360,11 @@ void UpstreamConn::on_close(const char* why) {
   for (Attempt* a : gone) {
     if (a->conn != this) continue;  // already let go of by an earlier call's reaction
     if (a->stream_id != 0) nghttp2_session_set_stream_user_data(session_, a->stream_id, nullptr);
-    a->call->on_attempt_closed(*a, how, NGHTTP2_INTERNAL_ERROR, why);
+    // One still deferred to our flush was never submitted: the backend cannot have seen it.
+    a->call->on_attempt_closed(*a, a->stream_id == 0 ? AttemptEnd::kConnectFailed : how,
+                               NGHTTP2_INTERNAL_ERROR, why);
   }
+  while (Attempt* a = unsent_.front()) unsent_.remove(a);
 }
 
 void UpstreamConn::on_released() {

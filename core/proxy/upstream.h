@@ -65,6 +65,14 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
   /// them anyway. If the connection closes first, the call hears of it as of any attempt that
   /// never reached the backend (kConnectFailed: replay).
   void park(Attempt& a);
+  /// Holds attempt `a` (unsent, stream id 0) until this connection's next flush, in this loop
+  /// turn, where its call submits it (on_upstream_settings). A call cancelled before then (a
+  /// client's rapid reset) costs a list removal: nghttp2 never sees it. Cancelling a request
+  /// nghttp2 has queued but not sent costs a walk of its queue, which a flood of resets in one
+  /// turn would make quadratic.
+  void defer(Attempt& a);
+  /// True during the flush that submits deferred attempts: submit() goes to nghttp2 then.
+  bool submitting() const { return submitting_; }
 
   /// Takes new streams: connecting or open, no GOAWAY from the peer.
   bool accepting() const { return !closing() && !goaway_; }
@@ -80,6 +88,7 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
  private:
   void on_connected(int res) override;
   void after_input() override;
+  void before_flush() override;
   void on_close(const char* why) override;
   void on_released() override;
   void close_gracefully();
@@ -118,7 +127,10 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
   socklen_t addr_len_ = 0;
   io::Timer connect_timer_;  // TCP connect and the server's SETTINGS
   bool goaway_ = false;
-  bool ready_ = false;  // the server's SETTINGS arrived: it reads and answers
+  bool ready_ = false;       // the server's SETTINGS arrived: it reads and answers
+  bool submitting_ = false;    // before_flush() is submitting the deferred attempts
+  bool busy_pending_ = false;  // a deferred attempt came when none was on the connection
+  base::IntrusiveList<Attempt, &Attempt::unsent_link> unsent_;  // deferred to the next flush
 
   // Keepalive state; written by this connection only. Times are the host's per-turn clock.
   io::Timer ping_timer_;            // armed only while attempts wait (lazily: re-armed on fire)

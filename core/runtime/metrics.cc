@@ -30,7 +30,9 @@
 // ringlb_listener_connections_open{listener}       gauge
 // ringlb_listener_connections_accepted_total{listener}
 // ringlb_listener_connections_rejected_total{listener,reason}
-//     reason: max_connections | draining | setup_failed | accept_error (proxy::Rejection)
+//     reason: max_connections | draining | setup_failed | accept_error | address_refused
+// ringlb_downstream_abuse_total{listener,reason}   clients sent away (proxy::AbuseReason)
+// ringlb_downstream_timeouts_total{listener,stage} stage timeouts (proxy::TimeoutStage)
 // ringlb_cluster_calls_started_total{cluster}      calls routed to the cluster
 // ringlb_cluster_calls_total{cluster,grpc_code}    calls ended, by the status the client got
 // ringlb_cluster_retries_total{cluster,reason}     reason: status | connection_lost |
@@ -362,6 +364,8 @@ void render_listeners(Writer& w, const config::Config& cfg, const Snapshots& sha
       sum[i].open += l.open;
       sum[i].accepted += l.accepted;
       for (size_t r = 0; r < proxy::kRejections; ++r) sum[i].rejected[r] += l.rejected[r];
+      for (size_t r = 0; r < proxy::kAbuseReasons; ++r) sum[i].abuse[r] += l.abuse[r];
+      for (size_t t = 0; t < proxy::kTimeoutStages; ++t) sum[i].timeouts[t] += l.timeouts[t];
     }
   }
   std::vector<std::string> names;
@@ -385,6 +389,25 @@ void render_listeners(Writer& w, const config::Config& cfg, const Snapshots& sha
     for (size_t r = 0; r < proxy::kRejections; ++r) {
       w.sample("ringlb_listener_connections_rejected_total",
                {{"listener", names[i]}, {"reason", proxy::rejection_label(r)}}, sum[i].rejected[r]);
+    }
+  }
+  w.family("ringlb_downstream_abuse_total", "counter",
+           "Client connections sent away (GOAWAY ENHANCE_YOUR_CALM, or closed) for breaking a "
+           "[limits] limit, by reason.");
+  for (size_t i = 0; i < sum.size(); ++i) {
+    for (size_t r = 0; r < proxy::kAbuseReasons; ++r) {
+      w.sample("ringlb_downstream_abuse_total",
+               {{"listener", names[i]}, {"reason", proxy::abuse_label(r)}}, sum[i].abuse[r]);
+    }
+  }
+  w.family("ringlb_downstream_timeouts_total", "counter",
+           "Client connection stages that timed out: handshake (connection closed), headers "
+           "(closed), body and send (the stream reset, or the connection closed when its socket "
+           "is stuck), idle (two-phase GOAWAY).");
+  for (size_t i = 0; i < sum.size(); ++i) {
+    for (size_t t = 0; t < proxy::kTimeoutStages; ++t) {
+      w.sample("ringlb_downstream_timeouts_total",
+               {{"listener", names[i]}, {"stage", proxy::timeout_label(t)}}, sum[i].timeouts[t]);
     }
   }
 }

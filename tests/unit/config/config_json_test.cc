@@ -59,8 +59,13 @@ TEST_CASE("config_json: a small config, exactly") {
   const std::string expected =
       R"({"source":"small.toml","proxy":{"workers":2,"io_backend":"epoll","drain_timeout":"20s",)"
       R"("max_connections":10000,"max_concurrent_streams":1024,"stream_buffer":262144,)"
-      R"("connection_window":8388608,"max_header_list_size":65536,"idle_timeout":"10m",)"
-      R"("retry_buffer":262144,"memory_limit":268435456},)"
+      R"("connection_window":8388608,"max_header_list_size":65536,"idle_timeout":"3m",)"
+      R"("handshake_timeout":"5s","header_timeout":"10s","body_timeout":"30s",)"
+      R"("send_timeout":"30s","retry_buffer":262144,"memory_limit":268435456},)"
+      R"("limits":{"turn_bytes":65536,"reset_rate":200,"reset_burst":1000,)"
+      R"("address_reset_rate":400,"address_reset_burst":2000,"refuse_for":"5s",)"
+      R"("max_empty_frames":16,"window_updates_per_data_frame":10,"priority_per_stream":100,)"
+      R"("control_rate":100,"control_burst":500,"max_outbound_control_frames":1000},)"
       R"("listeners":[{"address":"127.0.0.1:8080","cluster":"c","routes":[{"prefix":"/p.",)"
       R"("cluster":"c","timeout":"2s",)" +
       retry +

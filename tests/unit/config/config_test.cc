@@ -158,7 +158,7 @@ TEST_CASE("defaults apply when [proxy] is absent") {
   CHECK(c.proxy.drain_timeout == 20s);
   CHECK(c.proxy.stream_buffer == 256 * 1024);
   CHECK(c.proxy.connection_window == 8 * 1024 * 1024);
-  CHECK(c.proxy.idle_timeout == 10min);
+  CHECK(c.proxy.idle_timeout == 3min);
   CHECK(parse_config(with_proxy("workers = \"auto\"\n"), "t.toml").proxy.workers == 0);
 }
 
