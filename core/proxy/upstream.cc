@@ -181,7 +181,7 @@ void UpstreamConn::park(Attempt& a) {
 }
 
 void UpstreamConn::defer(Attempt& a) {
-  if (a.conn != this) {  // else parked here already, waiting for our SETTINGS
+  if (a.conn != this) {                 // else parked here already, waiting for our SETTINGS
     busy_pending_ |= attempts.empty();  // submit() sees the first attempt after none
     park(a);
   }

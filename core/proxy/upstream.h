@@ -127,7 +127,7 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
   socklen_t addr_len_ = 0;
   io::Timer connect_timer_;  // TCP connect and the server's SETTINGS
   bool goaway_ = false;
-  bool ready_ = false;       // the server's SETTINGS arrived: it reads and answers
+  bool ready_ = false;         // the server's SETTINGS arrived: it reads and answers
   bool submitting_ = false;    // before_flush() is submitting the deferred attempts
   bool busy_pending_ = false;  // a deferred attempt came when none was on the connection
   base::IntrusiveList<Attempt, &Attempt::unsent_link> unsent_;  // deferred to the next flush
