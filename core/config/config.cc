@@ -481,7 +481,9 @@ class Loader {
          "priority_per_stream", "control_rate", "control_burst", "max_outbound_control_frames"});
     for (auto [key, field] : counts) {
       if (const toml::node* n = t.get(key)) {
-        *field = static_cast<uint32_t>(integer_in_range(*n, join("limits", key), 1, 1'000'000));
+        // 0 turns the per-address limit off (behind a balancer that hides client addresses).
+        const int64_t lo = field == &l.address_reset_rate ? 0 : 1;
+        *field = static_cast<uint32_t>(integer_in_range(*n, join("limits", key), lo, 1'000'000));
       }
     }
     if (const toml::node* n = t.get("turn_bytes")) {

@@ -235,7 +235,7 @@ struct LimitsConfig {
   // Streams the client resets, or that ringlb refuses, per second (token bucket).
   uint32_t reset_rate = 200;
   uint32_t reset_burst = 1000;
-  // The same, per client IP address across its connections (per shard).
+  // The same, per client IP address across its connections (per shard); rate 0 = off.
   uint32_t address_reset_rate = 400;
   uint32_t address_reset_burst = 2000;
   // After an abuse GOAWAY, new connections from that address are closed at once for this long;

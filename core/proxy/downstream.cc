@@ -324,7 +324,9 @@ int DownstreamConn::on_data_chunk(nghttp2_session* s, uint8_t, int32_t id, const
 
 int DownstreamConn::on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code,
                                     void* user) {
-  Call* call = conn_of(user)->call_of(id);
+  DownstreamConn* c = conn_of(user);
+  if (error_code == NGHTTP2_NO_ERROR) c->resets_.refund(c->ctx_.config().limits.reset_burst);
+  Call* call = c->call_of(id);
   if (call != nullptr) {
     nghttp2_session_set_stream_user_data(s, id, nullptr);
     call->on_downstream_closed(error_code);

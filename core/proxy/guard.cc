@@ -119,6 +119,7 @@ AddressGuard::Entry* AddressGuard::find_or_add(const AddressKey& a, int64_t now_
 }
 
 bool AddressGuard::on_reset(const config::LimitsConfig& l, const AddressKey& a, int64_t now_ns) {
+  if (l.address_reset_rate == 0) return true;
   Entry* e = find_or_add(a, now_ns);
   if (e == nullptr) return true;
   e->last_ns = now_ns;

@@ -53,6 +53,11 @@ class TokenBucket {
  public:
   /// Takes one token; false when none is left (the limit tripped).
   bool take(int64_t now_ns, uint32_t rate, uint32_t burst);
+  /// Gives one token back (up to `burst`): earned by a stream that completed normally, so a
+  /// busy client's share of cancelled calls (deadlines) never looks like an attack.
+  void refund(uint32_t burst) {
+    if (last_ns_ >= 0 && tokens_ < burst) tokens_ += 1.0;
+  }
 
  private:
   int64_t last_ns_ = -1;  // -1: full, never used
@@ -95,7 +100,8 @@ class AddressGuard {
   static constexpr size_t kMaxEntries = 4096;
   /// True while new connections from `a` are refused.
   bool refused(const AddressKey& a, int64_t now_ns) const;
-  /// One stream reset or refused for `a`; false when the address's bucket is empty.
+  /// One stream reset or refused for `a`; false when the address's bucket is empty (never
+  /// when limits.address_reset_rate is 0: off).
   bool on_reset(const config::LimitsConfig& l, const AddressKey& a, int64_t now_ns);
   /// `a` was sent away for abuse: refuse its new connections for limits.refuse_for.
   void refuse(const config::LimitsConfig& l, const AddressKey& a, int64_t now_ns);
