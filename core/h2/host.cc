@@ -39,7 +39,7 @@ void Host::maybe_trim() {
   // the buffers have shrunk to a quarter of their peak, and only after a real burst.
   constexpr size_t kMinPeak = 16u << 20;
   // nghttp2's sessions count too: thousands of connections opened and closed by an attack.
-  const size_t b = buffered() + session_heap_.in_use();
+  const size_t b = buffered() + session_heap_.in_use_bytes();
   if (b > buffered_peak_) {
     buffered_peak_ = b;
   } else if (buffered_peak_ >= kMinPeak && b < buffered_peak_ / 4) {

@@ -1,5 +1,7 @@
 #include "core/mem/session_heap.h"
 
+#include <sys/mman.h>
+
 #include <bit>
 #include <cstdint>
 #include <cstdlib>
@@ -12,6 +14,13 @@ namespace {
 // The header in front of every block: which class it came from (kLarge: plain malloc) and, for
 // realloc, how many bytes the caller may use.
 constexpr uint32_t kLarge = 0xffffffff;
+constexpr uint32_t kMapped = 0xfffffffe;
+// Blocks this large get pages of their own (mmap): nghttp2's 16 KiB outbound frame buffer, one
+// per session, of which an idle connection has written only the first page. From malloc it
+// would share pages with its neighbours, which touch them; mapped, the untouched pages cost no
+// memory, and a closed connection's go back to the system at once.
+constexpr size_t kMapAt = 8 * 1024;
+constexpr size_t kPage = 4096;
 struct Header {
   uint32_t cls;
   uint32_t pad;
@@ -67,9 +76,17 @@ void* SessionHeap::allocate(size_t n) {
   void* block;
   size_t usable;
   if (c == kLarge) {
-    if (n > SIZE_MAX - sizeof(Header)) return nullptr;
-    block = std::malloc(n + sizeof(Header));
-    usable = n;
+    if (n > SIZE_MAX - sizeof(Header) - kPage) return nullptr;
+    if (n + sizeof(Header) >= kMapAt) {
+      const size_t len = (n + sizeof(Header) + kPage - 1) / kPage * kPage;
+      block = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (block == MAP_FAILED) return nullptr;
+      c = kMapped;
+      usable = len - sizeof(Header);
+    } else {
+      block = std::malloc(n + sizeof(Header));
+      usable = n;
+    }
   } else {
     usable = (kMinBlock << c) - sizeof(Header);
     if (free_[c] != nullptr) {
@@ -85,6 +102,7 @@ void* SessionHeap::allocate(size_t n) {
   h->cls = c;
   h->usable = usable;
   ++in_use_;
+  in_use_bytes_ += usable + sizeof(Header);
   return h + 1;
 }
 
@@ -92,7 +110,12 @@ void SessionHeap::release(void* p) {
   if (p == nullptr) return;
   Header* h = header_of(p);
   --in_use_;
+  in_use_bytes_ -= h->usable + sizeof(Header);
   uint32_t c = h->cls;
+  if (c == kMapped) {
+    munmap(h, h->usable + sizeof(Header));
+    return;
+  }
   if (c == kLarge || idle_[c] >= max_idle_[c]) {
     std::free(h);
     return;
@@ -106,7 +129,7 @@ void SessionHeap::release(void* p) {
 void* SessionHeap::reallocate(void* p, size_t n) {
   if (p == nullptr) return allocate(n);
   Header* h = header_of(p);
-  if (n <= h->usable && h->cls != kLarge) return p;  // still fits its block
+  if (n <= h->usable && h->cls != kLarge) return p;  // still fits its block (or its pages)
   void* q = allocate(n);
   if (q == nullptr) return nullptr;  // p stays valid, as realloc promises
   std::memcpy(q, p, h->usable < n ? h->usable : n);

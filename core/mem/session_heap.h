@@ -5,8 +5,9 @@
 // nghttp2 allocates per call: the stream, the outbound items, copies of every header list it is
 // given (submit_request/response/trailer). Here those come from per-size-class free lists, so a
 // call in the steady state costs no malloc/free. Blocks larger than the biggest class go to
-// malloc; each class keeps at most `max_idle_bytes` of free blocks, the rest goes back, so a
-// burst of 10,000 streams does not pin its memory for ever.
+// malloc (from 8 KiB on, pages of their own: session_heap.cc); each class keeps at most
+// `max_idle_bytes` of free blocks, the rest goes back, so a burst of 10,000 streams does not pin
+// its memory for ever.
 #include <nghttp2/nghttp2.h>
 
 #include <cstddef>
@@ -39,6 +40,8 @@ class SessionHeap {
 
   /// Blocks handed out and not yet released (all sizes), and free blocks kept.
   size_t in_use() const { return in_use_; }
+  /// Bytes of the blocks handed out (headers and whole pages of mapped blocks included).
+  size_t in_use_bytes() const { return in_use_bytes_; }
   size_t idle() const;
 
  private:
@@ -55,6 +58,7 @@ class SessionHeap {
   size_t idle_[kClasses] = {};
   size_t max_idle_[kClasses] = {};
   size_t in_use_ = 0;
+  size_t in_use_bytes_ = 0;
 };
 
 }  // namespace ringlb::core::mem
