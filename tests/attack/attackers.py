@@ -215,6 +215,7 @@ class RawConn:
             except (BlockingIOError, InterruptedError):
                 break
             except (BrokenPipeError, ConnectionResetError) as e:
+                self._drain()  # what the server said before it went (its GOAWAY)
                 self._mark_closed("reset" if isinstance(e, ConnectionResetError) else "epipe")
                 break
             except OSError as e:
@@ -224,6 +225,22 @@ class RawConn:
             sent += n
         self.bytes_out += sent
         return sent
+
+    def _drain(self):
+        """Reads whatever is still readable, ignoring errors (the peer has gone)."""
+        got = 0
+        while got < (4 << 20):
+            try:
+                data = self.sock.recv(1 << 18)
+            except OSError:
+                break
+            if not data:
+                break
+            got += len(data)
+            self.inb += data
+        if got:
+            self.bytes_in += got
+            self._parse()
 
     # -- input
     def pump_in(self, limit: int = 4 << 20) -> int:
@@ -440,6 +457,9 @@ def flood(name: str, port: int, make_units, *, conns: int = 1, seconds: float = 
             result.add(c)
             c.next_batch = 0.0
             if on_open:
+                # the SETTINGS ACK first: no frame may sit inside a header block the opener
+                # leaves open (CONTINUATION flood)
+                c.wait_settings(1.0)
                 c.out += on_open(c)
         return c
 
@@ -810,7 +830,7 @@ def slowloris_headers(port: int, conns: int = 100, seconds: float = 5.0,
             continue
         result.add(c)
         live.append(c)
-        c.pump_out()
+        c.wait_settings(1.0)  # its SETTINGS ACK goes out whole, before the trickle
         block = request_block(UNARY, [(b"x-slow", b"s" * 60)], port=port)
         c.trickle = bytearray(frame(HEADERS, END_HEADERS | END_STREAM, 1, block))
         c.t_first_byte = None
