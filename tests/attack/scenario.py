@@ -335,7 +335,8 @@ class Outcome:
         c, a = self.client, self.attacker
         seen = []
         if a.get("goaways"):
-            seen.append("GOAWAY " + ", ".join(f"0x{int(k):x} x{v}" for k, v in a["goaways"].items()))
+            seen.append("GOAWAY " + ", ".join(f"0x{int(k):x} x{v}"
+                                              for k, v in a["goaways"].items()))
         if a.get("goaway_debug"):
             seen.append(f"debug {a['goaway_debug'][:2]}")
         for k in ("connections", "closed_by_peer", "refused", "still_open", "units"):

@@ -122,7 +122,8 @@ def test_rapid_reset(backends, ringlb, io_backend, tmp_path, report, conns):
     burst 2000 per address -> GOAWAY ENHANCE_YOUR_CALM; then refuse_for (5 s) closes the
     attacker's new connections at once."""
     bs, rl = start(backends, ringlb, io_backend)
-    o = scene(rl, tmp_path, "rapid_reset", 4.0, backend=bs[0], conns=conns, count=60_000, source=ATTACKER)
+    o = scene(rl, tmp_path, "rapid_reset", 4.0, backend=bs[0], conns=conns, count=60_000,
+              source=ATTACKER)
     f = expect_calm(o, ("reset_rate", "address_reset_rate"), "rapid reset")
     a = o.attacker
     # within refuse_for after the first abuse GOAWAY, reconnects from 127.0.0.2 are closed at once
@@ -210,7 +211,8 @@ def test_continuation_flood(backends, ringlb, io_backend, tmp_path, report):
     hdr = scenario.counter_moved(o.metrics_before, o.metrics_after, TIMEOUTS, "stage",
                                  ("headers",))
     if abuse + hdr < 1:
-        f.append(f"neither {ABUSE}{{reason=header_list|continuations|protocol}} nor {TIMEOUTS}{{stage=headers}}"
+        f.append(f"neither {ABUSE}{{reason=header_list|continuations|protocol}} nor "
+                 f"{TIMEOUTS}{{stage=headers}}"
                  f" moved (downstream series that moved: {o.moved or 'none'})")
     conclude(o, report, f, f"first connection: {first.get('units')} CONTINUATION frames sent, "
              f"{first.get('bytes_out')} bytes sent, lifetime {first.get('lifetime_s')}s, "
