@@ -19,7 +19,8 @@ have moved. The [limits] table is left at its defaults (reset_rate 200 burst 100
 
 The abuse reasons checked in ringlb_downstream_abuse_total{reason} are those the lead's
 core/proxy/guard.h names (reset_rate, address_reset_rate, header_list, empty_frames,
-window_updates, priority, control_frames, outbound_flood, protocol).
+window_updates, priority, control_frames, outbound_flood, protocol; the binary also counts a
+CONTINUATION flood as "continuations").
 
 io_backend: every attack runs on both io_uring and epoll (28 tests, about 4 minutes on a
 2-CPU machine; each test takes 7-13 s, most of it the fixed timeline).
