@@ -247,8 +247,10 @@ class Running:
 
 
 def ringlb_config(io_backend: str, ports: list[int], workers: str = "1",
-                  access: str = "off") -> str:
+                  access: str = "off", proxy_extra: dict[str, str] | None = None) -> str:
+    """proxy_extra: more [proxy] keys, each value TOML text (e.g. {"memory_limit": '"64MiB"'})."""
     eps = ", ".join(f'"127.0.0.1:{p}"' for p in ports)
+    extra = "".join(f"{k} = {v}\n" for k, v in (proxy_extra or {}).items())
     return f"""# written by bench/harness.py
 [admin]
 address = "127.0.0.1:0"
@@ -262,7 +264,7 @@ io_backend = "{io_backend}"
 max_concurrent_streams = {MAX_STREAMS}
 stream_buffer = "{STREAM_WINDOW // 1024}KiB"
 connection_window = "{CONN_WINDOW // (1024 * 1024)}MiB"
-
+{extra}
 [[listener]]
 address = "127.0.0.1:0"
 cluster = "bench"
@@ -275,9 +277,10 @@ endpoints = [{eps}]
 
 
 def start_ringlb(env: Env, name: str, io_backend: str, ports: list[int], workers: str = "1",
-                 preexec=None, prefix=None, access: str = "off") -> Running:
+                 preexec=None, prefix=None, access: str = "off",
+                 proxy_extra: dict[str, str] | None = None) -> Running:
     cfg = env.workdir / f"{name}.toml"
-    cfg.write_text(ringlb_config(io_backend, ports, workers, access))
+    cfg.write_text(ringlb_config(io_backend, ports, workers, access, proxy_extra))
     p = Proc(name, [str(env.bin), "--config", str(cfg)], env.workdir, env.proxy_cpu,
              preexec=preexec, prefix=prefix)
     ready = p.wait_for(r"ready:[^\n]*")

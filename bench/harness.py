@@ -15,6 +15,10 @@ means; `bash bench/run.sh` installs what is missing, builds and runs this.
   bench/harness.py --faults [--fault-scenarios kill,sigstop,blackhole,unavailable]
       the fault run instead: chaos scenarios against ringlb and HAProxy side by side
       (bench_faults.py; root, each scenario in its own network namespace)
+  bench/harness.py --attack [--attacks rapid_reset_1,rapid_reset_20,hpack_bomb,slow_readers]
+      the attack run instead: tests/attack's attacks against ringlb and HAProxy side by side,
+      a well-behaved client's failures and p99 and the proxy's peak RSS (bench_attack.py;
+      needs python3-grpcio, python3-h2, python3-hpack, python3-pytest)
 """
 from __future__ import annotations
 
@@ -255,6 +259,12 @@ def faults_main(args) -> int:
     return 1 if any("error" in r for r in results) else 0
 
 
+def attack_main(args) -> int:
+    """--attack: imported here, so the rest of the harness stays stdlib-only (grpcio, h2)."""
+    import bench_attack
+    return bench_attack.attack_main(args, log)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts, 1 repetition")
@@ -290,7 +300,15 @@ def main() -> int:
                     "against ringlb and HAProxy (see bench_faults.py)")
     ap.add_argument("--fault-scenarios", default=",".join(bench_faults.DEFAULT_SCENARIOS),
                     help="scenarios of tests/chaos/scenario.py for --faults")
+    ap.add_argument("--attack", action="store_true", help="the attack run only: rapid reset, "
+                    "HPACK bomb, slow readers against ringlb and HAProxy (see bench_attack.py); "
+                    "--targets among ringlb-io_uring, ringlb-epoll, haproxy-h2 (default "
+                    "ringlb-io_uring,haproxy-h2)")
+    ap.add_argument("--attacks", default="rapid_reset_1,rapid_reset_20,hpack_bomb,slow_readers",
+                    help="attacks of bench_attack.py for --attack")
     args = ap.parse_args()
+    if args.attack:
+        return attack_main(args)
     if args.render:
         return rerender(Path(args.render), Path(args.out))
     if args.faults:
