@@ -59,13 +59,19 @@ void H2Connection::on_recv(const io::Completion& c) {
     // Our own cancel (input paused, or going away) ends the receive: not the peer's doing.
     // If the backlog drained meanwhile, reading starts again here.
     if (c.res == -ECANCELED && cancelled_by_us) {
-      if (!input_paused_ && !going_away_) host_.reactor().recv(fd_, recv_op_);
+      if (!input_paused_) host_.reactor().recv(fd_, recv_op_);  // going away: drains input
       return;
     }
     close(c.res == 0 ? "peer closed the connection" : strerror(-c.res));
     return;
   }
-  if (going_away_) return;  // the receive is being cancelled: nothing more is processed
+  if (going_away_) {
+    // Read and dropped: unread input at close() would make the kernel reset the connection
+    // and throw away the GOAWAY still in its send queue. The peer's EOF ends it (or the
+    // owner's linger timer).
+    if (!c.more) host_.reactor().recv(fd_, recv_op_);
+    return;
+  }
   const uint8_t* data = c.data;
   size_t n = static_cast<size_t>(c.res);
   if (backlog_.empty()) {
@@ -163,18 +169,20 @@ bool H2Connection::on_plaintext(const uint8_t* data, size_t n) {
   return state_ == State::kOpen && !going_away_;
 }
 
-void H2Connection::go_away(uint32_t code, std::string_view debug) {
+void H2Connection::go_away(uint32_t code, std::string_view debug, int32_t below_stream) {
   if (state_ != State::kOpen || going_away_) return;
   going_away_ = true;
-  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
-                        nghttp2_session_get_last_proc_stream_id(session_), code,
+  int32_t last = nghttp2_session_get_last_proc_stream_id(session_);
+  if (below_stream > 0 && last >= below_stream) last = std::max(0, below_stream - 2);
+  nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, last, code,
                         reinterpret_cast<const uint8_t*>(debug.data()), debug.size());
   if (input_paused_) {
     input_paused_ = false;
     host_.remove_backlog(this);
   }
   backlog_.clear();
-  cancel_recv();
+  // Reading goes on (a paused receive is re-armed): input is dropped from now on.
+  if (!recv_op_.active && !recv_cancelled_) host_.reactor().recv(fd_, recv_op_);
   mark_dirty();
 }
 
@@ -215,7 +223,10 @@ void H2Connection::flush() {
     return;
   }
   if (going_away_ && !send_op_.active && wire.empty()) {
-    close("went away (GOAWAY sent)");
+    // The GOAWAY is in the kernel's hands: our FIN follows it, and the peer's EOF (on_recv)
+    // or the owner's linger timer closes the connection.
+    if (!write_shut_) ::shutdown(fd_, SHUT_WR);
+    write_shut_ = true;
     return;
   }
   if (!send_op_.active && wire.empty() && plain.empty() && !hold_open() &&

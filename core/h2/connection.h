@@ -64,9 +64,12 @@ class H2Connection : public io::IoHandler, private TransportSink {
   void release_withheld();
 
   /// Sends GOAWAY(`code`, with `debug` as its debug data) for the streams processed so far,
-  /// reads and processes nothing more, and closes once it is written. For a peer that broke a
-  /// limit or the protocol; the owner bounds the wait for a peer that does not read (close()).
-  void go_away(uint32_t code, std::string_view debug);
+  /// processes no more input (it is read and dropped), and once the GOAWAY is written sends a
+  /// FIN and closes at the peer's EOF. For a peer that broke a limit or the protocol; the owner
+  /// bounds the wait (close()), for a peer that reads nothing or never hangs up.
+  /// `below_stream` > 0: that stream was refused, not processed: the GOAWAY's last stream id
+  /// stays below it (so the client knows it may retry it elsewhere).
+  void go_away(uint32_t code, std::string_view debug, int32_t below_stream = 0);
   bool going_away() const { return going_away_; }
   /// Host only, once per turn: processes up to a turn's share of the input held back.
   void drain_backlog();
@@ -138,7 +141,8 @@ class H2Connection : public io::IoHandler, private TransportSink {
   Transport* transport_ = &plain_;  // a TLS transport replaces it before start_io()
   iovec iov_[kMaxIov];
   bool released_ = false;
-  bool going_away_ = false;      // go_away(): GOAWAY queued, input ignored, close once written
+  bool going_away_ = false;      // go_away(): GOAWAY queued, input dropped, FIN once written
+  bool write_shut_ = false;      // ... and the FIN went after it
   bool input_paused_ = false;    // input waits in backlog_: no recv until it is processed
   bool recv_cancelled_ = false;  // we cancelled the receive; its final completion is ours
   size_t withheld_ = 0;      // connection-level credit held back while the host is over its limit

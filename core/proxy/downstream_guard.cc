@@ -35,7 +35,8 @@ void DownstreamConn::abuse(AbuseReason r, std::string_view detail) {
            static_cast<int>(detail.size()), detail.data());
   const uint32_t code =
       r == AbuseReason::kProtocol ? NGHTTP2_PROTOCOL_ERROR : NGHTTP2_ENHANCE_YOUR_CALM;
-  go_away(code, label);
+  // A header list refused as a bomb was never processed: the last stream id stays below it.
+  go_away(code, label, r == AbuseReason::kHeaderList ? header_stream_ : 0);
   ctx_.timers().arm(linger_timer_, now + kLingerNs);
 }
 

@@ -41,7 +41,7 @@ ATTACKER = "127.0.0.2"
 BOTH = ["io_uring", "epoll"]
 ABUSE = "ringlb_downstream_abuse_total"
 TIMEOUTS = "ringlb_downstream_timeouts_total"
-REFUSED = "ringlb_downstream_refused_total"
+REFUSED = "ringlb_listener_connections_rejected_total"
 
 
 def start(backends, ringlb, io_backend, limits: dict | None = None, **proxy):
@@ -132,7 +132,7 @@ def test_rapid_reset(backends, ringlb, io_backend, tmp_path, report, conns):
             f.append(f"after the first GOAWAY (at {a['first_goaway_s']}s) the attacker opened "
                      f"{a.get('connections')} connections and none was refused at once "
                      f"(limits.refuse_for = 5s)")
-        f += expect_counter(o, REFUSED, "reason", ("address",))
+        f += expect_counter(o, REFUSED, "reason", ("address_refused",))
     first = a.get("first_conn") or {}
     conc = (f"first connection: {first.get('units')} streams, GOAWAY "
             f"{first.get('goaway')}, lifetime {first.get('lifetime_s')}s")
