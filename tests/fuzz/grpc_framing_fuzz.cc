@@ -15,7 +15,8 @@
 // stops the walk (a reader waits for more) and no byte past the input is ever read (each
 // message sits in a buffer of exactly its size, so ASan sees an over-read). Each message is
 // decoded as a grpc.health.v1 HealthCheckResponse (what the health checker does with a framed
-// answer) and, where protobuf's own parser also accepts it, must give the same status.
+// answer) and, where protobuf's own parser also accepts it (and no tag is past 32 bits), must
+// give the same status.
 // RetryBuffer (core/proxy/retry_buffer.h): the body is appended message by message with a replay
 // limit taken from the input; one reader copies out each new piece and must get the input's
 // bytes back, releasing what it passed; the call commits part-way. The buffer keeps every byte
@@ -147,6 +148,45 @@ std::optional<proto::FrameHeader> reference_header(std::span<const uint8_t> in) 
   return h;
 }
 
+// False if some field tag in `m` is past 32 bits (field numbers are 29 bits): protobuf reads
+// such a tag cut to 32 bits (so "88 80 80 80 60" is field 1 to it), ringlb as the large field
+// number it says and skips it. Neither is wrong for a message no encoder writes.
+bool tags_fit_32_bits(std::span<const uint8_t> m) {
+  size_t p = 0;
+  auto varint = [&](uint64_t& v) {
+    v = 0;
+    for (int shift = 0; shift < 64 && p < m.size(); shift += 7) {
+      const uint8_t b = m[p++];
+      v |= uint64_t{b & 0x7fu} << shift;
+      if ((b & 0x80) == 0) return true;
+    }
+    return false;
+  };
+  while (p < m.size()) {
+    uint64_t tag, v;
+    if (!varint(tag)) return true;  // malformed: ringlb refuses it anyway
+    if (tag > UINT32_MAX) return false;
+    switch (tag & 7) {
+      case 0:
+        if (!varint(v)) return true;
+        break;
+      case 1:
+        p += 8;
+        break;
+      case 2:
+        if (!varint(v) || v > m.size() - p) return true;
+        p += v;
+        break;
+      case 5:
+        p += 4;
+        break;
+      default:
+        return true;
+    }
+  }
+  return true;
+}
+
 void check_health(std::span<const uint8_t> message) {
   // An exact-size copy: a read past the message is a heap overflow ASan reports.
   std::vector<uint8_t> exact(message.begin(), message.end());
@@ -155,7 +195,8 @@ void check_health(std::span<const uint8_t> message) {
   grpc::health::v1::HealthCheckResponse pb;
   if (!pb.ParseFromArray(exact.data(), static_cast<int>(exact.size()))) return;
   // protobuf accepts some messages ringlb refuses (groups, which proto3 does not have): only
-  // when both read the message must they agree.
+  // when both read the message, and its tags are well-formed, must they agree.
+  if (!tags_fit_32_bits(exact)) return;
   if (s && static_cast<int>(*s) != static_cast<int>(pb.status())) {
     die("HealthCheckResponse read as " + std::to_string(static_cast<int>(*s)) +
         ", protobuf reads " + std::to_string(static_cast<int>(pb.status())));
