@@ -68,6 +68,7 @@ constexpr int kShutdownTurns = 64;  // to close and reclaim everything; more mea
 constexpr int64_t kTurnNs = 1'000'000;
 constexpr int64_t kWaitNs = 300'000'000;
 constexpr int64_t kSecond = 1'000'000'000;
+constexpr int kTailSteps = 64;
 
 [[noreturn]] void die(const std::string& why) {
   std::fprintf(stderr, "h2_upstream_fuzz: %s\n", why.c_str());
@@ -257,6 +258,8 @@ class Rig {
 
   void jump(int64_t ns) { clock_.advance(ns); }
 
+  bool all_closed() const { return client_.all_closed(); }
+
   /// Every call has its answer: a clean END_STREAM with :status 200 and a grpc-status.
   void check_answers() {
     std::string bad;
@@ -426,8 +429,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // replays find a backend that only greets, connects time out: one step at a time, then past
   // every deadline, then past the 5 minutes ringlb waits before a third PING to a backend that
   // sent no HEADERS or DATA since its last two (the ping-strike policy of gRPC servers; a call
-  // with no deadline on such a connection ends only then), and a few steps more for what that
-  // started.
+  // with no deadline on such a connection ends only then), and steps more for what that started.
   rig.settle(kSettleTurns);
   for (int i = 0; i < 12; ++i) {
     rig.jump(kSecond);
@@ -437,7 +439,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   rig.settle(kSettleTurns);
   rig.jump(300 * kSecond);
   rig.settle(kSettleTurns);
-  for (int i = 0; i < 8; ++i) {
+  // A call with no deadline may go through 3 attempts of up to 1 + 8 replays each, a connect
+  // timeout or a PING timeout apiece: up to a minute more, in steps, while a call is open.
+  for (int i = 0; i < kTailSteps && !rig.all_closed(); ++i) {
     rig.jump(kSecond);
     rig.settle(kSettleTurns);
   }
