@@ -1,11 +1,16 @@
 #!/usr/bin/python3
 """Regenerates the seed corpora in tests/fuzz/corpus/ (deterministic except the captured gRPC calls).
 
-    /usr/bin/python3 tests/fuzz/make_seeds.py [dns_message|config|h2_downstream ...]
+    /usr/bin/python3 tests/fuzz/make_seeds.py [dns_message|config|h2_downstream|h2_upstream|...]
 
 dns_message: real DNS responses built by python3-dnslib (name compression included): Cloud Map
   style A/AAAA/SRV answers, NXDOMAIN, CNAME chains, TC, EDNS.
 config: the TOML examples from README.md and docs, and small variants.
+h2_upstream: what a backend sends (raw frames): answers, trailers-only errors, resets, GOAWAYs,
+  PINGs, window updates, no SETTINGS, hang-ups, non-gRPC answers, oversized or split headers and
+  protocol errors, with "~SPLIT~", "~WAIT~", "~HANGUP~" and "~REFUSE~" markers.
+grpc_framing: grpc-timeout values (valid, capped, invalid), then framed messages (health
+  responses, compressed, reserved flags, cut short, huge lengths, malformed protobuf).
 h2_downstream: what a real gRPC client (python3-grpcio) sends for unary, streaming, deadline and
   health calls, captured on loopback with recv boundaries kept as "~SPLIT~" markers; and client
   streams written with python3-h2 for the paths the fuzz rig routes specially (/dead., /rst.,
@@ -389,8 +394,183 @@ def h2_seeds() -> None:
           + b"\x00\x00\x03\xfa\x00\x00\x00\x00\x00abc")
 
 
+# --- HTTP/2 backend bytes ----------------------------------------------------------------------
+# What a backend sends ringlb, as raw frames (hpack literals that never touch the dynamic table,
+# so every chunk decodes on any connection). The fuzz rig's client opens four calls, upstream
+# streams 1 (unary), 3 (server streaming), 5 (a 20 KiB upload), 7 (no deadline); a retry or a
+# replay on the same connection takes the next odd ids (9, 11, ...). The first chunk is the
+# greeting every new upstream connection gets.
+
+def frame(ftype: int, flags: int, sid: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([ftype, flags]) + sid.to_bytes(4, "big") + payload
+
+
+def hblock(fields) -> bytes:
+    from hpack import Encoder, NeverIndexedHeaderTuple
+    return Encoder().encode([NeverIndexedHeaderTuple(k, v) for k, v in fields])
+
+
+def settings(pairs=(), ack=False) -> bytes:
+    return frame(4, 1 if ack else 0, 0, b"".join(struct.pack(">HI", k, v) for k, v in pairs))
+
+
+GREETING = settings([(3, 100)]) + settings(ack=True)  # MAX_CONCURRENT_STREAMS 100, and the ACK
+RESP = [(":status", "200"), ("content-type", "application/grpc")]
+
+
+def resp_headers(sid, fields=RESP, end=False):
+    return frame(1, 0x04 | (0x01 if end else 0), sid, hblock(fields))
+
+
+def data(sid, payload, end=False):
+    return frame(0, 0x01 if end else 0, sid, payload)
+
+
+def trailers(sid, status=0, message=None):
+    fields = [("grpc-status", str(status))] + ([("grpc-message", message)] if message else [])
+    return frame(1, 0x05, sid, hblock(fields))
+
+
+def trailers_only(sid, status, message=None):
+    fields = RESP + [("grpc-status", str(status))] + ([("grpc-message", message)] if message else [])
+    return frame(1, 0x05, sid, hblock(fields))
+
+
+def answer(sid, messages=1):
+    return resp_headers(sid) + b"".join(data(sid, grpc_message(b"\x0a\x02ok" + bytes([i])))
+                                        for i in range(messages)) + trailers(sid)
+
+
+def rst(sid, code):
+    return frame(3, 0, sid, struct.pack(">I", code))
+
+
+def goaway(last, code=0, debug=b""):
+    return frame(7, 0, 0, struct.pack(">II", last, code) + debug)
+
+
+def ping(opaque=b"backend!", ack=False):
+    return frame(6, 1 if ack else 0, 0, opaque)
+
+
+def window_update(sid, n):
+    return frame(8, 0, sid, struct.pack(">I", n))
+
+
+def upstream_seeds() -> None:
+    def w(name, *chunks):
+        write("h2_upstream", name, SPLIT.join(chunks))
+
+    calls = (1, 3, 5, 7)
+    w("ok_all", GREETING, answer(1) + answer(3, messages=3) + answer(5) + answer(7))
+    # Chunks as a backend's writes come: headers, then each message, then the trailers.
+    w("ok_stream_pieces", GREETING, resp_headers(3), data(3, grpc_message(b"one")),
+      data(3, grpc_message(b"two")) + trailers(3) + answer(1) + answer(5) + answer(7))
+    one = answer(1)
+    w("unary_bytewise", GREETING, SPLIT.join(one[i:i + 1] for i in range(len(one))),
+      b"".join(trailers_only(s, 0) for s in (3, 5, 7)))
+    # UNAVAILABLE (retried after the backoff: the WAIT lets it pass), then the retries answered:
+    # three of them (9, 11, 13), as the upload's body is past retry_buffer and is not retried.
+    write("h2_upstream", "unavailable_then_retry",
+          GREETING + SPLIT + b"".join(trailers_only(s, 14, "try again") for s in calls) +
+          b"~WAIT~" + b"".join(answer(s) for s in (9, 11, 13)))
+    # REFUSED_STREAM: ringlb replays (the request never reached the backend).
+    write("h2_upstream", "refused_then_replay",
+          GREETING + SPLIT + b"".join(rst(s, 7) for s in calls) + b"~WAIT~" +
+          b"".join(answer(s) for s in (9, 11, 13)))
+    # GOAWAY before any stream: the calls move to a new connection (1, 3, 5 there), which greets
+    # again; the upload cannot (its body is past retry_buffer) and fails.
+    write("h2_upstream", "goaway_reconnect",
+          GREETING + SPLIT + goaway(0) + b"~WAIT~" + b"".join(answer(s) for s in (1, 3, 5)))
+    # GOAWAY mid-response: the streams it names finish on the old connection.
+    w("goaway_mid_response", GREETING, resp_headers(1) + data(1, grpc_message(b"x")) +
+      goaway(7, 0, b"going away") + trailers(1) + answer(3) + answer(5) + answer(7))
+    w("goaway_error", GREETING, resp_headers(1) + goaway(1, 2, b"internal error"))
+    # The backend PINGs (ringlb must ACK), goes quiet past keepalive.interval, then ACKs ringlb's
+    # first PING (its opaque data is the sequence number 1, little endian) and answers.
+    write("h2_upstream", "ping_keepalive_ack",
+          GREETING + SPLIT + ping() + b"~WAIT~" + ping(struct.pack("<Q", 1), ack=True) +
+          SPLIT + b"".join(answer(s) for s in calls))
+    # A tiny initial window: the upload goes out as WINDOW_UPDATEs allow.
+    small = settings([(4, 1000), (5, 16384)]) + settings(ack=True)
+    write("h2_upstream", "window_updates",
+          small + SPLIT + window_update(0, 30000) + window_update(5, 8000) + SPLIT +
+          window_update(5, 12000) + SPLIT + answer(1) + answer(3) + answer(5) + answer(7))
+    w("max_concurrent_one", settings([(3, 1)]) + settings(ack=True), answer(1), answer(3),
+      answer(5), answer(7))
+    # No SETTINGS at all: the connect timer (100 ms) runs out.
+    write("h2_upstream", "no_settings", b"~WAIT~~WAIT~")
+    # Bytes without a whole frame (an unknown frame's payload trickling in) keep the connection
+    # alive through two PINGs; the third waits 5 minutes (ping strikes), then times out.
+    write("h2_upstream", "partial_frame_keepalive",
+          GREETING + frame(0x1f, 0, 0, bytes(900))[:40] + b"~WAIT~" + bytes(30) + b"~WAIT~" +
+          bytes(30) + b"~WAIT~" + bytes(30))
+    w("silent_after_headers", GREETING, b"".join(resp_headers(s) for s in calls))
+    write("h2_upstream", "hangup_mid_body",
+          GREETING + SPLIT + resp_headers(3) + data(3, grpc_message(b"part")[:6]) + b"~HANGUP~")
+    write("h2_upstream", "refuse_then_hangup", GREETING + b"~REFUSE~~HANGUP~~WAIT~")
+    w("not_grpc", GREETING,
+      resp_headers(1, [(":status", "503"), ("content-type", "text/html")]) +
+      data(1, b"<html>busy</html>", end=True) +
+      resp_headers(3, [(":status", "200")], end=True) +
+      resp_headers(5, [(":status", "404"), ("content-type", "application/grpc")], end=True) +
+      trailers_only(7, 99, "%E2%9C%93 odd status"))
+    w("big_header", GREETING, resp_headers(1, RESP + [("x-big", "v" * 5000)]) + answer(3) +
+      answer(5) + answer(7))
+    block = hblock(RESP)
+    half = len(block) // 2
+    w("continuation", GREETING, frame(1, 0, 1, block[:half]) + frame(9, 0x04, 1, block[half:]) +
+      data(1, grpc_message(b"c")) + trailers(1) + answer(3) + answer(5) + answer(7))
+    w("protocol_errors", GREETING,
+      frame(0xfa, 0, 0, b"ext") + data(0, b"x") + resp_headers(99) + frame(5, 4, 1, bytes(4)) +
+      frame(9, 4, 3, b"") + frame(0, 0x08, 5, b"\xff"))
+    w("content_length_mismatch", GREETING,
+      resp_headers(1, RESP + [("content-length", "3")]) + data(1, grpc_message(b"longer")) +
+      trailers(1) + answer(3) + answer(5) + answer(7))
+
+
+# --- gRPC framing ------------------------------------------------------------------------------
+# A grpc-timeout value, '\n', then a body of 5-byte framed messages (HealthCheckResponse
+# payloads where they are meant to decode). The first byte of the value also sets the retry
+# buffer's replay limit and commit point in the target.
+
+def framing_seeds() -> None:
+    def varint(v: int) -> bytes:
+        out = b""
+        while v >= 0x80:
+            out += bytes([(v & 0x7F) | 0x80])
+            v >>= 7
+        return out + bytes([v])
+
+    def health(status: int) -> bytes:
+        return b"\x08" + varint(status & 0xFFFFFFFFFFFFFFFF)
+
+    def framed(payload: bytes, flag: int = 0) -> bytes:
+        return bytes([flag]) + struct.pack(">I", len(payload)) + payload
+
+    def w(name, value: bytes, body: bytes = b"") -> None:
+        write("grpc_framing", name, value + b"\n" + body)
+
+    w("serving", b"2S", framed(health(1)))
+    w("watch_stream", b"100m", framed(health(1)) + framed(health(2)) + framed(health(3)) +
+      framed(b""))
+    w("max_digits_hours", b"99999999H", framed(health(-1)) + framed(health(1 << 40)))
+    w("cap_exact", b"8640000S", framed(b"\x08\x01\x12\x03abc\x1d\x00\x00\x00\x00\x08\x02"))
+    w("zero", b"0n", framed(b"\x0b\x0c\x08\x01", 0))  # a proto2 group: ringlb refuses it
+    w("nine_digits", b"100000000S", framed(health(1), 1))  # compressed flag
+    w("lower_s", b"1s", b"\x02\x00\x00\x00\x01\x00")  # reserved flag value
+    w("sign", b"+5M", framed(health(1))[:7])  # cut short
+    w("huge_length", b"12345678m", b"\x00\xff\xff\xff\xff" + bytes(16))
+    w("micro", b"250u", struct.pack("<q", -1) + framed(b"\x08\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01"))
+    w("int64_max", b"1n", struct.pack("<q", 2**63 - 1) + framed(health(1)))
+    w("bad_varint", b"7M", framed(b"\x08" + b"\xff" * 11) + framed(b"\x00\x01"))
+    write("grpc_framing", "no_newline", b"5S")
+    w("message_text", b"%E2%9C%93 caf\xc3\xa9 %zz \x00\x7f%", framed(health(2)))
+
+
 def main() -> int:
-    which = sys.argv[1:] or ["dns_message", "config", "h2_downstream"]
+    which = sys.argv[1:] or ["dns_message", "config", "h2_downstream", "h2_upstream",
+                             "grpc_framing"]
     if "dns_message" in which:
         dns_seeds()
     if "config" in which:
@@ -398,6 +578,10 @@ def main() -> int:
     if "h2_downstream" in which:
         h2_seeds()
         grpc_seeds()
+    if "h2_upstream" in which:
+        upstream_seeds()
+    if "grpc_framing" in which:
+        framing_seeds()
     for w in which:
         n = len(os.listdir(os.path.join(HERE, "corpus", w)))
         print(f"{w}: {n} seeds")

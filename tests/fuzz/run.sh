@@ -5,10 +5,17 @@
 # target finds a crash, a leak, UB or a timeout (the reproducer is left in build-fuzz/crashes/).
 #
 # Usage: tests/fuzz/run.sh [NAME...]        (default: every target)
-#   FUZZ_RUNS=20000   runs per target          FUZZ_TIME=45   seconds per target (at most)
+#   FUZZ_RUNS=20000   runs per target (0: no limit, only FUZZ_TIME)
+#   FUZZ_TIME=45      seconds per target (at most)
 #   FUZZ_JOBS=2       parallel compile jobs    FUZZ_BUILD=build-fuzz
-#   FUZZ_KEEP=1       also keep new coverage inputs in build-fuzz/corpus/NAME (not in the repo)
+#   FUZZ_KEEP=1       also keep new coverage inputs in build-fuzz/corpus/NAME (not in the repo),
+#                     and start from them next time
 # Reproduce a finding: build-fuzz/NAME build-fuzz/crashes/NAME/crash-...
+#
+# The quick check (CI) is the default. Before a release, let every target run ten minutes on a
+# corpus that grows from run to run (about an hour and a half for all of them):
+#   FUZZ_RUNS=0 FUZZ_TIME=600 FUZZ_KEEP=1 FUZZ_JOBS=1 tests/fuzz/run.sh
+# Targets: config dns_message grpc_framing h2_downstream h2_upstream http1 (one per *_fuzz.cc).
 #
 # Why not meson: meson.build passes -std=c++23, which clang 14 (Debian 12) does not know; it
 # spells it -std=c++2b. A plain ninja file keeps the project build untouched.
@@ -18,6 +25,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 build=${FUZZ_BUILD:-build-fuzz}
 runs=${FUZZ_RUNS:-20000}
+[ "$runs" = 0 ] && runs=-1  # libFuzzer's "no limit"; its -runs=0 would run nothing new
 secs=${FUZZ_TIME:-45}
 jobs=${FUZZ_JOBS:-2}
 
@@ -35,10 +43,11 @@ targets=("$@")
 
 # --- build -----------------------------------------------------------------------------------
 mkdir -p "$build/gen"
-# Every library source except the binary's main and the demo; the archive lets each target
-# link only the objects it needs.
-mapfile -t sources < <(ls lb/*.cc discovery/*.cc proto/grpc.cc proto/health.cc core/*/*.cc |
-  grep -v -e '^core/runtime/main.cc$' -e '^core/demo/')
+# Every library source except the binary's main and the demo, and the in-memory HTTP/2 peers of
+# tests/support (h2_upstream's client); the archive lets each target link only the objects it
+# needs.
+mapfile -t sources < <(ls lb/*.cc discovery/*.cc proto/grpc.cc proto/health.cc core/*/*.cc \
+  tests/support/h2_peers.cc | grep -v -e '^core/runtime/main.cc$' -e '^core/demo/')
 pkgs="libnghttp2 liburing libcares protobuf"
 # toml++ header-only here, so the TOML parser is instrumented too and the config target explores
 # it (the project links Debian's compiled libtomlplusplus instead). Its internal assertions are
@@ -129,7 +138,7 @@ for t in "${targets[@]}"; do
     echo "fuzz: $t: ok, ${execs:-?} runs, cov ${cov:-?}, ${took}s"
   else
     artifact=$(grep -o "Test unit written to .*" "$log" | tail -n 1 | sed 's/Test unit written to //')
-    what=$(grep -m1 -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error|h2_downstream_fuzz:|config_fuzz:|dns_message_fuzz:)' "$log" || true)
+    what=$(grep -m1 -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error|[a-z0-9_]+_fuzz:)' "$log" || true)
     echo "fuzz: $t: FAILED (exit $rc) after ${took}s: ${what:-see $log}; input: ${artifact:-none}; log: $log"
     failed=1
   fi
