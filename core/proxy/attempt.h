@@ -28,13 +28,14 @@ struct Attempt {
   State state = State::kFree;
   UpstreamConn* conn = nullptr;
   EndpointState* endpoint = nullptr;
-  int32_t stream_id = 0;         // 0 while parked (UpstreamConn::park): nothing submitted yet
-  uint32_t previous = 0;         // the grpc-previous-rpc-attempts it carries (0: not sent)
-  uint64_t read_pos = 0;         // absolute position in the call's request body
-  int64_t started_ns = 0;        // ctx.now() when started: its per-try timeout counts from here
-  int64_t sent_ns = 0;           // ctx.now() when its HEADERS went out (CallRecord::upstream_ns)
-  bool peer_reset = false;       // the backend sent RST_STREAM (vs. a reset ringlb made)
-  bool header_overflow = false;  // ringlb reset it: its response headers passed the limit
+  int32_t stream_id = 0;           // 0 while parked (UpstreamConn::park): nothing submitted yet
+  uint32_t previous = 0;           // the grpc-previous-rpc-attempts it carries (0: not sent)
+  uint64_t read_pos = 0;           // absolute position in the call's request body
+  int64_t started_ns = 0;          // ctx.now() when started: its per-try timeout counts from here
+  int64_t sent_ns = 0;             // ctx.now() when its HEADERS went out (CallRecord::upstream_ns)
+  bool peer_reset = false;         // the backend sent RST_STREAM (vs. a reset ringlb made)
+  bool refused_by_goaway = false;  // ... or its GOAWAY left it out (nghttp2: REFUSED_STREAM)
+  bool header_overflow = false;    // ringlb reset it: its response headers passed the limit
   // Its response headers arrived but no message yet: they wait in `headers` until the first
   // DATA (the call commits) or the trailers (whose grpc-status may still be retried).
   bool held = false;

@@ -256,7 +256,7 @@ void Call::start_attempt(Attempt& a, EndpointState& ep) {
   a.read_pos = 0;  // a new attempt only starts while the whole body is held
   a.started_ns = ctx_.now();
   a.sent_ns = 0;
-  a.peer_reset = a.header_overflow = a.held = false;
+  a.peer_reset = a.refused_by_goaway = a.header_overflow = a.held = false;
   a.headers.clear();
   a.trailers.clear();
   cluster_->call_started(ep);
@@ -625,7 +625,9 @@ void Call::on_attempt_closed(Attempt& a, AttemptEnd how, uint32_t code, std::str
   }
   // Reset by the backend or broken HTTP/2 on a live connection says the endpoint is unwell;
   // connection-level ends are counted once per connection (Context::on_upstream_event).
-  if (how == AttemptEnd::kStream && !a.header_overflow) note_outcome(a, lb::Outcome::kLocalFailure);
+  if (how == AttemptEnd::kStream && !a.header_overflow && !a.refused_by_goaway) {
+    note_outcome(a, lb::Outcome::kLocalFailure);
+  }
   if (committed) {  // mid-response: the client gets what was sent, then the error
     fail_from(a, how, code, why);
     return;

@@ -483,9 +483,17 @@ int UpstreamConn::on_data_chunk(nghttp2_session* s, uint8_t, int32_t id, const u
 }
 
 int UpstreamConn::on_stream_close(nghttp2_session* s, int32_t id, uint32_t error_code, void* user) {
-  Attempt* a = conn_of(user)->attempt_of(id);
+  UpstreamConn* c = conn_of(user);
+  Attempt* a = c->attempt_of(id);
   if (a != nullptr) {
     nghttp2_session_set_stream_user_data(s, id, nullptr);
+    if (error_code == NGHTTP2_REFUSED_STREAM && c->goaway_) {
+      // Past the last stream id of the backend's GOAWAY: nghttp2 closes it as refused, with no
+      // RST_STREAM on the wire. The backend said it did not process it, as a RST_STREAM
+      // (REFUSED_STREAM) says: UNAVAILABLE, replayed if it can be; and a graceful GOAWAY is no
+      // failure of the endpoint's.
+      a->peer_reset = a->refused_by_goaway = true;
+    }
     a->call->on_attempt_closed(*a, AttemptEnd::kStream, error_code, {});
   }
   return 0;
