@@ -13,6 +13,7 @@ namespace ringlb::core::h2 {
 
 H2Connection::H2Connection(Host& host)
     : host_(host), plain_(&host.chunks()), backlog_(&host.chunks()) {
+  host_.connection_born();
   recv_op_.handler = send_op_.handler = connect_op_.handler = this;
   recv_op_.tag = kRecv;
   send_op_.tag = kSend;
@@ -21,6 +22,7 @@ H2Connection::H2Connection(Host& host)
 
 H2Connection::~H2Connection() {
   if (session_ != nullptr) nghttp2_session_del(session_);
+  host_.connection_died();
 }
 
 void H2Connection::start_io() {
@@ -154,6 +156,10 @@ void H2Connection::resume_input() {
 
 bool H2Connection::on_plaintext(const uint8_t* data, size_t n) {
   if (state_ != State::kOpen || going_away_) return false;
+  if (session_ == nullptr && !start_session()) {
+    close("HTTP/2 session setup failed");
+    return false;
+  }
   ssize_t r = nghttp2_session_mem_recv(session_, data, n);
   if (r < 0) {
     // A limit of ours that tripped inside a callback stops the input this way (go_away()
@@ -171,6 +177,10 @@ bool H2Connection::on_plaintext(const uint8_t* data, size_t n) {
 
 void H2Connection::go_away(uint32_t code, std::string_view debug, int32_t below_stream) {
   if (state_ != State::kOpen || going_away_) return;
+  if (session_ == nullptr) {  // nothing was said yet: nothing to say goodbye in
+    close("went away before the HTTP/2 session began");
+    return;
+  }
   going_away_ = true;
   int32_t last = nghttp2_session_get_last_proc_stream_id(session_);
   if (below_stream > 0 && last >= below_stream) last = std::max(0, below_stream - 2);
@@ -198,7 +208,7 @@ void H2Connection::flush() {
   mem::ChunkQueue& plain = transport_->plain_out();
   // Going away: the GOAWAY is among the next few frames (nghttp2 sends control frames before
   // DATA); nothing past them matters.
-  int frames = going_away_ ? 8 : INT32_MAX;
+  int frames = session_ == nullptr ? 0 : going_away_ ? 8 : INT32_MAX;  // none before a session
   while (plain.size() < kHighWater && frames-- > 0) {
     const uint8_t* data = nullptr;
     ssize_t n = nghttp2_session_mem_send(session_, &data);
@@ -229,7 +239,7 @@ void H2Connection::flush() {
     write_shut_ = true;
     return;
   }
-  if (!send_op_.active && wire.empty() && plain.empty() && !hold_open() &&
+  if (!send_op_.active && wire.empty() && plain.empty() && !hold_open() && session_ != nullptr &&
       nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0) {
     close("session finished");
   }

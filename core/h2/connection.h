@@ -101,6 +101,9 @@ class H2Connection : public io::IoHandler, private TransportSink {
   virtual void after_input() {}
   /// At the start of flush(), before frames are pulled: submit what was held back for it.
   virtual void before_flush() {}
+  /// The first input arrived and there is no session yet (a server creates it only then, so a
+  /// connection that never speaks costs no nghttp2 state): create it, or return false.
+  virtual bool start_session() { return false; }
   /// True while the connection must stay open although nghttp2 wants neither to read nor to
   /// write (a drain waiting for its PING to come back before the final GOAWAY).
   virtual bool hold_open() const { return false; }

@@ -2,6 +2,8 @@
 
 #include <malloc.h>
 
+#include <algorithm>
+
 namespace ringlb::core::h2 {
 namespace {
 constexpr int kFlushRounds = 4;
@@ -34,18 +36,32 @@ bool Host::reap() {
 }
 
 void Host::maybe_trim() {
-  // After a burst (slow readers, a big response fan-out) the chunks go back to malloc, but
-  // glibc keeps the pages: a 512 MB task would stay at its peak. Give them back to the OS once
-  // the buffers have shrunk to a quarter of their peak, and only after a real burst.
-  constexpr size_t kMinPeak = 16u << 20;
-  // nghttp2's sessions count too: thousands of connections opened and closed by an attack.
-  const size_t b = buffered() + session_heap_.in_use_bytes();
+  // After a burst (slow readers, a big response fan-out, thousands of connections opened and
+  // closed by an attack) the memory goes back to malloc, but glibc keeps the pages and the
+  // pools keep blocks: a 512 MB task would stay at its peak. Once what is held has shrunk to
+  // half of its peak (a peak of kMinPeak at least), the pools keep only a small
+  // reserve and malloc_trim
+  // gives the free pages back. At most once per kTrimSpacingNs; turn() wakes for a pending one,
+  // so a shard that has gone quiet still does it.
+  constexpr size_t kMinPeak = 1u << 20;
+  constexpr int64_t kTrimSpacingNs = 100'000'000;
+  constexpr size_t kReserve = 16;  // idle blocks kept per pool size
+  const size_t b = buffered() + session_heap_.in_use_bytes() + connections_ * kConnectionBytes;
   if (b > buffered_peak_) {
     buffered_peak_ = b;
-  } else if (buffered_peak_ >= kMinPeak && b < buffered_peak_ / 4) {
-    malloc_trim(0);
-    buffered_peak_ = b;
+    return;
   }
+  if (buffered_peak_ < kMinPeak || b >= buffered_peak_ / 2) return;
+  if (now_ns_ < next_trim_ns_) {
+    trim_pending_ = true;
+    return;
+  }
+  chunks_.shrink(kReserve);
+  session_heap_.shrink(kReserve);
+  malloc_trim(0);
+  buffered_peak_ = b;
+  next_trim_ns_ = now_ns_ + kTrimSpacingNs;
+  trim_pending_ = false;
 }
 
 void Host::drain_backlogs() {
@@ -74,6 +90,9 @@ void Host::turn(int64_t max_wait_ns) {
   maybe_trim();
   // now_ns_ is at most one flush old: a timer may fire that much late, for one clock read less.
   int64_t timeout = dirty_.empty() && backlogged_.empty() ? timers_.next_timeout(now_ns_) : 0;
+  if (trim_pending_ && (timeout < 0 || timeout > next_trim_ns_ - now_ns_)) {
+    timeout = std::max<int64_t>(0, next_trim_ns_ - now_ns_);
+  }
   if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns)) timeout = max_wait_ns;
   reactor_->run_once(timeout);
 }

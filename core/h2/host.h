@@ -45,6 +45,10 @@ class Host {
   void add_dirty(H2Connection* c) { dirty_.push_back(c); }
   void remove_dirty(H2Connection* c) { dirty_.remove(c); }
   bool has_dirty() const { return !dirty_.empty(); }
+  /// H2Connection's constructor and destructor count themselves (the trim's estimate).
+  void connection_born() { ++connections_; }
+  void connection_died() { --connections_; }
+  static constexpr size_t kConnectionBytes = 2048;  // an H2Connection object, about
   /// A connection has completed every op; it is freed by reap().
   void retire(H2Connection* c) { graveyard_.push_back(c); }
 
@@ -103,7 +107,10 @@ class Host {
   uint64_t turn_number_ = 1;
   std::vector<H2Connection*> graveyard_;
   size_t buffer_limit_ = SIZE_MAX;
-  size_t buffered_peak_ = 0;  // since the last malloc_trim
+  size_t buffered_peak_ = 0;   // since the last malloc_trim (buffers, sessions, connections)
+  int64_t next_trim_ns_ = 0;   // no trim before this
+  bool trim_pending_ = false;  // a trim waits for next_trim_ns_
+  size_t connections_ = 0;     // H2Connection objects alive on this host
 
   void maybe_trim();
   /// Gives every connection with input held back its share for this turn.

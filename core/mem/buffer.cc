@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <initializer_list>
+#include <utility>
 
 namespace ringlb::core::mem {
 
@@ -15,10 +16,15 @@ void out_of_memory(size_t n) {
 }
 
 ChunkPool::~ChunkPool() {
-  for (Chunk** list : {&free_, &free_small_}) {
-    while (*list != nullptr) {
+  shrink(0);
+}
+
+void ChunkPool::shrink(size_t keep) {
+  for (auto [list, idle] : {std::pair{&free_, &idle_}, std::pair{&free_small_, &idle_small_}}) {
+    while (*idle > keep && *list != nullptr) {
       Chunk* c = *list;
       *list = c->next;
+      --*idle;
       std::free(c);
     }
   }

@@ -56,10 +56,15 @@ SessionHeap::SessionHeap(size_t max_idle_bytes) {
 }
 
 SessionHeap::~SessionHeap() {
-  for (Free*& list : free_) {
-    while (list != nullptr) {
-      Free* f = list;
-      list = f->next;
+  shrink(0);
+}
+
+void SessionHeap::shrink(size_t keep) {
+  for (size_t c = 0; c < kClasses; ++c) {
+    while (idle_[c] > keep && free_[c] != nullptr) {
+      Free* f = free_[c];
+      free_[c] = f->next;
+      --idle_[c];
       std::free(f);
     }
   }

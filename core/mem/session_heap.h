@@ -17,8 +17,11 @@ namespace ringlb::core::mem {
 
 class SessionHeap {
  public:
-  // Block sizes, header included: 64 B to 4 KiB in powers of two.
-  static constexpr size_t kClasses = 7;
+  // Block sizes, header included: 64 B to 1 KiB in powers of two. Per-call allocations
+  // (streams, outbound items, header list copies) are below it; the larger ones come once per
+  // session (its struct, HPACK rings, stream map), where a power-of-two block would waste up to
+  // half of each for as long as the connection lives: those get malloc's exact fit.
+  static constexpr size_t kClasses = 5;
   static constexpr size_t kMinBlock = 64;
   static constexpr size_t kMaxBlock = kMinBlock << (kClasses - 1);
   static constexpr size_t kHeader = 16;  // keeps malloc's 16-byte alignment
@@ -43,6 +46,8 @@ class SessionHeap {
   /// Bytes of the blocks handed out (headers and whole pages of mapped blocks included).
   size_t in_use_bytes() const { return in_use_bytes_; }
   size_t idle() const;
+  /// Frees idle blocks beyond `keep` of each class (after a burst: Host's trim).
+  void shrink(size_t keep);
 
  private:
   struct Free {

@@ -29,6 +29,7 @@ struct Callbacks {
   nghttp2_option* opt = nullptr;
   uint32_t outbound = 0;  // max_outbound_control_frames the options were built for
   uint32_t reset_rate = 0;
+  uint32_t reset_burst = 0;
 };
 
 }  // namespace
@@ -46,6 +47,25 @@ DownstreamConn::DownstreamConn(Context& ctx, int fd, size_t listener_index)
 DownstreamConn::~DownstreamConn() = default;
 
 bool DownstreamConn::init(const sockaddr_storage& peer, socklen_t peer_len) {
+  const config::ProxyConfig& pc = ctx_.config().proxy;
+  io::set_nodelay(fd_);
+  address_ = AddressKey::of(peer);
+  if (peer.ss_family == AF_INET || peer.ss_family == AF_INET6) {
+    peer_ = io::format_address(reinterpret_cast<const sockaddr*>(&peer), peer_len);
+  }
+  // The session (about 10 KiB of nghttp2 state) waits for the client's first bytes
+  // (start_session): a connection that never speaks costs only this object until
+  // handshake_timeout closes it.
+  start_io();
+  accepted_ns_ = ctx_.now();
+  if (pc.idle_timeout.count() > 0) {
+    ctx_.timers().arm(idle_timer_, ctx_.now() + pc.idle_timeout.count());
+  }
+  if (pc.handshake_timeout.count() > 0) watch_until(accepted_ns_ + pc.handshake_timeout.count());
+  return true;
+}
+
+bool DownstreamConn::start_session() {
   thread_local Callbacks cbs = [] {
     Callbacks c;
     nghttp2_session_callbacks_new(&c.cb);
@@ -62,11 +82,12 @@ bool DownstreamConn::init(const sockaddr_storage& peer, socklen_t peer_len) {
   const config::ProxyConfig& pc = ctx_.config().proxy;
   const config::LimitsConfig& lim = ctx_.config().limits;
   if (cbs.opt == nullptr || cbs.outbound != lim.max_outbound_control_frames ||
-      cbs.reset_rate != lim.reset_rate) {
+      cbs.reset_rate != lim.reset_rate || cbs.reset_burst != lim.reset_burst) {
     if (cbs.opt != nullptr) nghttp2_option_del(cbs.opt);
     nghttp2_option_new(&cbs.opt);
     cbs.outbound = lim.max_outbound_control_frames;
     cbs.reset_rate = lim.reset_rate;
+    cbs.reset_burst = lim.reset_burst;
     // Windows are given back by hand: the stream's when an attempt has taken the bytes (flow
     // coupling), the connection's on receipt (credit_connection).
     nghttp2_option_set_no_auto_window_update(cbs.opt, 1);
@@ -95,17 +116,6 @@ bool DownstreamConn::init(const sockaddr_storage& peer, socklen_t peer_len) {
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
                                         static_cast<int32_t>(pc.connection_window));
-  io::set_nodelay(fd_);
-  address_ = AddressKey::of(peer);
-  if (peer.ss_family == AF_INET || peer.ss_family == AF_INET6) {
-    peer_ = io::format_address(reinterpret_cast<const sockaddr*>(&peer), peer_len);
-  }
-  start_io();
-  accepted_ns_ = ctx_.now();
-  if (pc.idle_timeout.count() > 0) {
-    ctx_.timers().arm(idle_timer_, ctx_.now() + pc.idle_timeout.count());
-  }
-  if (pc.handshake_timeout.count() > 0) watch_until(accepted_ns_ + pc.handshake_timeout.count());
   return true;
 }
 
@@ -122,6 +132,10 @@ void DownstreamConn::start_drain() {
     return;
   }
   drain_deferred_ = false;
+  if (session_ == nullptr) {  // not a byte from the client yet: no calls to lose
+    close("draining; the client had sent nothing");
+    return;
+  }
   draining_ = true;
   nghttp2_submit_shutdown_notice(session_);
   nghttp2_submit_ping(session_, NGHTTP2_FLAG_NONE, nullptr);
@@ -134,6 +148,10 @@ void DownstreamConn::send_final_goaway() {
   final_goaway_sent_ = true;
   drain_deferred_ = false;
   ctx_.timers().cancel(drain_timer_);
+  if (session_ == nullptr) {
+    close("draining; the client had sent nothing");
+    return;
+  }
   nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE,
                         nghttp2_session_get_last_proc_stream_id(session_), NGHTTP2_NO_ERROR,
                         nullptr, 0);

@@ -33,8 +33,8 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
  public:
   DownstreamConn(Context& ctx, int fd, size_t listener_index);
   ~DownstreamConn() override;
-  /// Creates the session and queues SETTINGS. `peer` is the client's address (ss_family 0 if
-  /// unknown). False if nghttp2 could not be set up.
+  /// Starts reading. `peer` is the client's address (ss_family 0 if unknown). The nghttp2
+  /// session and our SETTINGS wait for the client's first bytes (start_session).
   bool init(const sockaddr_storage& peer, socklen_t peer_len);
   /// Two-phase GOAWAY: a shutdown notice and a PING now, the final GOAWAY when the PING returns.
   /// On a connection that has had no request yet, the notice waits for the first one (or 1 s).
@@ -71,6 +71,7 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   void on_close(const char* why) override;
   void on_released() override;
   void on_input_error(int err) override;
+  bool start_session() override;
   ListenerCounters* counters() const;
   /// The client broke a limit: counted, its address refused for a while, GOAWAY.
   void abuse(AbuseReason r, std::string_view detail);

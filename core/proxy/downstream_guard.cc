@@ -177,6 +177,7 @@ void DownstreamConn::on_stage_timer() {
 }
 
 int64_t DownstreamConn::watch_calls(int64_t now) {
+  if (session_ == nullptr || calls.empty()) return INT64_MAX;
   const config::ProxyConfig& pc = ctx_.config().proxy;
   const int64_t body = pc.body_timeout.count();
   const int64_t send = pc.send_timeout.count();
