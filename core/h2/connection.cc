@@ -263,7 +263,7 @@ void H2Connection::end_data_frame(const nghttp2_frame& frame) {
 
 void H2Connection::credit_connection(size_t n) {
   if (n == 0 || state_ != State::kOpen) return;
-  if (host_.over_buffer_limit() || withheld_ > 0) {
+  if ((withholds_credit() && host_.over_buffer_limit()) || withheld_ > 0) {
     if (withheld_ == 0) host_.hold_credit(this);
     withheld_ += n;
     return;

@@ -99,6 +99,12 @@ class H2Connection : public io::IoHandler, private TransportSink {
   virtual void on_connected(int res) { (void)res; }
   /// After input was processed: a chance to act on state nghttp2 changed (GOAWAY and so on).
   virtual void after_input() {}
+  /// Whether credit_connection() holds back credit while the host is over its limit. A client
+  /// connection does (what its uploads may add waits); a backend connection does not: each of
+  /// its streams is bounded by a window coupled to its client's reading, and holding back the
+  /// connection's credit would stall every call sharing it behind a few slow readers (whom
+  /// the host's relief sheds instead).
+  virtual bool withholds_credit() const { return true; }
   /// At the start of flush(), before frames are pulled: submit what was held back for it.
   virtual void before_flush() {}
   /// The first input arrived and there is no session yet (a server creates it only then, so a

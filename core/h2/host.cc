@@ -39,29 +39,46 @@ void Host::maybe_trim() {
   // After a burst (slow readers, a big response fan-out, thousands of connections opened and
   // closed by an attack) the memory goes back to malloc, but glibc keeps the pages and the
   // pools keep blocks: a 512 MB task would stay at its peak. Once what is held has shrunk to
-  // half of its peak (a peak of kMinPeak at least), the pools keep only a small
-  // reserve and malloc_trim
-  // gives the free pages back. At most once per kTrimSpacingNs; turn() wakes for a pending one,
-  // so a shard that has gone quiet still does it.
-  constexpr size_t kMinPeak = 1u << 20;
-  constexpr int64_t kTrimSpacingNs = 100'000'000;
-  constexpr size_t kReserve = 16;  // idle blocks kept per pool size
-  const size_t b = buffered() + session_heap_.in_use_bytes() + connections_ * kConnectionBytes;
+  // half of its peak (a peak of kMinPeak at least), the pools keep only a small reserve and
+  // malloc_trim gives the free pages back. At most once per kTrimSpacingNs; turn() wakes for a
+  // pending one, so a shard that has gone quiet still does it.
+  constexpr size_t kMinPeak = 256u << 10;
+  constexpr int64_t kTrimSpacingNs = 250'000'000;
+  constexpr int64_t kRingTrimSpacingNs = 1'000'000'000;
+  constexpr size_t kReserve = 4;  // idle blocks kept per pool size
+  trim_pending_ = false;
+  // The reactor's receive buffers: resident once used, given back once quiet (at most 1/s).
+  if (reactor_ != nullptr && reactor_->wants_trim()) {
+    if (now_ns_ >= next_ring_trim_ns_) {
+      reactor_->trim();
+      next_ring_trim_ns_ = now_ns_ + kRingTrimSpacingNs;
+    } else {
+      wake_for_trim(next_ring_trim_ns_);
+    }
+  }
+  // In use, not pooled: freed chunks that go to the pool must count as a drop.
+  const size_t b = held() - chunks_.idle_bytes() + connections_ * kConnectionBytes;
   if (b > buffered_peak_) {
     buffered_peak_ = b;
     return;
   }
   if (buffered_peak_ < kMinPeak || b >= buffered_peak_ / 2) return;
   if (now_ns_ < next_trim_ns_) {
-    trim_pending_ = true;
+    wake_for_trim(next_trim_ns_);
     return;
   }
+  shrink_pools();
+  if (reactor_ != nullptr) reactor_->trim();
   chunks_.shrink(kReserve);
-  session_heap_.shrink(kReserve);
+  session_heap_.shrink(0);  // its blocks are small and scattered: kept ones pin pages
   malloc_trim(0);
   buffered_peak_ = b;
   next_trim_ns_ = now_ns_ + kTrimSpacingNs;
-  trim_pending_ = false;
+}
+
+void Host::wake_for_trim(int64_t at_ns) {
+  trim_wake_ns_ = trim_pending_ ? std::min(trim_wake_ns_, at_ns) : at_ns;
+  trim_pending_ = true;
 }
 
 void Host::drain_backlogs() {
@@ -79,7 +96,10 @@ void Host::turn(int64_t max_wait_ns) {
   flush_dirty();
   // After the flush: what could go out has moved on, so what is still held is held for peers
   // that do not read.
-  if (over_buffer_limit()) relieve_memory_pressure();
+  if (over_buffer_limit()) {
+    chunks_.shrink(0);  // free memory first, calls after
+    if (over_buffer_limit()) relieve_memory_pressure();
+  }
   if (!withheld_.empty() && !over_buffer_limit()) {
     while (H2Connection* c = withheld_.front()) {
       withheld_.remove(c);
@@ -90,8 +110,8 @@ void Host::turn(int64_t max_wait_ns) {
   maybe_trim();
   // now_ns_ is at most one flush old: a timer may fire that much late, for one clock read less.
   int64_t timeout = dirty_.empty() && backlogged_.empty() ? timers_.next_timeout(now_ns_) : 0;
-  if (trim_pending_ && (timeout < 0 || timeout > next_trim_ns_ - now_ns_)) {
-    timeout = std::max<int64_t>(0, next_trim_ns_ - now_ns_);
+  if (trim_pending_ && (timeout < 0 || timeout > trim_wake_ns_ - now_ns_)) {
+    timeout = std::max<int64_t>(0, trim_wake_ns_ - now_ns_);
   }
   if (max_wait_ns >= 0 && (timeout < 0 || timeout > max_wait_ns)) timeout = max_wait_ns;
   reactor_->run_once(timeout);

@@ -52,12 +52,19 @@ class Host {
   /// A connection has completed every op; it is freed by reap().
   void retire(H2Connection* c) { graveyard_.push_back(c); }
 
-  /// Bytes buffered on this thread (chunks in use), and the limit past which connections stop
-  /// getting connection-level credit back and new calls are refused (SIZE_MAX = none).
+  /// Bytes buffered on this thread (chunks in use).
   size_t buffered() const { return chunks_.in_use_bytes(); }
+  /// What peers make this thread hold: the buffers (and the free ones pooled), nghttp2's state
+  /// (streams, header copies, sessions) and the owner's pooled per-call objects. The limit applies
+  /// to this, so an attacker that opens many streams, not only one that fills buffers, meets it.
+  size_t held() const {
+    return buffered() + chunks_.idle_bytes() + session_heap_.in_use_bytes() + pooled_bytes();
+  }
+  /// The limit past which connections stop getting connection-level credit back and new calls
+  /// are refused (SIZE_MAX = none).
   size_t buffer_limit() const { return buffer_limit_; }
   void set_buffer_limit(size_t bytes) { buffer_limit_ = bytes; }
-  bool over_buffer_limit() const { return buffered() >= buffer_limit_; }
+  bool over_buffer_limit() const { return held() >= buffer_limit_; }
   /// Input bytes a connection may have processed per loop turn (fair share; SIZE_MAX = all).
   size_t turn_bytes() const { return turn_bytes_; }
   void set_turn_bytes(size_t n) { turn_bytes_ = n; }
@@ -89,6 +96,10 @@ class Host {
   /// freed (the proxy resets the calls holding the most). Withheld connection credit goes back
   /// once under the limit again.
   virtual void relieve_memory_pressure() {}
+  /// The owner's pooled objects (calls), in bytes, and a chance to free the idle ones (after
+  /// a burst, with the trim).
+  virtual size_t pooled_bytes() const { return 0; }
+  virtual void shrink_pools() {}
 
  private:
   unsigned index_;
@@ -107,12 +118,16 @@ class Host {
   uint64_t turn_number_ = 1;
   std::vector<H2Connection*> graveyard_;
   size_t buffer_limit_ = SIZE_MAX;
-  size_t buffered_peak_ = 0;   // since the last malloc_trim (buffers, sessions, connections)
-  int64_t next_trim_ns_ = 0;   // no trim before this
-  bool trim_pending_ = false;  // a trim waits for next_trim_ns_
-  size_t connections_ = 0;     // H2Connection objects alive on this host
+  size_t buffered_peak_ = 0;       // since the last malloc_trim (buffers, sessions, connections)
+  int64_t next_trim_ns_ = 0;       // no trim before this
+  int64_t next_ring_trim_ns_ = 0;  // no reactor trim before this
+  bool trim_pending_ = false;      // a trim waits: the loop wakes at trim_wake_ns_ for it
+  int64_t trim_wake_ns_ = 0;
+  size_t connections_ = 0;  // H2Connection objects alive on this host
 
   void maybe_trim();
+  /// The loop wakes by `at_ns` (> now) for a trim that had to wait.
+  void wake_for_trim(int64_t at_ns);
   /// Gives every connection with input held back its share for this turn.
   void drain_backlogs();
 };

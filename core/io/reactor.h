@@ -82,6 +82,13 @@ class Reactor {
   /// completion, and dispatches every completion ready. Returns how many were dispatched.
   virtual int run_once(int64_t timeout_ns) = 0;
 
+  /// Gives back the memory of receive buffers no completion is using (after a burst): they
+  /// are touched again as data arrives.
+  virtual void trim() {}
+  /// True after a burst touched many receive buffers, once the load has dropped again: then
+  /// trim() gives something back.
+  virtual bool wants_trim() const { return false; }
+
   /// `fn(arg)` runs in run_once after a wait that may have blocked (timeout_ns != 0) and
   /// before the completions are dispatched: the owner refreshes its cached clock there, so
   /// handlers see the time their completions came, not the time the wait began.

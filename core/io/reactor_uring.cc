@@ -35,6 +35,7 @@ class UringReactor final : public Reactor {
               IORING_SETUP_DEFER_TASKRUN;
     p.cq_entries = kCqEntries;
     int r = io_uring_queue_init_params(kEntries, &ring_, &p);
+    deferred_taskrun_ = r == 0;
     if (r == -EINVAL) {  // kernels before 6.1 lack DEFER_TASKRUN
       p = io_uring_params{};
       p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN;
@@ -71,6 +72,20 @@ class UringReactor final : public Reactor {
   }
 
   const char* name() const override { return "io_uring"; }
+
+  void trim() override {
+    // With DEFER_TASKRUN the kernel fills buffers only inside our own io_uring_enter, so
+    // between run_once calls, with no completion waiting, every provided buffer is back in the
+    // ring and holds nothing: its pages can go, and one the kernel fills again is faulted back
+    // in. Without DEFER_TASKRUN data may land at any syscall: left alone.
+    if (bufs_ != nullptr && deferred_taskrun_ && io_uring_cq_ready(&ring_) == 0) {
+      madvise(bufs_, kBufCount * kBufSize, MADV_DONTNEED);
+      used_since_trim_ = 0;
+    }
+  }
+  bool wants_trim() const override {
+    return used_since_trim_ >= kBufCount / 2 && batch_buffers_ <= 2;
+  }
 
   void accept(int fd, Op& op) override {
     io_uring_sqe* sqe = start(op, OpKind::kAccept, fd);
@@ -130,6 +145,7 @@ class UringReactor final : public Reactor {
     }
     if (timeout_ns != 0) woke();
     int n = 0;
+    batch_buffers_ = 0;
     // Handlers may submit more SQEs while we walk the CQ; that is fine, they go out next turn.
     while (io_uring_peek_cqe(&ring_, &cqe) == 0) {
       uint64_t ud = io_uring_cqe_get_data64(cqe);
@@ -189,6 +205,8 @@ class UringReactor final : public Reactor {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
         uint8_t* buf = bufs_ + bid * kBufSize;
         c.data = buf;
+        ++batch_buffers_;
+        ++used_since_trim_;
         if (!more) op.active = false;
         op.handler->on_complete(op, c);
         io_uring_buf_ring_add(br_, buf, kBufSize, bid, io_uring_buf_ring_mask(kBufCount), 0);
@@ -211,6 +229,11 @@ class UringReactor final : public Reactor {
   io_uring_buf_ring* br_ = nullptr;
   size_t br_bytes_ = 0;
   uint8_t* bufs_ = nullptr;
+  bool deferred_taskrun_ = false;  // IORING_SETUP_DEFER_TASKRUN took
+  // Receive buffers the last run_once used, and all used since the last trim (the kernel takes
+  // them in turn, so as many pages are resident now).
+  unsigned batch_buffers_ = 0;
+  uint64_t used_since_trim_ = 0;
 };
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "core/mem/buffer.h"
 
+#include <sys/mman.h>
+
 #include <cassert>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +17,29 @@ void out_of_memory(size_t n) {
   std::abort();
 }
 
+namespace {
+
+// Full-size chunks (16 KiB with their header: four pages) are mapped one by one instead of
+// coming from malloc: they are what a burst of buffered data is made of, and from malloc they
+// would leave the heap fragmented around the small objects that outlive the burst, so that
+// malloc_trim could not give the pages back. A mapped chunk goes back whole when it is freed.
+// Steady traffic reuses pooled chunks and makes no system call.
+void* map_chunk(size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) out_of_memory(bytes);  // no exception through nghttp2 frames
+  return p;
+}
+
+void free_chunk(Chunk* c) {
+  if (c->capacity == ChunkPool::kSmallChunkSize) {
+    std::free(c);
+  } else {
+    munmap(c, ChunkPool::kHeader + ChunkPool::kChunkSize);
+  }
+}
+
+}  // namespace
+
 ChunkPool::~ChunkPool() {
   shrink(0);
 }
@@ -25,7 +50,7 @@ void ChunkPool::shrink(size_t keep) {
       Chunk* c = *list;
       *list = c->next;
       --*idle;
-      std::free(c);
+      free_chunk(c);
     }
   }
 }
@@ -39,7 +64,7 @@ Chunk* ChunkPool::get(bool small) {
     --idle;
   } else {
     const size_t cap = small ? kSmallChunkSize : kChunkSize;
-    c = static_cast<Chunk*>(std::malloc(kHeader + cap));
+    c = static_cast<Chunk*>(small ? std::malloc(kHeader + cap) : map_chunk(kHeader + cap));
     if (c == nullptr) out_of_memory(kHeader + cap);  // no exception through nghttp2 frames
     c->capacity = static_cast<uint32_t>(cap);
   }
@@ -56,7 +81,7 @@ void ChunkPool::put(Chunk* c) {
   Chunk*& list = small ? free_small_ : free_;
   size_t& idle = small ? idle_small_ : idle_;
   if (idle >= max_idle_) {
-    std::free(c);
+    free_chunk(c);
     return;
   }
   c->next = list;

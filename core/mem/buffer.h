@@ -40,6 +40,8 @@ class ChunkPool {
   /// Payload bytes of the chunks handed out and not yet returned.
   size_t in_use_bytes() const { return in_use_bytes_; }
   size_t idle() const { return idle_ + idle_small_; }
+  /// Payload bytes of the free chunks kept.
+  size_t idle_bytes() const { return idle_ * kChunkSize + idle_small_ * kSmallChunkSize; }
   /// Frees idle chunks beyond `keep` of each size (after a burst: Host's trim).
   void shrink(size_t keep);
 

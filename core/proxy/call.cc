@@ -180,11 +180,15 @@ void Call::on_request_headers(bool end_stream) {
     fail(StatusCode::kDeadlineExceeded, "ringlb: the call arrived with grpc-timeout 0");
     return;
   }
+  // Over the limit: the calls holding the most (slow readers) are shed first, so a new call is
+  // refused only when what is held cannot be shed.
+  if (ctx_.over_buffer_limit()) ctx_.relieve();
   if (ctx_.over_buffer_limit()) {
     record_.flags |= kFlagOverflow;
     fail(StatusCode::kResourceExhausted,
-         "ringlb: this worker holds " + std::to_string(ctx_.buffered() >> 20) +
-             " MiB of buffered data, its share of proxy.memory_limit; try again shortly");
+         "ringlb: this worker holds " + std::to_string(ctx_.held() >> 20) +
+             " MiB for its peers (buffers, streams, calls), its share of proxy.memory_limit; "
+             "try again shortly");
     return;
   }
   const Router& router = ctx_.router(ds->listener_index());

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <unordered_set>
 
 #include "core/base/log.h"
 #include "core/proxy/downstream.h"
@@ -128,16 +129,16 @@ bool Context::connections_busy() const {
 
 void Context::relieve_memory_pressure() {
   // Rare (only while over the limit), so a scan of every call and a sort are fine here.
-  std::vector<std::pair<size_t, Call*>> held;
+  std::vector<std::pair<size_t, Call*>> holders;
   for (auto& c : call_store_) {
     size_t b = c->phase() == Call::Phase::kIdle ? 0 : c->buffered_bytes();
-    if (b >= 4096) held.emplace_back(b, c.get());
+    if (b >= 4096) holders.emplace_back(b, c.get());
   }
-  std::sort(held.begin(), held.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  std::sort(holders.begin(), holders.end(), [](auto& a, auto& b) { return a.first > b.first; });
   const size_t target = buffer_limit() / 8 * 7;
-  size_t now = buffered();
+  size_t now = held();
   size_t shed = 0, freed = 0;
-  for (auto& [bytes, call] : held) {
+  for (auto& [bytes, call] : holders) {
     if (now <= target) break;
     call->shed();
     now -= std::min(now, bytes);
@@ -151,6 +152,17 @@ void Context::relieve_memory_pressure() {
         "the most buffered data (%zu KiB)",
         index(), buffer_limit() >> 20, shed, freed >> 10);
   }
+}
+
+void Context::shrink_pools() {
+  // None kept: a pooled call left among the burst's freed memory would pin its pages; the
+  // next calls are made anew (one allocation each, until the pool has refilled).
+  constexpr size_t kReserve = 0;
+  if (free_calls_.size() <= kReserve) return;
+  std::unordered_set<const Call*> gone(free_calls_.begin() + kReserve, free_calls_.end());
+  free_calls_.resize(kReserve);
+  std::erase_if(call_store_,
+                [&](const std::unique_ptr<Call>& c) { return gone.contains(c.get()); });
 }
 
 void Context::start_draining() {

@@ -122,6 +122,9 @@ class Context : public h2::Host {
   uint64_t connections() const { return connections_; }
   /// Listener and method counters (metrics: stats.h); clusters and endpoints keep their own.
   ProxyStats& stats() { return stats_; }
+  /// Sheds now what relieve_memory_pressure() sheds at the start of a turn (a new call asks,
+  /// before it is refused for the limit).
+  void relieve() { relieve_memory_pressure(); }
   /// Client addresses this shard tracks across their connections (rapid reset, refusal).
   AddressGuard& addresses() { return addresses_; }
   const ProxyStats& stats() const { return stats_; }
@@ -130,6 +133,11 @@ class Context : public h2::Host {
   /// Over the buffer limit: resets the calls holding the most buffered bytes (a client that
   /// does not read its responses, say) until under 7/8 of the limit.
   void relieve_memory_pressure() override;
+  /// Pooled calls, each counted at kCallBytes (the object and its header lists' capacity).
+  size_t pooled_bytes() const override { return call_store_.size() * kCallBytes; }
+  /// Frees idle calls beyond a reserve (an attack's thousands of streams leave them pooled).
+  void shrink_pools() override;
+  static constexpr size_t kCallBytes = sizeof(Call) + 1024;
 
   /// Stops new calls and connections and sends every client the two-phase GOAWAY.
   void start_draining();

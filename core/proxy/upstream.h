@@ -89,6 +89,7 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
   void on_connected(int res) override;
   void after_input() override;
   void before_flush() override;
+  bool withholds_credit() const override { return false; }
   void on_close(const char* why) override;
   void on_released() override;
   void close_gracefully();

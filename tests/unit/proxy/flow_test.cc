@@ -96,7 +96,6 @@ TEST_CASE(
   // 64 KiB windows everywhere: nghttp2 sends a connection WINDOW_UPDATE once half the window is
   // consumed, so credit given back shows on the client.
   ProxyRig rig(config("\"127.0.0.1:1\"", kTightWindows));
-  rig.ctx().set_buffer_limit(32 * 1024);  // below what one lagging stream makes ringlb hold
   rig.mode(kA).action = Action::kHold;
   H2Client& c = rig.client(rig.add_client(0, 16 * 1024));  // 16 KiB stream windows
 
@@ -108,6 +107,9 @@ TEST_CASE(
   REQUIRE(rig.pump());
   H2Backend* b = rig.backend(kA);
   REQUIRE(b != nullptr);
+  // The limit counts what the shard holds for its peers (sessions and calls too): 40 KiB more
+  // than it holds now is below what one lagging stream makes ringlb hold.
+  rig.ctx().set_buffer_limit(rig.ctx().held() + 40 * 1024);
   const int32_t upload_b = b->exchanges().at(0)->id;
   b->respond(upload_b);
   b->send_data(upload_b, pattern(5));  // a first message: the call commits to this backend
@@ -133,7 +135,7 @@ TEST_CASE(
   CHECK(contains(rig.ended()[0].rec.message, "proxy.memory_limit"));
 
   // The upload on the same connections goes on (in 8 KiB pieces: one 40 KiB gulp would itself
-  // hold more than this 32 KiB limit), and its credit comes back.
+  // hold more than the 40 KiB of room), and its credit comes back.
   for (int k = 0; k < 5; ++k) {
     c.send_more(upload, pattern(8 * 1024, 10 + k), false);
     REQUIRE(rig.pump());
@@ -156,8 +158,8 @@ TEST_CASE(
     "RESOURCE_EXHAUSTED and connection credit waits until the buffers drain") {
   ProxyRig rig(config("\"127.0.0.1:1\"", kTightWindows));
   // Calls holding less than 4 KiB each are not worth shedding: two responses 3,000 bytes past
-  // what the client's 16 KiB windows take put the shard over a 2 KiB limit and keep it there.
-  rig.ctx().set_buffer_limit(2 * 1024);
+  // what the client's 16 KiB windows take put the shard 6,000 bytes past what it held, over a
+  // limit 4 KiB above that, and keep it there.
   rig.mode(kA).action = Action::kHold;
   H2Client& c = rig.client(rig.add_client(0, 16 * 1024));
   int32_t d1 = c.submit(grpc_request("/svc.Download/Get", pattern(10)));
@@ -165,6 +167,7 @@ TEST_CASE(
   c.set_reading(d1, false);
   c.set_reading(d2, false);
   REQUIRE(rig.pump());
+  rig.ctx().set_buffer_limit(rig.ctx().held() + 4 * 1024);
   H2Backend* b = rig.backend(kA);
   REQUIRE(b != nullptr);
   REQUIRE(b->exchanges().size() == 2);
