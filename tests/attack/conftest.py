@@ -3,10 +3,8 @@ render_config (imported from tests/integration, not copied), a watchdog, and a s
 test's figures at the end of the run (passed or failed)."""
 from __future__ import annotations
 
-import faulthandler
 import os
 import sys
-import threading
 
 import pytest
 
@@ -72,16 +70,4 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(autouse=True)
 def _watchdog(request):
     """Bounded loops are the rule; this is the backstop if something still hangs."""
-    def fire():
-        sys.stderr.write(f"\n*** watchdog: {request.node.nodeid} exceeded {TEST_WATCHDOG}s ***\n")
-        faulthandler.dump_traceback(all_threads=True)
-        factory = getattr(request.node, "_ringlb_factory", None)
-        for r in (factory.instances if factory else []):
-            r.kill()
-        os._exit(3)
-
-    t = threading.Timer(TEST_WATCHDOG, fire)
-    t.daemon = True
-    t.start()
-    yield
-    t.cancel()
+    yield from harness.watchdog(request, TEST_WATCHDOG)

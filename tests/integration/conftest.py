@@ -1,10 +1,8 @@
 """Fixtures for the ringlb integration suite. Every test runs once per reactor backend."""
 from __future__ import annotations
 
-import faulthandler
 import os
 import sys
-import threading
 
 import pytest
 
@@ -56,16 +54,4 @@ def pytest_runtest_makereport(item, call):
 @pytest.fixture(autouse=True)
 def _watchdog(request):
     """Bounded loops are the rule; this is the backstop if something still hangs."""
-    def fire():
-        sys.stderr.write(f"\n*** watchdog: {request.node.nodeid} exceeded {TEST_WATCHDOG}s ***\n")
-        faulthandler.dump_traceback(all_threads=True)
-        factory = getattr(request.node, "_ringlb_factory", None)
-        for r in (factory.instances if factory else []):
-            r.kill()
-        os._exit(3)
-
-    t = threading.Timer(TEST_WATCHDOG, fire)
-    t.daemon = True
-    t.start()
-    yield
-    t.cancel()
+    yield from harness.watchdog(request, TEST_WATCHDOG)

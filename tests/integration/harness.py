@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import faulthandler
 import hashlib
 import http.client
 import json
@@ -22,6 +23,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from concurrent import futures
@@ -730,3 +732,22 @@ class RinglbFactory:
                 problems.append(f"{r.config_path.name}: exit status {rc}"
                                 + (f" (signal {signal.Signals(-rc).name})" if rc < 0 else ""))
         return problems
+
+
+def watchdog(request, seconds: float):
+    """A conftest's autouse fixture body (yield from it): bounded loops are the rule; this is the
+    backstop if a test still hangs: it dumps every thread's stack, kills the test's ringlb
+    instances and aborts the run."""
+    def fire():
+        sys.stderr.write(f"\n*** watchdog: {request.node.nodeid} exceeded {seconds}s ***\n")
+        faulthandler.dump_traceback(all_threads=True)
+        factory = getattr(request.node, "_ringlb_factory", None)
+        for r in (factory.instances if factory else []):
+            r.kill()
+        os._exit(3)
+
+    t = threading.Timer(seconds, fire)
+    t.daemon = True
+    t.start()
+    yield
+    t.cancel()
