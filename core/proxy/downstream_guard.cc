@@ -102,11 +102,15 @@ int DownstreamConn::on_begin_frame(nghttp2_session* s, const nghttp2_frame_hd* h
       c->abuse(AbuseReason::kProtocol, "HEADERS with a stream id below an earlier stream's");
       return NGHTTP2_ERR_CALLBACK_FAILURE;
     }
-    c->header_started_ns_ = now;
-    c->header_stream_ = id;
     c->header_list_bytes_ = 0;
-    const config::Duration t = c->ctx_.config().proxy.header_timeout;
-    if (t.count() > 0) c->watch_until(now + t.count());
+    // Late trailers for a stream we reset are dropped by nghttp2 without a word: no header
+    // stage to time (it would end only with the next frame).
+    if (nghttp2_session_find_stream(s, id) != nullptr || !c->recently_reset(id)) {
+      c->header_started_ns_ = now;
+      c->header_stream_ = id;
+      const config::Duration t = c->ctx_.config().proxy.header_timeout;
+      if (t.count() > 0) c->watch_until(now + t.count());
+    }
   } else if (hd->type != NGHTTP2_CONTINUATION) {
     c->header_started_ns_ = 0;  // a header block ends before any other frame may begin
   }
