@@ -30,6 +30,14 @@ struct Callbacks {
   uint32_t outbound = 0;  // max_outbound_control_frames the options were built for
   uint32_t reset_rate = 0;
   uint32_t reset_burst = 0;
+  // thread_local: freed when the shard's thread ends (never copied).
+  Callbacks() = default;
+  Callbacks(const Callbacks&) = delete;
+  Callbacks& operator=(const Callbacks&) = delete;
+  ~Callbacks() {
+    if (opt != nullptr) nghttp2_option_del(opt);
+    if (cb != nullptr) nghttp2_session_callbacks_del(cb);
+  }
 };
 
 }  // namespace
@@ -66,19 +74,18 @@ bool DownstreamConn::init(const sockaddr_storage& peer, socklen_t peer_len) {
 }
 
 bool DownstreamConn::start_session() {
-  thread_local Callbacks cbs = [] {
-    Callbacks c;
-    nghttp2_session_callbacks_new(&c.cb);
-    nghttp2_session_callbacks_set_on_begin_frame_callback(c.cb, on_begin_frame);
-    nghttp2_session_callbacks_set_on_frame_send_callback(c.cb, on_frame_send);
-    nghttp2_session_callbacks_set_on_begin_headers_callback(c.cb, on_begin_headers);
-    nghttp2_session_callbacks_set_on_header_callback(c.cb, on_header);
-    nghttp2_session_callbacks_set_on_frame_recv_callback(c.cb, on_frame_recv);
-    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(c.cb, on_data_chunk);
-    nghttp2_session_callbacks_set_on_stream_close_callback(c.cb, on_stream_close);
-    nghttp2_session_callbacks_set_send_data_callback(c.cb, send_body);
-    return c;
-  }();
+  thread_local Callbacks cbs;
+  if (cbs.cb == nullptr) {
+    nghttp2_session_callbacks_new(&cbs.cb);
+    nghttp2_session_callbacks_set_on_begin_frame_callback(cbs.cb, on_begin_frame);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cbs.cb, on_frame_send);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs.cb, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cbs.cb, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs.cb, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs.cb, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs.cb, on_stream_close);
+    nghttp2_session_callbacks_set_send_data_callback(cbs.cb, send_body);
+  }
   const config::ProxyConfig& pc = ctx_.config().proxy;
   const config::LimitsConfig& lim = ctx_.config().limits;
   if (cbs.opt == nullptr || cbs.outbound != lim.max_outbound_control_frames ||
