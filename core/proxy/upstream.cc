@@ -281,9 +281,12 @@ void UpstreamConn::arm_keepalive() {
 }
 
 void UpstreamConn::on_ping_timer() {
-  if (!open() || !ready_ || attempts.empty()) return;  // idle: the next submit re-arms
+  if (!open() || !ready_) return;
   const int64_t now = ctx_.now();
   const int64_t timeout = cluster_.config->keepalive.timeout.count();
+  // A PING in flight is judged even if the attempts that drew it have all moved on (per-try
+  // timeouts, the endpoint ejected): a connection that did not answer is dead, and closing it
+  // now, not at its next use, is what tells the endpoint's state.
   if (ping_sent_ns_ != 0 && last_recv_ns_ < ping_sent_ns_) {
     if (now - ping_sent_ns_ < timeout) {
       ctx_.timers().arm(ping_timer_, ping_sent_ns_ + timeout);
@@ -295,7 +298,8 @@ void UpstreamConn::on_ping_timer() {
     close(why.c_str());
     return;
   }
-  ping_sent_ns_ = 0;  // answered (by its ACK or anything else)
+  ping_sent_ns_ = 0;             // answered (by its ACK or anything else)
+  if (attempts.empty()) return;  // idle: the next submit re-arms
   int64_t due = std::max(last_recv_ns_, waiting_since_ns_) + keepalive_interval_ns();
   if (pings_without_data_ >= kPingsWithoutData) {
     due = std::max(due, last_ping_ns_ + kQuietPingSpacing);
