@@ -91,7 +91,12 @@ void Host::drain_backlogs() {
 void Host::turn(int64_t max_wait_ns) {
   ++turn_number_;
   refresh_now();
-  timers_.run(now_ns_);
+  // Bounded, like a connection's input: 3,000 idle connections whose handshake_timeout ends
+  // together (or a burst of accepts) is tens of milliseconds of closing (setting up), which
+  // the calls of every other connection would wait out. What is left runs next turn, after
+  // this turn's I/O, and the wait below is then 0.
+  timers_.run(now_ns_, kTimersPerTurn);
+  const bool more_deferred = run_deferred();
   if (!backlogged_.empty()) drain_backlogs();
   flush_dirty();
   // After the flush: what could go out has moved on, so what is still held is held for peers
@@ -109,7 +114,8 @@ void Host::turn(int64_t max_wait_ns) {
   reap();
   maybe_trim();
   // now_ns_ is at most one flush old: a timer may fire that much late, for one clock read less.
-  int64_t timeout = dirty_.empty() && backlogged_.empty() ? timers_.next_timeout(now_ns_) : 0;
+  int64_t timeout =
+      dirty_.empty() && backlogged_.empty() && !more_deferred ? timers_.next_timeout(now_ns_) : 0;
   if (trim_pending_ && (timeout < 0 || timeout > trim_wake_ns_ - now_ns_)) {
     timeout = std::max<int64_t>(0, trim_wake_ns_ - now_ns_);
   }

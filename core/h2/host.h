@@ -100,6 +100,11 @@ class Host {
   /// a burst, with the trim).
   virtual size_t pooled_bytes() const { return 0; }
   virtual void shrink_pools() {}
+  /// Work the owner spread over turns (accepted connections to set up): runs this turn's
+  /// share, after the due timers. True while some is left (the turn then does not wait).
+  virtual bool run_deferred() { return false; }
+  /// Timers fired per turn at most.
+  static constexpr int kTimersPerTurn = 256;
 
  private:
   unsigned index_;

@@ -53,9 +53,9 @@ void TimerQueue::sift_down(uint32_t i) {
   place(i, t);
 }
 
-int TimerQueue::run(int64_t now_ns) {
+int TimerQueue::run(int64_t now_ns, int limit) {
   int fired = 0;
-  while (!heap_.empty() && heap_[0]->deadline_ns <= now_ns) {
+  while (fired < limit && !heap_.empty() && heap_[0]->deadline_ns <= now_ns) {
     Timer* t = heap_[0];
     remove_at(0);
     t->handler->on_timer(*t);

@@ -2,6 +2,7 @@
 // TimerQueue: an intrusive binary min-heap of deadlines. Owner: one thread (shard or control).
 // Timers are embedded in their owners (streams, connections): arming and cancelling allocate
 // nothing once the heap has grown to its working size.
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
@@ -31,8 +32,9 @@ class TimerQueue {
  public:
   void arm(Timer& t, int64_t deadline_ns);
   void cancel(Timer& t);
-  /// Fires every timer due at `now_ns`; handlers may arm or cancel timers meanwhile.
-  int run(int64_t now_ns);
+  /// Fires the timers due at `now_ns`, earliest first, at most `limit` of them (the rest stay
+  /// due: next_timeout() says 0); handlers may arm or cancel timers meanwhile.
+  int run(int64_t now_ns, int limit = INT_MAX);
   /// Nanoseconds until the next deadline from `now_ns` (>= 0), or -1 if none is armed.
   int64_t next_timeout(int64_t now_ns) const;
   size_t size() const { return heap_.size(); }

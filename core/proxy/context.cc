@@ -36,6 +36,7 @@ Context::~Context() {
   // Production drains first, so every connection is closed and retired by now; ~Host frees the
   // retired ones. Whatever drives a context by hand (tests, benchmarks, the fuzzer) closes its
   // connections and turns until they are retired before it drops the context.
+  for (size_t i = accept_head_; i < accept_queue_.size(); ++i) ::close(accept_queue_[i].fd);
 }
 
 bool Context::adopt(size_t listener, int fd) {
@@ -72,6 +73,46 @@ bool Context::adopt(size_t listener, int fd) {
     conn->start_drain();
   }
   return true;
+}
+
+void Context::accepted(size_t listener, int fd) {
+  if (accept_turn_ != turn_number()) {
+    accept_turn_ = turn_number();
+    accepts_in_turn_ = 0;
+  }
+  if (draining_ || (queued_accepts() == 0 && accepts_in_turn_ < kAcceptsPerTurn)) {
+    ++accepts_in_turn_;
+    adopt(listener, fd);
+  } else {
+    accept_queue_.push_back({listener, fd});
+  }
+}
+
+bool Context::run_deferred() {
+  if (queued_accepts() == 0) return false;
+  accept_turn_ = turn_number();
+  accepts_in_turn_ = 0;
+  while (accept_head_ < accept_queue_.size() && accepts_in_turn_ < kAcceptsPerTurn) {
+    Accepted a = accept_queue_[accept_head_++];
+    ++accepts_in_turn_;
+    adopt(a.listener, a.fd);
+  }
+  if (accept_head_ == accept_queue_.size()) {
+    accept_queue_.clear();
+    if (accept_queue_.capacity() > 1024) accept_queue_.shrink_to_fit();
+    accept_head_ = 0;
+    return false;
+  }
+  return true;
+}
+
+void Context::adopt_queued() {
+  while (accept_head_ < accept_queue_.size()) {
+    Accepted a = accept_queue_[accept_head_++];
+    adopt(a.listener, a.fd);
+  }
+  accept_queue_.clear();
+  accept_head_ = 0;
 }
 
 // Messages are handled on a wake-up, when the turn's time may be long stale (an idle shard):
@@ -166,6 +207,7 @@ void Context::shrink_pools() {
 }
 
 void Context::start_draining() {
+  adopt_queued();
   draining_ = true;
   downstreams_.for_each(
       [](h2::H2Connection* c) { static_cast<DownstreamConn*>(c)->start_drain(); });

@@ -81,6 +81,14 @@ class Context : public h2::Host {
   /// it was refused (over max_connections) and `fd` closed. While draining it is taken and told
   /// to go away at once (GOAWAY), not refused.
   bool adopt(size_t listener, int fd);
+  /// A connection a listener accepted: adopted now, or, once this turn has adopted
+  /// kAcceptsPerTurn, queued for the next turns (a burst of thousands of connects must not
+  /// stall the calls on the connections already open). Draining adopts at once.
+  void accepted(size_t listener, int fd);
+  /// Adopts every queued connection now (before draining or a reload renumbers listeners).
+  void adopt_queued();
+  size_t queued_accepts() const { return accept_queue_.size() - accept_head_; }
+  static constexpr uint32_t kAcceptsPerTurn = 64;
   /// True for a router kept only for the client connections of a removed listener.
   bool listener_removed(size_t listener) const { return listener >= config_->listeners.size(); }
   /// Cluster `cluster` now has endpoint set `set`.
@@ -137,6 +145,8 @@ class Context : public h2::Host {
   size_t pooled_bytes() const override { return call_store_.size() * kCallBytes; }
   /// Frees idle calls beyond a reserve (an attack's thousands of streams leave them pooled).
   void shrink_pools() override;
+  /// Adopts up to kAcceptsPerTurn queued connections.
+  bool run_deferred() override;
   static constexpr size_t kCallBytes = sizeof(Call) + 1024;
 
   /// Stops new calls and connections and sends every client the two-phase GOAWAY.
@@ -193,6 +203,14 @@ class Context : public h2::Host {
   uint64_t calls_ = 0;
   ProxyStats stats_;
   AddressGuard addresses_;
+  struct Accepted {
+    size_t listener;
+    int fd;
+  };
+  std::vector<Accepted> accept_queue_;  // [accept_head_, end) wait to be adopted
+  size_t accept_head_ = 0;
+  uint64_t accept_turn_ = 0;  // the turn accepts_in_turn_ counts
+  uint32_t accepts_in_turn_ = 0;
 };
 
 }  // namespace ringlb::core::proxy

@@ -10,6 +10,7 @@
 namespace ringlb::core::proxy {
 
 std::vector<int> Context::reconfigure(Reconfig& r) {
+  adopt_queued();  // their listener numbers are the running ones
   std::vector<int> router_to;
   remap_listeners(r, router_to);
   remap_clusters(r);

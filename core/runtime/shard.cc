@@ -287,7 +287,7 @@ void Shard::on_complete(io::Op& op, const io::Completion& c) {
 
 void Shard::on_accept(Listener& l, const io::Completion& c) {
   if (c.res >= 0) {
-    adopt(l.router, c.res);  // refused or not, a final completion must still re-arm below
+    accepted(l.router, c.res);  // refused or not, a final completion must still re-arm below
   } else if (c.res != -ECANCELED && !leaving_ && !l.removed) {
     ++stats().listeners[l.router].rejected[static_cast<size_t>(proxy::Rejection::kAcceptError)];
     LOG_WARN("shard %u: accept on %s: %s", setup_.index, router(l.router).listener_name().c_str(),

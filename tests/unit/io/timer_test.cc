@@ -193,3 +193,19 @@ TEST_CASE("timer queue: random arms, cancels and runs match a model") {
     REQUIRE(q.next_timeout(now) == (earliest < 0 ? -1 : std::max<int64_t>(0, earliest - now)));
   }
 }
+
+TEST_CASE("timer queue: run fires at most `limit` timers, earliest first; the rest stay due") {
+  TimerQueue q;
+  TimerLog log;
+  std::vector<Timer> ts;
+  ts.reserve(10);
+  for (uint8_t i = 0; i < 10; ++i) ts.push_back(make_timer(log, i));
+  for (uint8_t i = 0; i < 10; ++i) q.arm(ts[i], 100 - i);  // tag 9 is due first
+  CHECK(q.run(1000, 4) == 4);
+  CHECK(log.fired == std::vector<uint8_t>{9, 8, 7, 6});
+  CHECK(q.next_timeout(1000) == 0);  // still due: the owner does not wait
+  CHECK(q.run(1000, 4) == 4);
+  CHECK(q.run(1000, 4) == 2);
+  CHECK(log.fired == std::vector<uint8_t>{9, 8, 7, 6, 5, 4, 3, 2, 1, 0});
+  CHECK(q.next_timeout(1000) == -1);
+}

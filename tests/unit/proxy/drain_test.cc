@@ -1,6 +1,8 @@
 // Draining client connections (SIGTERM, a restart): when each client is told to go away, and
 // how the calls still open at drain_timeout end. Driven in memory on a fake clock.
 #include <doctest/doctest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "tests/unit/proxy/proxy_test.h"
 
@@ -123,4 +125,31 @@ TEST_CASE("proxy drain: at drain_timeout the calls left end with UNAVAILABLE and
   for (H2Backend::Exchange* e : b->exchanges()) CHECK(e->rst_received);  // the backends stop too
   CHECK(rig.ended().size() == 2);
   CHECK(rig.ctx().downstream_count() == 0);
+}
+
+TEST_CASE("proxy accept budget: a burst is set up over turns, queued ones before a drain") {
+  // A burst of connects is adopted kAcceptsPerTurn per turn, so the calls of connections
+  // already open are not held up behind thousands of new ones; draining takes the rest at once.
+  using ringlb::core::proxy::Context;
+  ProxyRig rig(config());
+  auto& ctx = rig.ctx();
+  const auto& counts = ctx.stats().listeners[0];
+  const uint64_t before = counts.accepted;
+  constexpr uint32_t kBurst = Context::kAcceptsPerTurn * 2 + 10;
+  for (uint32_t i = 0; i < kBurst; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    ctx.accepted(0, fd);
+  }
+  CHECK(counts.accepted - before == Context::kAcceptsPerTurn);
+  CHECK(ctx.queued_accepts() == kBurst - Context::kAcceptsPerTurn);
+  ctx.turn(0);
+  CHECK(counts.accepted - before == 2 * Context::kAcceptsPerTurn);
+  CHECK(ctx.queued_accepts() == 10);
+  ctx.start_draining();
+  CHECK(ctx.queued_accepts() == 0);
+  CHECK(counts.accepted - before == kBurst);
+  CHECK(ctx.downstream_count() == kBurst);
+  CHECK(rig.advance_ms(1500));  // silent clients are told to go after 1 s, then closed
+  CHECK(ctx.downstream_count() == 0);
 }
