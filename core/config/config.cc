@@ -511,7 +511,7 @@ class Loader {
     check_keys(t, path,
                {"name", "lb", "endpoints", "connect_timeout", "dns", "port", "record",
                 "min_refresh", "max_refresh", "stale_after", "hold", "keepalive", "health_check",
-                "outlier", "retry", "hedge", "slow_start"});
+                "outlier", "retry", "hedge", "slow_start", "tls"});
     ClusterConfig c;
 
     std::string name_key = join(path, "name");
@@ -596,6 +596,7 @@ class Loader {
     if (const toml::node* n = t.get("outlier")) load_outlier(*n, join(path, "outlier"), c.outlier);
     if (const toml::node* n = t.get("retry")) load_retry(*n, join(path, "retry"), c.retry);
     if (const toml::node* n = t.get("hedge")) load_hedge(*n, join(path, "hedge"), c.hedge);
+    if (const toml::node* n = t.get("tls")) load_cluster_tls(*n, join(path, "tls"), c);
     if (const toml::node* n = t.get("slow_start")) {
       c.slow_start =
           duration_in_range(*n, join(path, "slow_start"), Duration::zero(), std::chrono::hours(1));
@@ -947,8 +948,9 @@ class Loader {
 
   ListenerConfig load_listener(const toml::table& t, const std::string& path,
                                const Config& config) const {
-    check_keys(t, path, {"address", "cluster", "routes"});
+    check_keys(t, path, {"address", "cluster", "routes", "tls"});
     ListenerConfig l;
+    if (const toml::node* n = t.get("tls")) load_listener_tls(*n, join(path, "tls"), l.tls);
     l.address = address(require(t, path, "address"), join(path, "address"), false);
     if (const toml::node* n = t.get("cluster")) {
       std::string key = join(path, "cluster");
@@ -988,6 +990,107 @@ class Loader {
       fail(t.source(), path, "needs a default `cluster` or at least one route");
     }
     return l;
+  }
+
+  std::string where(const toml::node& n, std::string_view key) const {
+    return source_ + ":" + std::to_string(n.source().begin.line) + ":" +
+           std::to_string(n.source().begin.column) + ": " + std::string(key);
+  }
+
+  // A PEM file named by `n`: read now, relative paths from the config file's folder.
+  PemFile pem_file(const toml::node& n, std::string_view key) const {
+    PemFile f;
+    f.path = expect_string(n, key);
+    if (f.path.empty()) fail(n, key, "must name a PEM file");
+    const bool from_file = !source_.starts_with("env:") && !source_.starts_with("<");
+    if (f.path[0] != '/' && from_file && source_.find('/') != std::string::npos) {
+      f.path = source_.substr(0, source_.rfind('/') + 1) + f.path;
+    }
+    std::optional<std::string> text = read_small_file(f.path, 4 * kMiB);
+    if (!text) fail(n, key, "cannot read " + quote(f.path) + ": " + std::strerror(errno));
+    if (text->find("-----BEGIN ") == std::string::npos) {
+      fail(n, key, quote(f.path) + " is not PEM (no -----BEGIN line)");
+    }
+    f.pem = std::move(*text);
+    return f;
+  }
+
+  bool boolean(const toml::node& n, std::string_view key) const {
+    if (const toml::value<bool>* b = n.as_boolean()) return b->get();
+    fail(n, key, "expected true or false, got " + type_name(n.type()));
+  }
+
+  void load_listener_tls(const toml::node& n, const std::string& key,
+                         ListenerTlsConfig& tls) const {
+    const toml::table& t = expect_table(n, key);
+    check_keys(t, key, {"cert", "key", "client_ca", "client_cert", "min_version", "sni_certs"});
+    tls.enabled = true;
+    tls.where = where(n, key);
+    tls.cert = pem_file(require(t, key, "cert"), join(key, "cert"));
+    tls.key = pem_file(require(t, key, "key"), join(key, "key"));
+    if (const toml::node* x = t.get("client_ca"))
+      tls.client_ca = pem_file(*x, join(key, "client_ca"));
+    if (const toml::node* x = t.get("client_cert")) {
+      const std::string& v = expect_string(*x, join(key, "client_cert"));
+      if (v != "required" && v != "optional") {
+        fail(*x, join(key, "client_cert"),
+             "expected \"required\" or \"optional\", got " + quote(v));
+      }
+      if (tls.client_ca.path.empty()) {
+        fail(*x, join(key, "client_cert"),
+             "needs `client_ca` (the CAs client certificates are verified against)");
+      }
+      tls.require_client_cert = v == "required";
+    }
+    if (const toml::node* x = t.get("min_version")) {
+      const std::string& v = expect_string(*x, join(key, "min_version"));
+      if (v != "1.2" && v != "1.3")
+        fail(*x, join(key, "min_version"), "expected \"1.2\" or \"1.3\", got " + quote(v));
+      tls.tls13_only = v == "1.3";
+    }
+    if (const toml::node* x = t.get("sni_certs")) {
+      std::string list_key = join(key, "sni_certs");
+      const toml::array& a = expect_array(*x, list_key);
+      for (size_t i = 0; i < a.size(); ++i) {
+        std::string k = indexed(list_key, i);
+        const toml::table& e = expect_table(a[i], k);
+        check_keys(e, k, {"cert", "key"});
+        tls.sni_certs.emplace_back(pem_file(require(e, k, "cert"), join(k, "cert")),
+                                   pem_file(require(e, k, "key"), join(k, "key")));
+      }
+    }
+  }
+
+  void load_cluster_tls(const toml::node& n, const std::string& key, ClusterConfig& c) const {
+    ClusterTlsConfig& tls = c.tls;
+    const toml::table& t = expect_table(n, key);
+    check_keys(t, key, {"sni", "ca", "cert", "key", "verify"});
+    tls.enabled = true;
+    tls.where = where(n, key);
+    if (const toml::node* x = t.get("sni")) tls.sni = expect_string(*x, join(key, "sni"));
+    if (const toml::node* x = t.get("verify")) tls.verify = boolean(*x, join(key, "verify"));
+    if (const toml::node* x = t.get("ca")) {
+      tls.ca = pem_file(*x, join(key, "ca"));
+    } else if (tls.verify) {
+      // The system store (ca-certificates), read like any other bundle.
+      static constexpr const char* kSystem = "/etc/ssl/certs/ca-certificates.crt";
+      std::optional<std::string> text = read_small_file(kSystem, 4 * kMiB);
+      if (!text) {
+        fail(n, key,
+             std::string("no `ca` and the system store ") + kSystem + " cannot be read (" +
+                 std::strerror(errno) + "): name a CA bundle, or set verify = false");
+      }
+      tls.ca = PemFile{kSystem, std::move(*text)};
+    }
+    const toml::node* cert = t.get("cert");
+    const toml::node* pkey = t.get("key");
+    if ((cert == nullptr) != (pkey == nullptr)) {
+      fail(n, key, "a client certificate needs both `cert` and `key`");
+    }
+    if (cert != nullptr) {
+      tls.cert = pem_file(*cert, join(key, "cert"));
+      tls.key = pem_file(*pkey, join(key, "key"));
+    }
   }
 
   // Port 0 asks the kernel for a fresh port on every bind, so those never collide.

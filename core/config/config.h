@@ -101,10 +101,42 @@ struct RouteConfig {
   bool operator==(const RouteConfig&) const = default;  // reload: what changed
 };
 
+/// A PEM file named in a `tls` table, read when the config is loaded (and so again on each
+/// reload): a changed certificate is a changed config.
+struct PemFile {
+  std::string path;  // as resolved (relative to the config file's folder)
+  std::string pem;
+  bool operator==(const PemFile&) const = default;
+};
+
+/// `tls` on a listener: terminate TLS (ALPN h2) for its clients.
+struct ListenerTlsConfig {
+  bool enabled = false;
+  std::string where;  // "FILE:LINE:COLUMN: listener[0].tls", for errors found past loading
+  PemFile cert, key;
+  std::vector<std::pair<PemFile, PemFile>> sni_certs;  // more cert/key pairs, chosen by SNI
+  PemFile client_ca;                                   // empty path: no client certificates
+  bool require_client_cert = true;
+  bool tls13_only = false;  // min_version = "1.3"
+  bool operator==(const ListenerTlsConfig&) const = default;
+};
+
+/// `tls` on a cluster: TLS (ALPN h2) to its backends.
+struct ClusterTlsConfig {
+  bool enabled = false;
+  std::string where;
+  std::string sni;    // sent, and the name verified; default: the dns name, else the endpoint IP
+  PemFile ca;         // default: the system store
+  PemFile cert, key;  // a client certificate (mutual TLS), or empty
+  bool verify = true;
+  bool operator==(const ClusterTlsConfig&) const = default;
+};
+
 struct ListenerConfig {
   io::SocketAddress address;
   std::string cluster;  // default cluster when no route matches; empty = none (UNIMPLEMENTED)
   std::vector<RouteConfig> routes;
+  ListenerTlsConfig tls;
 };
 
 struct EndpointConfig {
@@ -175,6 +207,7 @@ struct ClusterConfig {
   LbPolicy lb = LbPolicy::kRoundRobin;
   std::vector<EndpointConfig> endpoints;
   DnsConfig dns;
+  ClusterTlsConfig tls;
   // One VPC: a connect that takes longer has failed; the call moves to another endpoint.
   Duration connect_timeout = std::chrono::milliseconds(250);
   KeepaliveConfig keepalive;
@@ -277,6 +310,8 @@ class ConfigError : public std::runtime_error {
 
 /// Parses TOML text. `source_name` is used in error messages.
 Config parse_config(std::string_view toml_text, std::string_view source_name);
+/// A whole file of at most `max_bytes`, or nullopt with errno set (EFBIG: larger).
+std::optional<std::string> read_small_file(const std::string& path, size_t max_bytes);
 /// Reads and parses a file. A missing or unreadable file is a ConfigError naming it.
 Config load_config(const std::string& path);
 /// Parses the text of environment variable `name` (--config-env: ECS task definitions set

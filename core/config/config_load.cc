@@ -18,12 +18,9 @@ constexpr size_t kMaxConfigBytes = 16 * 1024 * 1024;
 
 }  // namespace
 
-Config load_config(const std::string& path) {
-  auto cannot_read = [&](int err) {
-    return ConfigError(path + ": cannot read: " + std::strerror(err));
-  };
+std::optional<std::string> read_small_file(const std::string& path, size_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw cannot_read(errno);
+  if (fd < 0) return std::nullopt;
   std::string text;
   char buf[64 * 1024];
   for (;;) {
@@ -32,17 +29,28 @@ Config load_config(const std::string& path) {
     if (n < 0) {
       int err = errno;
       ::close(fd);
-      throw cannot_read(err);
+      errno = err;
+      return std::nullopt;
     }
     if (n == 0) break;
     text.append(buf, static_cast<size_t>(n));
-    if (text.size() > kMaxConfigBytes) {
+    if (text.size() > max_bytes) {
       ::close(fd);
-      throw ConfigError(path + ": cannot read: larger than " + "16 MiB");
+      errno = EFBIG;
+      return std::nullopt;
     }
   }
   ::close(fd);
-  return parse_config(text, path);
+  return text;
+}
+
+Config load_config(const std::string& path) {
+  std::optional<std::string> text = read_small_file(path, kMaxConfigBytes);
+  if (!text) {
+    if (errno == EFBIG) throw ConfigError(path + ": cannot read: larger than 16 MiB");
+    throw ConfigError(path + ": cannot read: " + std::strerror(errno));
+  }
+  return parse_config(*text, path);
 }
 
 Config load_config_env(const std::string& name) {

@@ -97,7 +97,24 @@ bool H2Connection::feed(const uint8_t* data, size_t n) {
     close(r.error().message.c_str());
     return false;
   }
+  if (transport_->fatal() != nullptr) return transport_failed();
   return state_ == State::kOpen;
+}
+
+bool H2Connection::transport_failed() {
+  if (state_ != State::kOpen) return false;
+  if (!close_when_sent_) {
+    close_when_sent_ = true;
+    going_away_ = true;  // input is read and dropped from now on
+    if (input_paused_) {
+      input_paused_ = false;
+      host_.remove_backlog(this);
+    }
+    backlog_.clear();
+    if (!recv_op_.active && !recv_cancelled_) host_.reactor().recv(fd_, recv_op_);
+    mark_dirty();
+  }
+  return false;
 }
 
 size_t H2Connection::share_left() {
@@ -208,7 +225,7 @@ void H2Connection::flush() {
   mem::ChunkQueue& plain = transport_->plain_out();
   // Going away: the GOAWAY is among the next few frames (nghttp2 sends control frames before
   // DATA); nothing past them matters.
-  int frames = session_ == nullptr ? 0 : going_away_ ? 8 : INT32_MAX;  // none before a session
+  int frames = session_ == nullptr || close_when_sent_ ? 0 : going_away_ ? 8 : INT32_MAX;
   while (plain.size() < kHighWater && frames-- > 0) {
     const uint8_t* data = nullptr;
     ssize_t n = nghttp2_session_mem_send(session_, &data);
@@ -224,12 +241,17 @@ void H2Connection::flush() {
     close(sealed.error().message.c_str());
     return;
   }
+  if (transport_->fatal() != nullptr && !close_when_sent_) transport_failed();
   mem::ChunkQueue& wire = transport_->wire_out();
   if (!send_op_.active && !wire.empty()) {
     send_progress_ns_ = host_.now();
     send_op_.iov = iov_;
     send_op_.iovcnt = wire.peek_iovecs(iov_, kMaxIov);
     host_.reactor().send(fd_, send_op_);
+    return;
+  }
+  if (close_when_sent_ && !send_op_.active && wire.empty()) {
+    close(transport_->fatal()->c_str());
     return;
   }
   if (going_away_ && !send_op_.active && wire.empty()) {

@@ -3,7 +3,7 @@
 // send ops, the nghttp2 session and the output queue. Owner: the thread of its Host (a shard,
 // or the control thread).
 //
-// Bytes pass through a Transport (plain today, TLS later) both ways. Output: nghttp2 frames are
+// Bytes pass through a Transport (plain or TLS) both ways. Output: nghttp2 frames are
 // pulled into the transport's plaintext queue in the host's flush phase (once per loop turn) and
 // go out as one gathered send; while a send is in flight new frames queue behind it. We stop
 // pulling at a high-water mark, so a slow peer leaves data in the per-stream buffers, where
@@ -93,6 +93,10 @@ class H2Connection : public io::IoHandler, private TransportSink {
   void on_complete(io::Op& op, const io::Completion& c) override;
   /// The socket is connected (or was accepted): start reading and writing.
   void start_io();
+  /// Before start_io(): bytes go through `t` (owned by the derived connection, alive until
+  /// on_released()) instead of passing through.
+  void set_transport(Transport* t) { transport_ = t; }
+  Transport& transport() const { return *transport_; }
   /// Called once when the connection starts closing: detach every stream.
   virtual void on_close(const char* why) = 0;
   /// Connect completion (upstream only).
@@ -143,6 +147,9 @@ class H2Connection : public io::IoHandler, private TransportSink {
   void cancel_recv();
   void begin_data_frame(const nghttp2_frame& frame, const uint8_t* framehd);
   void end_data_frame(const nghttp2_frame& frame);
+  /// The transport failed (fatal()): input is dropped, what it still has to send (an alert)
+  /// goes out, then the connection closes. False: it closed already.
+  bool transport_failed();
 
   static constexpr int kMaxIov = 64;
   static constexpr size_t kHighWater = 256 * 1024;
@@ -150,10 +157,11 @@ class H2Connection : public io::IoHandler, private TransportSink {
   Transport* transport_ = &plain_;  // a TLS transport replaces it before start_io()
   iovec iov_[kMaxIov];
   bool released_ = false;
-  bool going_away_ = false;      // go_away(): GOAWAY queued, input dropped, FIN once written
-  bool write_shut_ = false;      // ... and the FIN went after it
-  bool input_paused_ = false;    // input waits in backlog_: no recv until it is processed
-  bool recv_cancelled_ = false;  // we cancelled the receive; its final completion is ours
+  bool going_away_ = false;       // go_away(): GOAWAY queued, input dropped, FIN once written
+  bool close_when_sent_ = false;  // the transport failed: its last words out, then close
+  bool write_shut_ = false;       // ... and the FIN went after it
+  bool input_paused_ = false;     // input waits in backlog_: no recv until it is processed
+  bool recv_cancelled_ = false;   // we cancelled the receive; its final completion is ours
   size_t withheld_ = 0;      // connection-level credit held back while the host is over its limit
   mem::ChunkQueue backlog_;  // input held back for later turns (fair share)
   uint64_t share_turn_ = 0;  // the host turn share_used_ counts for

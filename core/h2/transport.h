@@ -1,7 +1,7 @@
 #pragma once
 // Transport: the one layer between a connection's socket and its nghttp2 session. The plain
-// transport passes bytes through; TLS (its own issue) plugs in here: it decrypts what arrives
-// and encrypts what the session wrote before it goes on the wire.
+// transport passes bytes through; TLS (tls.h) decrypts what arrives and encrypts what the
+// session wrote before it goes on the wire.
 //
 // Zero-copy output: the session's frames (DATA payloads included) are written straight into
 // plain_out(). For the plain transport that queue *is* the wire queue, so nothing is copied on
@@ -9,6 +9,7 @@
 // Owner: the connection that holds it (one thread).
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include "core/base/result.h"
 #include "core/mem/buffer.h"
@@ -39,6 +40,9 @@ class Transport {
   virtual mem::ChunkQueue& wire_out() = 0;
   /// Drops everything queued (the connection is closing).
   virtual void clear() = 0;
+  /// Why the transport can go no further (a failed TLS handshake), or null. What wire_out()
+  /// still holds (its alert) is sent, then the connection closes with this reason.
+  virtual const std::string* fatal() const { return nullptr; }
 };
 
 /// Cleartext HTTP/2 (h2c with prior knowledge): bytes pass through, one queue both ways out.

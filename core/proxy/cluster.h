@@ -13,6 +13,7 @@
 #include "core/base/result.h"
 #include "core/config/config.h"
 #include "core/h2/connection.h"
+#include "core/h2/tls.h"
 #include "core/io/timer.h"
 #include "core/proxy/retry_policy.h"
 #include "core/proxy/stats.h"
@@ -55,6 +56,9 @@ struct EndpointState {
   // PINGs with GOAWAY(ENHANCE_YOUR_CALM, "too_many_pings"), and kept here so that new connections
   // to it start with it. Written by its UpstreamConns.
   int64_t keepalive_interval_ns = 0;
+  // TLS: the newest session this endpoint's server issued to one of our connections; the next
+  // connection offers it (an abbreviated handshake). Dropped when the cluster's TLS changes.
+  h2::TlsSession tls_session;
   EndpointCounters counters;  // metrics (stats.h); copied into ShardSnapshot on request
   static constexpr int64_t kMaxKeepaliveInterval = 300'000'000'000;  // 5 min
 
@@ -85,6 +89,7 @@ lb::OutlierPolicy outlier_policy(const config::OutlierConfig& o);
 /// ends ejections when due and moves ramps on.
 struct ClusterState final : io::TimerHandler {
   const config::ClusterConfig* config = nullptr;
+  std::shared_ptr<h2::TlsContext> tls;  // config->tls built (tls_contexts.h), or null
   size_t index = 0;
   uint64_t seed = 0;
   uint64_t* next_id = nullptr;  // the shard's EndpointState id counter

@@ -8,6 +8,7 @@
 
 #include "core/base/log.h"
 #include "core/proxy/downstream.h"
+#include "core/proxy/tls_contexts.h"
 
 namespace ringlb::core::proxy {
 
@@ -18,10 +19,13 @@ Context::Context(std::shared_ptr<const config::Config> config, unsigned index,
       stats_{std::vector<ListenerCounters>(config_->listeners.size()),
              MethodTable(config_->metrics.max_methods)} {
   generations_.push_back({0, config_, 0});
-  for (const config::ListenerConfig& l : config_->listeners) routers_.emplace_back(l, *config_);
+  for (size_t i = 0; i < config_->listeners.size(); ++i) {
+    routers_.emplace_back(config_->listeners[i], *config_).tls = listener_tls(config_, i);
+  }
   for (size_t i = 0; i < config_->clusters.size(); ++i) {
     ClusterState& c = *clusters_.emplace_back(std::make_unique<ClusterState>());
     c.config = &config_->clusters[i];
+    c.tls = cluster_tls(config_, i);
     c.index = i;
     c.seed = 0x9e3779b97f4a7c15ULL * (index + 1) + i;  // shards must not pick in lockstep
     c.next_id = &next_endpoint_id_;

@@ -135,6 +135,9 @@ class Context : public h2::Host {
   void relieve() { relieve_memory_pressure(); }
   /// Client addresses this shard tracks across their connections (rapid reset, refusal).
   AddressGuard& addresses() { return addresses_; }
+  /// Whether one more TLS handshake failure may be logged now (20/s, bursts of 50, per
+  /// shard: scanners and misconfigured clients are counted in full, logged in part).
+  bool tls_log_allowed() { return tls_log_.take(now(), 20, 50); }
   const ProxyStats& stats() const { return stats_; }
 
  protected:
@@ -203,6 +206,7 @@ class Context : public h2::Host {
   uint64_t calls_ = 0;
   ProxyStats stats_;
   AddressGuard addresses_;
+  TokenBucket tls_log_;
   struct Accepted {
     size_t listener;
     int fd;

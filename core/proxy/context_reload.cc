@@ -6,6 +6,7 @@
 #include "core/base/log.h"
 #include "core/proxy/context.h"
 #include "core/proxy/downstream.h"
+#include "core/proxy/tls_contexts.h"
 
 namespace ringlb::core::proxy {
 
@@ -85,10 +86,13 @@ void Context::remap_listeners(Reconfig& r, std::vector<int>& router_to) {
 void Context::rebuild_routers() {
   routers_.clear();
   routers_.reserve(config_->listeners.size() + retired_listeners_.size());
-  for (const config::ListenerConfig& l : config_->listeners) routers_.emplace_back(l, *config_);
+  for (size_t i = 0; i < config_->listeners.size(); ++i) {
+    routers_.emplace_back(config_->listeners[i], *config_).tls = listener_tls(config_, i);
+  }
   // Cluster indices are the new config's; the routes' policies point into the kept snapshot.
   for (const RetiredListener& rl : retired_listeners_)
-    routers_.emplace_back(rl.config->listeners[rl.listener], *config_);
+    routers_.emplace_back(rl.config->listeners[rl.listener], *config_).tls =
+        listener_tls(rl.config, rl.listener);
 }
 
 void Context::remap_clusters(Reconfig& r) {
@@ -101,6 +105,7 @@ void Context::remap_clusters(Reconfig& r) {
     if (from < 0) {
       auto& c = next[j] = std::make_unique<ClusterState>();
       c->config = &cc;
+      c->tls = cluster_tls(r.config, j);
       c->index = j;
       c->seed = 0x9e3779b97f4a7c15ULL * (index() + 1) + j + (r.generation << 32);
       c->next_id = &next_endpoint_id_;
@@ -115,6 +120,13 @@ void Context::remap_clusters(Reconfig& r) {
     const bool lb_changed = c->config->lb != cc.lb;
     c->config = &cc;
     c->index = j;
+    if (auto tls = cluster_tls(r.config, j); tls != c->tls) {
+      // New certificates or CAs: no session of the old ones is offered again.
+      c->tls = std::move(tls);
+      for (auto* list : {&c->endpoints, &c->retiring}) {
+        for (EndpointState* ep : *list) ep->tls_session.reset(nullptr);
+      }
+    }
     c->outlier = lb::OutlierDetector(outlier_policy(cc.outlier));
     c->slow_start = lb::SlowStart(cc.slow_start.count());
     if (set) {

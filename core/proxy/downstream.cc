@@ -62,8 +62,12 @@ bool DownstreamConn::init(const sockaddr_storage& peer, socklen_t peer_len) {
     peer_ = io::format_address(reinterpret_cast<const sockaddr*>(&peer), peer_len);
   }
   // The session (about 10 KiB of nghttp2 state) waits for the client's first bytes
-  // (start_session): a connection that never speaks costs only this object until
-  // handshake_timeout closes it.
+  // (start_session): a connection that never speaks costs only this object (and, on a TLS
+  // listener, BoringSSL's SSL object) until handshake_timeout closes it.
+  if (const std::shared_ptr<h2::TlsContext>& t = ctx_.router(listener_index_).tls) {
+    tls_ = std::make_unique<h2::TlsTransport>(&ctx_.chunks(), *t);
+    set_transport(tls_.get());
+  }
   start_io();
   accepted_ns_ = ctx_.now();
   if (pc.idle_timeout.count() > 0) {
@@ -123,7 +127,25 @@ bool DownstreamConn::start_session() {
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
                                         static_cast<int32_t>(pc.connection_window));
+  if (tls_) {  // the first plaintext: the handshake is done
+    ++counters()->tls_handshakes[static_cast<size_t>(tls_->resumed() ? TlsHandshake::kResumed
+                                                                     : TlsHandshake::kFull)];
+  }
   return true;
+}
+
+void DownstreamConn::tls_failed(const char* why) {
+  // A connection that closes before sending a byte (a TCP health check) tried no TLS.
+  if (!tls_->failed() && !tls_->started()) return;
+  if (!tls_->failed()) tls_->fail(h2::TlsFailure::kProtocol, std::string("closed: ") + why);
+  ListenerCounters& c = *counters();
+  ++c.tls_handshakes[static_cast<size_t>(TlsHandshake::kFailed)];
+  ++c.tls_failures[static_cast<size_t>(tls_->failure())];
+  if (ctx_.tls_log_allowed()) {
+    LOG_WARN("tls: listener %s peer %s: handshake failed: %s",
+             ctx_.router(listener_index_).listener_name().c_str(),
+             peer_.empty() ? "?" : peer_.c_str(), tls_->failure_reason().c_str());
+  }
 }
 
 void DownstreamConn::start_drain() {
@@ -232,6 +254,7 @@ Call* DownstreamConn::call_of(int32_t id) const {
 
 void DownstreamConn::on_close(const char* why) {
   LOG_DEBUG("shard %u: downstream closed: %s", ctx_.index(), why);
+  if (tls_ && !tls_->handshake_done()) tls_failed(why);
   ctx_.timers().cancel(idle_timer_);
   ctx_.timers().cancel(drain_timer_);
   ctx_.timers().cancel(stage_timer_);

@@ -20,6 +20,7 @@
 #include "core/base/list.h"
 #include "core/h2/connection.h"
 #include "core/h2/headers.h"
+#include "core/h2/tls.h"
 #include "core/io/timer.h"
 #include "core/proxy/call.h"
 #include "core/proxy/guard.h"
@@ -60,6 +61,8 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   void set_listener_index(size_t i) { listener_index_ = i; }
   /// The client's address, "ip:port" (learnt once, by init()); "" if unknown.
   std::string_view peer() const { return peer_; }
+  /// The TLS session (a TLS listener), or null: cleartext.
+  const h2::TlsTransport* tls() const { return tls_.get(); }
   base::IntrusiveList<Call, &Call::ds_link> calls;
 
   void on_timer(io::Timer& t) override;
@@ -89,6 +92,8 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   int64_t watch_calls(int64_t now);
   void send_final_goaway();
   Call* call_of(int32_t id) const;
+  /// The TLS handshake failed (or the connection closed before it ended): counted and logged.
+  void tls_failed(const char* why);
 
   static int on_begin_frame(nghttp2_session* s, const nghttp2_frame_hd* hd, void* user);
   static int on_frame_send(nghttp2_session* s, const nghttp2_frame* f, void* user);
@@ -107,7 +112,8 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
 
   Context& ctx_;
   size_t listener_index_;
-  std::string peer_;  // getpeername at init, as text (CallRecord::peer)
+  std::unique_ptr<h2::TlsTransport> tls_;  // a TLS listener's: the transport of this connection
+  std::string peer_;                       // getpeername at init, as text (CallRecord::peer)
   io::Timer idle_timer_;
   io::Timer drain_timer_;
   io::Timer stage_timer_;   // the stage timeouts, armed only while a stage is pending

@@ -153,6 +153,8 @@ void DownstreamConn::on_stage_timer() {
   if (!handshaken_ && pc.handshake_timeout.count() > 0) {
     const int64_t due = accepted_ns_ + pc.handshake_timeout.count();
     if (now >= due) {
+      if (tls_ && !tls_->handshake_done())
+        tls_->fail(h2::TlsFailure::kTimeout, "handshake timeout");
       timed_out(TimeoutStage::kHandshake, "no HTTP/2 preface and SETTINGS (handshake_timeout)");
       close("no HTTP/2 preface within proxy.handshake_timeout");
       return;

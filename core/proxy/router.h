@@ -3,11 +3,13 @@
 // shards. Owner: built by the control thread; immutable, so any thread (each shard holds its own
 // copy) may read it. Prefix routes are tried in config order, then the default cluster.
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/config/config.h"
+#include "core/h2/tls.h"
 
 namespace ringlb::core::proxy {
 
@@ -26,6 +28,8 @@ class Router {
   Router(const config::ListenerConfig& listener, const config::Config& config);
   RouteMatch match(std::string_view path) const;
   const std::string& listener_name() const { return name_; }
+  /// The listener's TLS context (tls_contexts.h), or null: cleartext h2c.
+  std::shared_ptr<h2::TlsContext> tls;
 
  private:
   struct Entry {

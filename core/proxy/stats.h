@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/h2/tls.h"
 #include "core/proxy/call_record.h"
 #include "core/proxy/guard.h"
 
@@ -56,6 +57,11 @@ struct EndpointCounters {
 /// ping_timeouts, goaways.
 void count_upstream_event(EndpointCounters& c, UpstreamEvent e);
 
+inline constexpr size_t kTlsFailures = static_cast<size_t>(h2::TlsFailure::kCount);
+/// Client TLS handshakes by outcome (ListenerCounters::tls_handshakes).
+enum class TlsHandshake : uint8_t { kFull, kResumed, kFailed };
+inline constexpr size_t kTlsHandshakes = 3;
+
 /// Per cluster (kept in ClusterState).
 struct ClusterCounters {
   uint64_t calls = 0;  // calls routed to this cluster (started)
@@ -67,6 +73,7 @@ struct ClusterCounters {
   uint64_t budget_refusals = 0;  // retries or hedges the retry budget refused
   uint64_t no_endpoint = 0;      // picks that found no endpoint (ClusterState::pick)
   uint64_t panic_picks = 0;      // picks made in panic mode (ClusterState::panics, at copy)
+  std::array<uint64_t, kTlsFailures> tls_failures{};  // backend handshakes failed, by TlsFailure
 };
 
 /// Why a listener turned a client connection away (ListenerCounters::rejected).
@@ -85,9 +92,11 @@ std::string_view rejection_label(size_t r);
 struct ListenerCounters {
   uint64_t open = 0;      // client connections open now (a gauge)
   uint64_t accepted = 0;  // client connections accepted (those rejected after accept included)
-  std::array<uint64_t, kRejections> rejected{};     // by Rejection
-  std::array<uint64_t, kAbuseReasons> abuse{};      // sent away (GOAWAY), by AbuseReason
-  std::array<uint64_t, kTimeoutStages> timeouts{};  // stage timeouts, by TimeoutStage
+  std::array<uint64_t, kRejections> rejected{};           // by Rejection
+  std::array<uint64_t, kAbuseReasons> abuse{};            // sent away (GOAWAY), by AbuseReason
+  std::array<uint64_t, kTimeoutStages> timeouts{};        // stage timeouts, by TimeoutStage
+  std::array<uint64_t, kTlsHandshakes> tls_handshakes{};  // by TlsHandshake
+  std::array<uint64_t, kTlsFailures> tls_failures{};      // failed handshakes, by TlsFailure
 };
 
 /// Call latency buckets (upper bounds; +Inf follows): 0.5 ms to 10 s.

@@ -1,5 +1,7 @@
 #include "core/proxy/upstream.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <cstring>
 #include <string_view>
@@ -91,11 +93,38 @@ base::Result<void> UpstreamConn::start() {
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
                                         static_cast<int32_t>(pc.connection_window));
+  if (cluster_.tls) start_tls();
   state_ = State::kConnecting;
   ctx_.reactor().connect(fd_, reinterpret_cast<const sockaddr*>(&addr_), addr_len_, connect_op_);
   ++endpoint_.counters.connects;
   ctx_.timers().arm(connect_timer_, ctx_.now() + cluster_.config->connect_timeout.count());
   return {};
+}
+
+void UpstreamConn::start_tls() {
+  tls_ = std::make_unique<h2::TlsTransport>(&ctx_.chunks(), *cluster_.tls);
+  // The name sent (SNI) and verified: the configured one, else the cluster's DNS name, else
+  // the endpoint's IP address (verified against the certificate's IP SANs, no SNI sent).
+  const config::ClusterConfig& cc = *cluster_.config;
+  std::string sni = !cc.tls.sni.empty() ? cc.tls.sni : cc.dns.name;
+  std::string verify = sni;
+  if (verify.empty()) {
+    char ip[INET6_ADDRSTRLEN] = "";
+    const void* a =
+        addr_.ss_family == AF_INET6
+            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6&>(addr_).sin6_addr)
+            : static_cast<const void*>(&reinterpret_cast<sockaddr_in&>(addr_).sin_addr);
+    inet_ntop(addr_.ss_family, a, ip, sizeof ip);
+    verify = ip;
+  }
+  tls_->set_server_name(sni, cc.tls.verify ? verify : std::string());
+  tls_->set_session(endpoint_.tls_session.get());
+  tls_->set_on_session(
+      [](void* self, SSL_SESSION* s) {
+        static_cast<UpstreamConn*>(self)->endpoint_.tls_session.reset(s);
+      },
+      this);
+  set_transport(tls_.get());
 }
 
 bool UpstreamConn::has_room() const {
@@ -234,6 +263,10 @@ void UpstreamConn::on_connected(int res) {
     close(why.c_str());
     return;
   }
+  tcp_up_ = true;
+  if (tls_) {  // the handshake and the server's SETTINGS get a connect_timeout of their own
+    ctx_.timers().arm(connect_timer_, ctx_.now() + cluster_.config->connect_timeout.count());
+  }
   start_io();  // the connect timer runs on until the server's SETTINGS
 }
 
@@ -258,6 +291,11 @@ void UpstreamConn::on_timer(io::Timer& t) {
 }
 
 void UpstreamConn::on_connect_timeout() {
+  if (tls_ && tcp_up_ && !tls_->handshake_done()) {
+    tls_->fail(h2::TlsFailure::kTimeout, "handshake timeout");
+    close(tls_->failure_reason().c_str());
+    return;
+  }
   if (ready_ || closing()) return;
   const int64_t ms = ms_of(cluster_.config->connect_timeout.count());
   std::string why = state_ == State::kConnecting
@@ -345,6 +383,18 @@ void UpstreamConn::send_ping() {
 
 void UpstreamConn::on_close(const char* why) {
   LOG_DEBUG("shard %u: upstream %s closed: %s", ctx_.index(), name().c_str(), why);
+  std::string tls_why;
+  if (tls_ && tcp_up_ && !tls_->handshake_done() && !ctx_.draining()) {
+    // The backend's TLS failed: counted, logged (bounded), and the calls are told why.
+    if (!tls_->failed()) tls_->fail(h2::TlsFailure::kProtocol, std::string("closed: ") + why);
+    ++cluster_.counters.tls_failures[static_cast<size_t>(tls_->failure())];
+    if (ctx_.tls_log_allowed()) {
+      LOG_WARN("tls: cluster %s endpoint %s: handshake failed: %s", cluster_.config->name.c_str(),
+               name().c_str(), tls_->failure_reason().c_str());
+    }
+    tls_why = "TLS handshake failed: " + tls_->failure_reason();
+    why = tls_why.c_str();
+  }
   ctx_.timers().cancel(connect_timer_);
   ctx_.timers().cancel(ping_timer_);
   if (!goaway_ && !ctx_.draining()) {  // not retired, not after a GOAWAY, not shutting down

@@ -19,6 +19,7 @@
 #include <netinet/in.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -26,6 +27,7 @@
 #include "core/base/result.h"
 #include "core/h2/connection.h"
 #include "core/h2/headers.h"
+#include "core/h2/tls.h"
 #include "core/io/timer.h"
 #include "core/proxy/attempt.h"
 #include "core/proxy/cluster.h"
@@ -97,6 +99,8 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
   Attempt* attempt_of(int32_t id) const;
   void on_ready();
   void on_connect_timeout();
+  /// A TLS cluster: the transport, the name sent and verified, the session to resume.
+  void start_tls();
   void on_goaway(const nghttp2_goaway& g);
 
   // Keepalive.
@@ -126,7 +130,9 @@ class UpstreamConn final : public h2::H2Connection, public io::TimerHandler {
   EndpointState& endpoint_;
   sockaddr_storage addr_{};
   socklen_t addr_len_ = 0;
-  io::Timer connect_timer_;  // TCP connect and the server's SETTINGS
+  io::Timer connect_timer_;  // TCP connect, then (again) TLS and the server's SETTINGS
+  std::unique_ptr<h2::TlsTransport> tls_;  // a TLS cluster's: this connection's transport
+  bool tcp_up_ = false;                    // the TCP connect succeeded
   bool goaway_ = false;
   bool ready_ = false;         // the server's SETTINGS arrived: it reads and answers
   bool submitting_ = false;    // before_flush() is submitting the deferred attempts

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/base/log.h"
+#include "core/proxy/tls_contexts.h"
 #include "core/runtime/access_log.h"
 #include "core/runtime/control.h"
 #include "core/runtime/health_checker.h"
@@ -88,6 +89,14 @@ Controller::ReloadResult Controller::reload() {
   }
   ReloadPlan plan = plan_reload(*config_, loaded);
   auto next = std::make_shared<const config::Config>(std::move(loaded));
+  // Certificates and keys are read with the config; one BoringSSL rejects fails the reload,
+  // and the running ones stay.
+  if (auto tls = proxy::prepare_tls(next); !tls) {
+    LOG_ERROR("reload failed: %s; still running the previous config and certificates",
+              tls.error().message.c_str());
+    return {false, tls.error().message};
+  }
+  log_tls(next);
   std::vector<std::vector<int>> fds;
   std::string error;
   if (!bind_new(plan, *next, shards_.size(), fds, error)) {

@@ -11,6 +11,7 @@
 #include "core/base/log.h"
 #include "core/config/config.h"
 #include "core/demo/demo.h"
+#include "core/proxy/tls_contexts.h"
 #include "core/runtime/ready_probe.h"
 #include "core/runtime/server.h"
 
@@ -90,6 +91,10 @@ int check(int argc, char** argv) {
   try {
     ringlb::core::config::Config c = from_env ? ringlb::core::config::load_config_env(argv[1])
                                               : ringlb::core::config::load_config(argv[0]);
+    if (auto tls = ringlb::core::proxy::check_tls(c); !tls) {
+      fprintf(stderr, "%s\n", tls.error().message.c_str());
+      return 1;
+    }
     printf("%s: ok (%zu listeners, %zu clusters)\n", c.source.c_str(), c.listeners.size(),
            c.clusters.size());
     return 0;

@@ -252,6 +252,7 @@ void add(proxy::ClusterCounters& a, const proxy::ClusterCounters& b) {
   a.budget_refusals += b.budget_refusals;
   a.no_endpoint += b.no_endpoint;
   a.panic_picks += b.panic_picks;
+  for (size_t i = 0; i < proxy::kTlsFailures; ++i) a.tls_failures[i] += b.tls_failures[i];
 }
 
 void add(proxy::MethodCounters& a, const proxy::MethodCounters& b) {
@@ -281,6 +282,7 @@ struct ClusterAgg {
   proxy::ClusterCounters c;
   std::map<std::string, EndpointAgg> endpoints;  // by name: a stable order
   size_t members = 0;                            // the largest current set a shard has
+  bool tls = false;                              // the running config has TLS to it
 };
 
 using Snapshots = std::vector<std::unique_ptr<ShardSnapshot>>;
@@ -291,10 +293,10 @@ std::vector<ClusterAgg> merge_clusters(const Controller& ctl, const Snapshots& s
   std::map<std::string, size_t, std::less<>> index;
   auto slot = [&](const std::string& name) -> ClusterAgg& {
     auto [it, fresh] = index.try_emplace(name, out.size());
-    if (fresh) out.push_back(ClusterAgg{name, {}, {}, 0});
+    if (fresh) out.push_back(ClusterAgg{name, {}, {}, 0, false});
     return out[it->second];
   };
-  for (const config::ClusterConfig& c : cfg.clusters) slot(c.name);  // config order first
+  for (const config::ClusterConfig& c : cfg.clusters) slot(c.name).tls = c.tls.enabled;
   for (const auto& s : shards) {
     if (!s) continue;
     for (const ClusterView& v : s->clusters) {
@@ -366,6 +368,10 @@ void render_listeners(Writer& w, const config::Config& cfg, const Snapshots& sha
       for (size_t r = 0; r < proxy::kRejections; ++r) sum[i].rejected[r] += l.rejected[r];
       for (size_t r = 0; r < proxy::kAbuseReasons; ++r) sum[i].abuse[r] += l.abuse[r];
       for (size_t t = 0; t < proxy::kTimeoutStages; ++t) sum[i].timeouts[t] += l.timeouts[t];
+      for (size_t t = 0; t < proxy::kTlsHandshakes; ++t) {
+        sum[i].tls_handshakes[t] += l.tls_handshakes[t];
+      }
+      for (size_t t = 0; t < proxy::kTlsFailures; ++t) sum[i].tls_failures[t] += l.tls_failures[t];
     }
   }
   std::vector<std::string> names;
@@ -408,6 +414,29 @@ void render_listeners(Writer& w, const config::Config& cfg, const Snapshots& sha
     for (size_t t = 0; t < proxy::kTimeoutStages; ++t) {
       w.sample("ringlb_downstream_timeouts_total",
                {{"listener", names[i]}, {"stage", proxy::timeout_label(t)}}, sum[i].timeouts[t]);
+    }
+  }
+  // TLS: only the listeners that terminate it.
+  w.family("ringlb_downstream_tls_handshakes_total", "counter",
+           "Client TLS handshakes, by result: full, resumed (a session ticket), failed.");
+  static constexpr const char* kResults[] = {"full", "resumed", "failed"};
+  for (size_t i = 0; i < sum.size(); ++i) {
+    if (!cfg.listeners[i].tls.enabled) continue;
+    for (size_t t = 0; t < proxy::kTlsHandshakes; ++t) {
+      w.sample("ringlb_downstream_tls_handshakes_total",
+               {{"listener", names[i]}, {"result", kResults[t]}}, sum[i].tls_handshakes[t]);
+    }
+  }
+  w.family("ringlb_downstream_tls_failures_total", "counter",
+           "Client TLS handshakes that failed, by reason: no_alpn_h2, timeout, no_client_cert, "
+           "unknown_ca, expired, name_mismatch, bad_certificate, alert, protocol.");
+  for (size_t i = 0; i < sum.size(); ++i) {
+    if (!cfg.listeners[i].tls.enabled) continue;
+    for (size_t t = 1; t < proxy::kTlsFailures; ++t) {
+      w.sample("ringlb_downstream_tls_failures_total",
+               {{"listener", names[i]},
+                {"reason", h2::tls_failure_label(static_cast<h2::TlsFailure>(t))}},
+               sum[i].tls_failures[t]);
     }
   }
 }
@@ -458,6 +487,18 @@ void render_clusters(Writer& w, const std::vector<ClusterAgg>& cs) {
                  [](const ClusterAgg& c) { return c.c.panic_picks; });
   cluster_family(w, cs, "ringlb_cluster_endpoints", "gauge", "Members of the endpoint set.",
                  [](const ClusterAgg& c) { return static_cast<uint64_t>(c.members); });
+  w.family("ringlb_upstream_tls_failures_total", "counter",
+           "TLS handshakes with backends that failed, by reason: unknown_ca, expired, "
+           "name_mismatch, no_alpn_h2, timeout, alert, protocol (and bad_certificate).");
+  for (const ClusterAgg& c : cs) {
+    if (!c.tls) continue;
+    for (size_t t = 1; t < proxy::kTlsFailures; ++t) {
+      w.sample(
+          "ringlb_upstream_tls_failures_total",
+          {{"cluster", c.name}, {"reason", h2::tls_failure_label(static_cast<h2::TlsFailure>(t))}},
+          c.c.tls_failures[t]);
+    }
+  }
 }
 
 void render_dns(Writer& w, const Controller& ctl) {

@@ -15,6 +15,7 @@
 #include "core/base/log.h"
 #include "core/io/net.h"
 #include "core/io/reactor.h"
+#include "core/proxy/tls_contexts.h"
 #include "core/runtime/access_log.h"
 #include "core/runtime/control.h"
 #include "core/runtime/cpus.h"
@@ -128,6 +129,30 @@ std::vector<lb::EndpointSetPtr> initial_endpoint_sets(const config::Config& conf
   return sets;
 }
 
+void log_tls(const std::shared_ptr<const config::Config>& config) {
+  for (size_t i = 0; i < config->listeners.size(); ++i) {
+    const config::ListenerConfig& l = config->listeners[i];
+    if (!l.tls.enabled) continue;
+    auto t = proxy::listener_tls(config, i);
+    LOG_INFO("listener %s: TLS (ALPN h2), certificate %s%s%s", l.address.text.c_str(),
+             t ? t->summary().c_str() : "?",
+             l.tls.sni_certs.empty()
+                 ? ""
+                 : (", " + std::to_string(l.tls.sni_certs.size()) + " more by SNI").c_str(),
+             l.tls.client_ca.path.empty()
+                 ? ""
+                 : (l.tls.require_client_cert ? ", client certificates required"
+                                              : ", client certificates verified if sent"));
+  }
+  for (const config::ClusterConfig& c : config->clusters) {
+    if (!c.tls.enabled) continue;
+    LOG_INFO("cluster %s: TLS to backends (ALPN h2), %s%s", c.name.c_str(),
+             c.tls.verify ? ("verified against " + c.tls.ca.path).c_str()
+                          : "NOT verified (tls.verify = false)",
+             c.tls.cert.path.empty() ? "" : ", with a client certificate");
+  }
+}
+
 int run_server(const config::Config& config, bool log_level_pinned) {
   // From here on shards (and everyone) only enqueue log lines; every return below flushes them.
   base::start_log_writer();
@@ -179,6 +204,12 @@ int run_server(const config::Config& config, bool log_level_pinned) {
     return 1;
   }
   auto snapshot = std::make_shared<const config::Config>(config);
+  if (auto tls = proxy::prepare_tls(snapshot); !tls) {
+    LOG_ERROR("%s", tls.error().message.c_str());
+    close_all(fds);
+    return 1;
+  }
+  log_tls(snapshot);
   std::vector<lb::EndpointSetPtr> sets = initial_endpoint_sets(config);
   ReportQueue reports;  // shards -> control thread; outlives both
   std::vector<std::unique_ptr<Shard>> shards;

@@ -27,5 +27,7 @@ bool bind_listener(const config::ListenerConfig& l, unsigned workers, bool defer
 /// The endpoint set each cluster starts with, in config order: its static endpoints, or an
 /// empty set (with a note saying why) for a DNS cluster until the first answer.
 std::vector<lb::EndpointSetPtr> initial_endpoint_sets(const config::Config& config);
+/// One log line per TLS listener (the certificate it serves) and cluster; prepare_tls first.
+void log_tls(const std::shared_ptr<const config::Config>& config);
 
 }  // namespace ringlb::core::runtime
