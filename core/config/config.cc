@@ -1000,6 +1000,7 @@ class Loader {
   // A PEM file named by `n`: read now, relative paths from the config file's folder.
   PemFile pem_file(const toml::node& n, std::string_view key) const {
     PemFile f;
+    f.where = where(n, key);
     f.path = expect_string(n, key);
     if (f.path.empty()) fail(n, key, "must name a PEM file");
     const bool from_file = !source_.starts_with("env:") && !source_.starts_with("<");

@@ -106,6 +106,7 @@ struct RouteConfig {
 struct PemFile {
   std::string path;  // as resolved (relative to the config file's folder)
   std::string pem;
+  std::string where;  // "FILE:LINE:COLUMN: listener[0].tls.cert", for errors found later
   bool operator==(const PemFile&) const = default;
 };
 

@@ -442,11 +442,22 @@ base::Result<void> TlsTransport::failure_from(int ret) {
   const int err = SSL_get_error(ssl_, ret);
   if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return {};
   const long verify = SSL_get_verify_result(ssl_);
-  if (alpn_refused_) {
+  const uint32_t first = ERR_peek_last_error();
+  if (alert_received_ < 0 && last_in_len_ == 7 && last_in_[0] == 21 && last_in_[1] == 3 &&
+      last_in_[3] == 0 && last_in_[4] == 2) {
+    // A plaintext alert where TLS 1.3 expected an encrypted record: OpenSSL clients send their
+    // verification failures so (before they switch keys); BoringSSL only sees a bad record.
+    alert_received_ = last_in_[6];
+  }
+  if (ERR_GET_LIB(first) == ERR_LIB_SSL &&
+      ERR_GET_REASON(first) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+    ERR_clear_error();
+    fail(TlsFailure::kNoClientCert, "no client certificate");
+  } else if (alpn_refused_) {
     fail(TlsFailure::kNoAlpnH2,
          "no ALPN h2 (the client offered " +
              (alpn_offered_.empty() ? std::string("nothing") : alpn_offered_) + ")");
-  } else if (verify != X509_V_OK) {
+  } else if (verify != X509_V_OK && verify != X509_V_ERR_INVALID_CALL) {
     TlsFailure f = TlsFailure::kBadCertificate;
     switch (verify) {
       case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
@@ -487,12 +498,7 @@ base::Result<void> TlsTransport::failure_from(int ret) {
     }
     fail(f, std::string("peer sent alert: ") + SSL_alert_desc_string_long(alert_received_));
   } else {
-    uint32_t e = ERR_peek_last_error();
-    if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
-        ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
-      ERR_clear_error();
-      fail(TlsFailure::kNoClientCert, "no client certificate");
-    } else if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && e == 0)) {
+    if (err == SSL_ERROR_ZERO_RETURN || (err == SSL_ERROR_SYSCALL && first == 0)) {
       fail(TlsFailure::kProtocol, "the peer closed TLS");
     } else {
       std::string words = ssl_error_words();
@@ -510,8 +516,6 @@ base::Result<void> TlsTransport::handshake() {
   }
   int r = SSL_do_handshake(ssl_);
   if (r != 1) return failure_from(r);
-  done_ = true;
-  resumed_ = SSL_session_reused(ssl_) != 0;
   const uint8_t* alpn = nullptr;
   unsigned alpn_len = 0;
   SSL_get0_alpn_selected(ssl_, &alpn, &alpn_len);
@@ -520,6 +524,8 @@ base::Result<void> TlsTransport::handshake() {
          server_ ? "no ALPN h2 (the client offered none)" : "backend did not select ALPN h2");
     return error("TLS: " + reason_);
   }
+  done_ = true;
+  resumed_ = SSL_session_reused(ssl_) != 0;
   take_peer_identity();
   return {};
 }
@@ -541,6 +547,10 @@ void TlsTransport::take_peer_identity() {
 base::Result<void> TlsTransport::on_recv(const uint8_t* wire, size_t n, TransportSink& sink) {
   if (failed()) return {};  // closing after its alert: input is dropped
   started_ = true;
+  if (!done_) {  // the start of the latest input, to read a plaintext alert (failure_from)
+    last_in_len_ = std::min<size_t>(n, sizeof last_in_);
+    std::memcpy(last_in_, wire, last_in_len_);
+  }
   in_ = wire;
   in_len_ = n;
   if (!done_) {

@@ -182,6 +182,8 @@ class TlsTransport final : public Transport {
   std::string alpn_offered_;  // server: what the client offered when h2 was not among it
   bool alpn_refused_ = false;
   int alert_received_ = -1;
+  uint8_t last_in_[7] = {};
+  size_t last_in_len_ = 0;
   std::string peer_identity_;
   void (*on_session_)(void*, SSL_SESSION*) = nullptr;
   void* on_session_arg_ = nullptr;

@@ -130,6 +130,12 @@ void Call::begin(DownstreamConn* d, int32_t id) {
   const size_t n = std::min(peer.size(), sizeof peer_);
   std::copy_n(peer.data(), n, peer_);
   record_.peer = std::string_view(peer_, n);
+  peer_identity_.clear();
+  if (const h2::TlsTransport* tls = d->tls()) {
+    record_.tls = tls->version();
+    peer_identity_ = tls->peer_identity();
+    record_.peer_identity = peer_identity_;
+  }
 }
 
 bool Call::add_request_header(std::string_view name, std::string_view value, uint8_t flags) {

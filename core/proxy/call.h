@@ -207,9 +207,10 @@ class Call final : public io::TimerHandler {
   io::Timer retry_timer_;  // the backoff before a retry
   io::Timer hedge_timer_;  // the delay before a hedged attempt
   CallRecord record_;
-  std::string grpc_message_;  // CallRecord::grpc_message's text (capacity reused)
-  char peer_[64];             // CallRecord::peer's text, copied from the connection at begin
-  bool ds_reset_ = false;     // ringlb reset the client's stream (not a client disconnect)
+  std::string grpc_message_;   // CallRecord::grpc_message's text (capacity reused)
+  char peer_[64];              // CallRecord::peer's text, copied from the connection at begin
+  std::string peer_identity_;  // CallRecord::peer_identity's, likewise (mutual TLS)
+  bool ds_reset_ = false;      // ringlb reset the client's stream (not a client disconnect)
 };
 
 }  // namespace ringlb::core::proxy

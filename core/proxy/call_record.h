@@ -65,11 +65,13 @@ struct CallRecord {
   std::string_view authority;                       // :authority (or host)
   std::string_view user_agent;                      // user-agent
   std::string_view request_id;                      // x-request-id
-  std::string_view peer;          // the client's address, "ip:port" (DownstreamConn)
-  std::string_view grpc_message;  // the grpc-message the client got (ringlb's or the backend's),
-                                  // percent-decoded; empty = none
-  int64_t upstream_ns = 0;        // the answering attempt: from its HEADERS sent to its response's
-                                  // end (or the client's stream closing); 0 = no backend answered
+  std::string_view peer;           // the client's address, "ip:port" (DownstreamConn)
+  const char* tls = nullptr;       // the client's TLS version ("TLSv1.3"); null: cleartext
+  std::string_view peer_identity;  // its verified certificate's identity (URI, DNS SAN or CN)
+  std::string_view grpc_message;   // the grpc-message the client got (ringlb's or the backend's),
+                                   // percent-decoded; empty = none
+  int64_t upstream_ns = 0;         // the answering attempt: from its HEADERS sent to its response's
+                                   // end (or the client's stream closing); 0 = no backend answered
 };
 
 /// "NR,UF,URX" for `flags`, "-" for none. Into `out` (at most 64 bytes), returns the length.

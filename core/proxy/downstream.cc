@@ -127,11 +127,15 @@ bool DownstreamConn::start_session() {
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]);
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0,
                                         static_cast<int32_t>(pc.connection_window));
-  if (tls_) {  // the first plaintext: the handshake is done
+  return true;
+}
+
+void DownstreamConn::after_input() {
+  if (tls_ && !tls_counted_ && tls_->handshake_done()) {
+    tls_counted_ = true;
     ++counters()->tls_handshakes[static_cast<size_t>(tls_->resumed() ? TlsHandshake::kResumed
                                                                      : TlsHandshake::kFull)];
   }
-  return true;
 }
 
 void DownstreamConn::tls_failed(const char* why) {

@@ -75,6 +75,7 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   void on_released() override;
   void on_input_error(int err) override;
   bool start_session() override;
+  void after_input() override;  // counts a finished TLS handshake
   ListenerCounters* counters() const;
   /// The client broke a limit: counted, its address refused for a while, GOAWAY.
   void abuse(AbuseReason r, std::string_view detail);
@@ -130,6 +131,7 @@ class DownstreamConn final : public h2::H2Connection, public io::TimerHandler {
   uint8_t reset_next_ = 0;
   uint8_t oversized_lists_ = 0;  // request header lists past max_header_list_size
   bool handshaken_ = false;      // the client's preface and SETTINGS arrived
+  bool tls_counted_ = false;     // the TLS handshake's outcome was counted
   bool draining_ = false;
   bool final_goaway_sent_ = false;
   bool requested_ = false;       // the client has sent at least one request

@@ -1,5 +1,8 @@
 #include "core/proxy/tls_contexts.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <mutex>
 #include <vector>
 
@@ -20,7 +23,20 @@ h2::TlsCertKey cert_key(const config::PemFile& cert, const config::PemFile& key)
   return {cert.pem, key.pem, cert.path, key.path};
 }
 
+// A certificate/key pair's problem, under the key that names the file at fault.
+base::Result<void> check_pair(const config::PemFile& cert, const config::PemFile& key) {
+  if (auto r = h2::check_cert_key(cert_key(cert, key)); !r) {
+    const bool cert_fault = r.error().message.starts_with(cert.path + ":");
+    return base::fail((cert_fault ? cert.where : key.where) + ": " + r.error().message);
+  }
+  return {};
+}
+
 base::Result<std::shared_ptr<h2::TlsContext>> build_listener(const config::ListenerTlsConfig& t) {
+  if (auto r = check_pair(t.cert, t.key); !r) return base::Unexpected(r.error());
+  for (const auto& [c, k] : t.sni_certs) {
+    if (auto r = check_pair(c, k); !r) return base::Unexpected(r.error());
+  }
   h2::TlsServerSettings s;
   s.certs.push_back(cert_key(t.cert, t.key));
   for (const auto& [c, k] : t.sni_certs) s.certs.push_back(cert_key(c, k));
@@ -29,21 +45,32 @@ base::Result<std::shared_ptr<h2::TlsContext>> build_listener(const config::Liste
   s.tls13_only = t.tls13_only;
   if (!t.client_ca.pem.empty()) {
     if (auto r = h2::check_ca_bundle(t.client_ca.pem, t.client_ca.path); !r) {
-      return base::Unexpected(r.error());
+      return base::fail(t.client_ca.where + ": " + r.error().message);
     }
   }
   return h2::make_tls_server(s);
 }
 
 base::Result<std::shared_ptr<h2::TlsContext>> build_cluster(const config::ClusterTlsConfig& t) {
+  if (!t.cert.pem.empty()) {
+    if (auto r = check_pair(t.cert, t.key); !r) return base::Unexpected(r.error());
+  }
   h2::TlsClientSettings s;
   s.ca_pem = t.ca.pem;
   s.verify = t.verify;
   if (!t.cert.pem.empty()) s.client = cert_key(t.cert, t.key);
   if (t.verify) {
-    if (auto r = h2::check_ca_bundle(t.ca.pem, t.ca.path); !r) return base::Unexpected(r.error());
+    if (auto r = h2::check_ca_bundle(t.ca.pem, t.ca.path); !r) {
+      return base::fail((t.ca.where.empty() ? t.where : t.ca.where) + ": " + r.error().message);
+    }
   }
   return h2::make_tls_client(s);
+}
+
+// Errors from the checks above name their key already; BoringSSL's own get the table's.
+std::string positioned(const std::string& where, const std::string& message) {
+  const std::string source = where.substr(0, where.find(':'));
+  return message.starts_with(source + ":") ? message : where + ": " + message;
 }
 
 base::Result<void> build_all(const config::Config& c, Entry& e) {
@@ -53,14 +80,14 @@ base::Result<void> build_all(const config::Config& c, Entry& e) {
     const config::ListenerTlsConfig& t = c.listeners[i].tls;
     if (!t.enabled) continue;
     auto r = build_listener(t);
-    if (!r) return base::fail(t.where + ": " + r.error().message);
+    if (!r) return base::fail(positioned(t.where, r.error().message));
     e.listeners[i] = *r;
   }
   for (size_t i = 0; i < c.clusters.size(); ++i) {
     const config::ClusterTlsConfig& t = c.clusters[i].tls;
     if (!t.enabled) continue;
     auto r = build_cluster(t);
-    if (!r) return base::fail(t.where + ": " + r.error().message);
+    if (!r) return base::fail(positioned(t.where, r.error().message));
     e.clusters[i] = *r;
   }
   return {};
@@ -114,6 +141,33 @@ std::shared_ptr<h2::TlsContext> cluster_tls(const std::shared_ptr<const config::
   std::lock_guard lock(mu);
   auto e = entry_of(config);
   return e ? (*e)->clusters[i] : nullptr;
+}
+
+TlsNames tls_names(const config::ClusterConfig& c, const sockaddr_storage& addr) {
+  TlsNames n;
+  n.sni = !c.tls.sni.empty() ? c.tls.sni : c.dns.name;
+  if (!c.tls.verify) return n;
+  n.verify = n.sni;
+  if (n.verify.empty()) {
+    char ip[INET6_ADDRSTRLEN] = "";
+    const void* a =
+        addr.ss_family == AF_INET6
+            ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in6&>(addr).sin6_addr)
+            : static_cast<const void*>(&reinterpret_cast<const sockaddr_in&>(addr).sin_addr);
+    inet_ntop(addr.ss_family, a, ip, sizeof ip);
+    n.verify = ip;
+  }
+  return n;
+}
+
+std::unique_ptr<h2::TlsTransport> client_transport(mem::ChunkPool* pool,
+                                                   const h2::TlsContext& context,
+                                                   const config::ClusterConfig& c,
+                                                   const sockaddr_storage& addr) {
+  auto t = std::make_unique<h2::TlsTransport>(pool, context);
+  TlsNames names = tls_names(c, addr);
+  t->set_server_name(names.sni, names.verify);
+  return t;
 }
 
 base::Result<void> check_tls(const config::Config& config) {

@@ -4,6 +4,8 @@
 // fails the start or the reload) and shared by every shard running that snapshot. Shards
 // that start or reload later find them here. Any thread; a mutex guards the table (touched
 // only when a snapshot starts running).
+#include <sys/socket.h>
+
 #include <memory>
 #include <string>
 
@@ -22,6 +24,19 @@ std::shared_ptr<h2::TlsContext> listener_tls(const std::shared_ptr<const config:
                                              size_t i);
 std::shared_ptr<h2::TlsContext> cluster_tls(const std::shared_ptr<const config::Config>& config,
                                             size_t i);
+/// What a cluster's TLS connection to `addr` sends as SNI (may be empty) and verifies the
+/// certificate against: `tls.sni`, else the cluster's DNS name, else the endpoint's IP address
+/// (no SNI then; the certificate must carry it as an IP SAN). No name with verify = false.
+struct TlsNames {
+  std::string sni;
+  std::string verify;
+};
+TlsNames tls_names(const config::ClusterConfig& c, const sockaddr_storage& addr);
+/// A new client transport for a connection of cluster `c` to `addr` over `context`.
+std::unique_ptr<h2::TlsTransport> client_transport(mem::ChunkPool* pool,
+                                                   const h2::TlsContext& context,
+                                                   const config::ClusterConfig& c,
+                                                   const sockaddr_storage& addr);
 /// Checks the TLS files of a config not meant to run (`ringlb check`): builds and drops them.
 base::Result<void> check_tls(const config::Config& config);
 

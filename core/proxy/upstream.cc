@@ -1,7 +1,5 @@
 #include "core/proxy/upstream.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <cstring>
 #include <string_view>
@@ -11,6 +9,7 @@
 #include "core/io/net.h"
 #include "core/proxy/call.h"
 #include "core/proxy/context.h"
+#include "core/proxy/tls_contexts.h"
 
 namespace ringlb::core::proxy {
 namespace {
@@ -102,22 +101,7 @@ base::Result<void> UpstreamConn::start() {
 }
 
 void UpstreamConn::start_tls() {
-  tls_ = std::make_unique<h2::TlsTransport>(&ctx_.chunks(), *cluster_.tls);
-  // The name sent (SNI) and verified: the configured one, else the cluster's DNS name, else
-  // the endpoint's IP address (verified against the certificate's IP SANs, no SNI sent).
-  const config::ClusterConfig& cc = *cluster_.config;
-  std::string sni = !cc.tls.sni.empty() ? cc.tls.sni : cc.dns.name;
-  std::string verify = sni;
-  if (verify.empty()) {
-    char ip[INET6_ADDRSTRLEN] = "";
-    const void* a =
-        addr_.ss_family == AF_INET6
-            ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6&>(addr_).sin6_addr)
-            : static_cast<const void*>(&reinterpret_cast<sockaddr_in&>(addr_).sin_addr);
-    inet_ntop(addr_.ss_family, a, ip, sizeof ip);
-    verify = ip;
-  }
-  tls_->set_server_name(sni, cc.tls.verify ? verify : std::string());
+  tls_ = client_transport(&ctx_.chunks(), *cluster_.tls, *cluster_.config, addr_);
   tls_->set_session(endpoint_.tls_session.get());
   tls_->set_on_session(
       [](void* self, SSL_SESSION* s) {

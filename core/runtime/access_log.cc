@@ -24,6 +24,7 @@ namespace {
 // keys and numbers stays under kAccessLineMax (the longest-line unit test checks it).
 constexpr size_t kListenerMax = 64;
 constexpr size_t kPeerMax = 64;
+constexpr size_t kPeerIdentityMax = 256;
 constexpr size_t kAuthorityMax = 128;
 constexpr size_t kPathMax = 288;  // service + method, or path
 constexpr size_t kGrpcMessageMax = 256;
@@ -338,6 +339,12 @@ size_t format_access_line(const proxy::CallRecord& r, const config::Config& conf
   }
   j.raw(",\"peer\":");
   j.str_or_null(r.peer, kPeerMax);
+  if (r.tls != nullptr) {  // a TLS listener's calls only
+    j.raw(",\"tls\":");
+    j.str(r.tls, kPeerMax);
+    j.raw(",\"peer_identity\":");
+    j.str_or_null(r.peer_identity, kPeerIdentityMax);
+  }
   j.raw(",\"authority\":");
   j.str_or_null(r.authority, kAuthorityMax);
   put_target(j, r);

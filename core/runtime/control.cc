@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "core/base/log.h"
+#include "core/proxy/tls_contexts.h"
 #include "core/runtime/admin.h"
 #include "core/runtime/health_checker.h"
 #include "core/runtime/sd_notify.h"
@@ -402,13 +403,17 @@ void Controller::finish(DnsCluster& c, const discovery::LookupResult& result) {
     for (Shard* s : shards_) s->post_endpoints(c.index, step.publish);
     if (health_) {
       health_->set_endpoints(cluster_uid_[c.index], c.config->name, c.config->health_check,
-                             *step.publish);
+                             *step.publish, health_tls(c.index));
     }
     // An endpoint a shard had forgotten (it left the set and drained) and meets again in this
     // set starts fresh there: tell it what it missed. Messages arrive in order, set first.
     rebroadcast_eligibility(c.index);
   }
   timers_.arm(c.timer, now + step.next_query_in_ns);
+}
+
+HealthTls Controller::health_tls(size_t index) const {
+  return {proxy::cluster_tls(config_, index), &config_->clusters[index]};
 }
 
 void Controller::ensure_health_checker() {
@@ -437,7 +442,9 @@ void Controller::start_health_checks() {
       sets = initial_endpoint_sets(*config_);
       ensure_health_checker();
     }
-    if (!c.uses_dns()) health_->set_endpoints(cluster_uid_[i], c.name, c.health_check, *sets[i]);
+    if (!c.uses_dns()) {
+      health_->set_endpoints(cluster_uid_[i], c.name, c.health_check, *sets[i], health_tls(i));
+    }
   }
 }
 

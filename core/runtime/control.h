@@ -34,6 +34,7 @@ namespace ringlb::core::runtime {
 class AccessLog;
 class AdminServer;
 class HealthChecker;
+struct HealthTls;
 class Shard;
 
 /// The signals the control thread takes through its signalfd (blocked in every thread).
@@ -203,6 +204,8 @@ class Controller final : public io::IoHandler,
                      const std::vector<lb::EndpointSetPtr>& sets);
   lb::EndpointSetPtr dns_members(size_t cluster) const;
   void ensure_health_checker();
+  /// Cluster `index`'s TLS for its health checks (the running config's).
+  HealthTls health_tls(size_t index) const;
   /// The config index of the cluster HealthChecker knows as `uid`, or -1 (removed).
   int cluster_of_uid(size_t uid) const;
   // Active health checks (health_checker.h): built in start() when a cluster enables them, fed

@@ -204,15 +204,20 @@ void Controller::reload_health(const ReloadPlan& plan, const config::Config& old
     const ClusterChange& ch = plan.clusters[j];
     const size_t uid = cluster_uid_[j];
     // Changed settings or membership source: that cluster's checks start over.
-    if ((ch.health || ch.source) && health_) health_->set_endpoints(uid, c.name, off, none);
+    // New TLS settings (certificates, CA, names): its checks start over with them too.
+    const int from = plan.cluster_from[j];
+    const bool tls_changed = from >= 0 && c.tls != old.clusters[static_cast<size_t>(from)].tls;
+    if ((ch.health || ch.source || tls_changed) && health_) {
+      health_->set_endpoints(uid, c.name, off, none);
+    }
     if (!c.health_check.enabled) continue;
-    if (!ch.added && !ch.health && !ch.endpoints && !ch.source) continue;  // as it was
+    if (!ch.added && !ch.health && !ch.endpoints && !ch.source && !tls_changed) continue;
     lb::EndpointSetPtr members = sets[j];
     if (!members && c.uses_dns()) members = dns_members(j);
     if (!members && !c.uses_dns()) members = initial_endpoint_sets(*config_)[j];
     if (!members) continue;  // a DNS cluster's first answer brings them (finish())
     ensure_health_checker();
-    health_->set_endpoints(uid, c.name, c.health_check, *members);
+    health_->set_endpoints(uid, c.name, c.health_check, *members, health_tls(j));
   }
 }
 

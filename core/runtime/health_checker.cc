@@ -8,6 +8,7 @@
 #include "core/base/log.h"
 #include "core/h2/host.h"
 #include "core/io/net.h"
+#include "core/proxy/tls_contexts.h"
 #include "proto/grpc.h"
 #include "proto/health.h"
 
@@ -85,8 +86,10 @@ struct HealthChecker::Cluster {
   std::string name;
   lb::HealthPolicy policy;
   config::Duration timeout{};
-  std::string request;       // the framed HealthCheckRequest
-  std::string grpc_timeout;  // the header value
+  std::string request;                  // the framed HealthCheckRequest
+  std::string grpc_timeout;             // the header value
+  std::shared_ptr<h2::TlsContext> tls;  // the cluster's TLS, or null
+  config::ClusterConfig names;          // a copy, for tls_names (its tls and dns keys)
   std::unordered_map<std::string, std::unique_ptr<Target>> targets;  // by lb::endpoint_key
 };
 
@@ -179,6 +182,7 @@ class HealthChecker::Conn final : public h2::H2Connection {
   std::string authority_;
   std::string request_;  // copied from the cluster: a connection may outlive its target
   std::string grpc_timeout_;
+  std::unique_ptr<h2::TlsTransport> tls_;
   Stream check_, watch_;
   uint64_t inputs_ = 0;         // reads processed
   uint64_t check_inputs_ = 0;   // inputs_ when the check in flight was sent
@@ -222,6 +226,11 @@ void HealthChecker::Conn::start() {
   }
   nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 1);
+  if (target != nullptr && target->cluster.tls) {
+    tls_ = proxy::client_transport(&host_.chunks(), *target->cluster.tls, target->cluster.names,
+                                   addr_);
+    set_transport(tls_.get());
+  }
   host_.reactor().connect(fd_, reinterpret_cast<const sockaddr*>(&addr_), addr_len_, connect_op_);
 }
 
@@ -286,7 +295,10 @@ void HealthChecker::Conn::on_close(const char* why) {
   if (t == nullptr) return;
   t->conn = nullptr;  // the next check opens a new connection
   if (t->state.in_flight()) {
-    owner_.conclude(*t, CheckOutcome::kFailed, std::string("connection closed: ") + why);
+    const bool tls_failed = tls_ && !tls_->handshake_done();
+    owner_.conclude(*t, CheckOutcome::kFailed,
+                    std::string(tls_failed ? "TLS handshake failed: " : "connection closed: ") +
+                        (tls_failed && tls_->failed() ? tls_->failure_reason().c_str() : why));
   }
 }
 
@@ -459,7 +471,8 @@ HealthChecker::~HealthChecker() {
 }
 
 void HealthChecker::set_endpoints(size_t cluster, const std::string& cluster_name,
-                                  const config::HealthCheckConfig& hc, const lb::EndpointSet& set) {
+                                  const config::HealthCheckConfig& hc, const lb::EndpointSet& set,
+                                  const HealthTls& tls) {
   if (clusters_.size() <= cluster) clusters_.resize(cluster + 1);
   std::unique_ptr<Cluster>& c = clusters_[cluster];
   if (!hc.enabled) {
@@ -482,6 +495,8 @@ void HealthChecker::set_endpoints(size_t cluster, const std::string& cluster_nam
     char value[16];
     c->grpc_timeout.assign(value, proto::format_grpc_timeout(hc.timeout, value));
   }
+  c->tls = tls.context;  // new connections; open ones keep theirs
+  if (tls.context && tls.cluster != nullptr) c->names = *tls.cluster;
   std::unordered_set<std::string> members;
   for (const lb::Endpoint& ep : set.endpoints) {
     std::string key = lb::endpoint_key(ep);

@@ -25,6 +25,7 @@
 #include "core/base/list.h"
 #include "core/config/config.h"
 #include "core/h2/connection.h"
+#include "core/h2/tls.h"
 #include "core/io/reactor.h"
 #include "core/io/timer.h"
 #include "lb/endpoint.h"
@@ -35,6 +36,12 @@ class Host;
 }
 
 namespace ringlb::core::runtime {
+
+/// A TLS cluster's checks go over TLS like its calls (the same context and names).
+struct HealthTls {
+  std::shared_ptr<h2::TlsContext> context;         // null: cleartext
+  const config::ClusterConfig* cluster = nullptr;  // the names (tls_names), read at connect
+};
 
 class HealthChecker final {
  public:
@@ -55,7 +62,8 @@ class HealthChecker final {
   /// check due at once; checks stop for endpoints that left (no callback for them). A disabled
   /// `hc` stops every check of the cluster.
   void set_endpoints(size_t cluster, const std::string& cluster_name,
-                     const config::HealthCheckConfig& hc, const lb::EndpointSet& set);
+                     const config::HealthCheckConfig& hc, const lb::EndpointSet& set,
+                     const HealthTls& tls = {});
 
   /// Once per loop turn, after the timers ran and before waiting: sends what the checks queued
   /// and frees closed connections. True if output is still queued (the caller must not sleep).
