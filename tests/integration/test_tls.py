@@ -367,6 +367,42 @@ def test_tls_listener_to_plain_backends(ringlb, backends, certs):
     assert code == grpc.StatusCode.UNAVAILABLE, (code, details)
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _h2_session(port: int, ctx: ssl.SSLContext, session=None) -> tuple[bool, str, object]:
+    """A TLS connection that speaks HTTP/2 far enough to get ringlb's SETTINGS (and with them
+    the TLS 1.3 session tickets): (session reused, TLS version, the session to resume)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=CALL_TIMEOUT)
+    try:
+        t = ctx.wrap_socket(s, server_hostname=NAME, session=session)
+        t.sendall(H2_PREFACE)
+        first = t.recv(9)
+        assert len(first) == 9 and first[3] == 0x4, f"no SETTINGS frame from ringlb: {first!r}"
+        out = (t.session_reused, t.version(), t.session)
+        t.close()
+        return out
+    finally:
+        s.close()
+
+
+def test_tls_session_resumption_is_counted(ringlb, backends, certs):
+    b, = backends(1)
+    r = start(ringlb, [cluster("c", [b])], [{"cluster": "c", "tls": listener_tls(certs.server)}])
+    for version, name in ((None, "TLSv1.3"), (ssl.TLSVersion.TLSv1_2, "TLSv1.2")):
+        ctx = ssl_context(certs.ca, max_version=version)
+        reused, got, sess = _h2_session(r.port, ctx)
+        assert (reused, got) == (False, name)
+        reused, got, _ = _h2_session(r.port, ctx, session=sess)
+        assert (reused, got) == (True, name), f"{name}: ringlb did not resume the session"
+    end = time.monotonic() + WAIT
+    while counter(r, DOWN_HANDSHAKES, result="resumed") < 2 and time.monotonic() < end:
+        time.sleep(0.05)
+    assert (counter(r, DOWN_HANDSHAKES, result="full"),
+            counter(r, DOWN_HANDSHAKES, result="resumed"),
+            counter(r, DOWN_HANDSHAKES, result="failed")) == (2, 2, 0), counters(r)
+
+
 def test_tls_to_backends_plain_client(ringlb, tls_backends, certs):
     bs = tls_backends(3, certs.server)
     clusters = [
@@ -659,7 +695,7 @@ def test_tls_min_version_and_plaintext_refused(front, certs):
     s = socket.create_connection(("127.0.0.1", r.port), timeout=CALL_TIMEOUT)
     cport = s.getsockname()[1]
     try:
-        s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        s.sendall(H2_PREFACE)
         closed = _read_until_closed(s, CALL_TIMEOUT)
     finally:
         s.close()

@@ -124,7 +124,7 @@ def _expired(d: Path, ca: Cert, name: str, cn: str, san: str, serial: int) -> Ce
     """`openssl ca` takes -startdate/-enddate (both in the past here)."""
     _csr(d, name, cn)
     db = d / f"{name}.ca"
-    db.mkdir()
+    db.mkdir(exist_ok=True)
     (db / "index.txt").write_text("")
     (db / "serial").write_text(f"{serial:X}\n" if len(f"{serial:X}") % 2 == 0
                                else f"0{serial:X}\n")
