@@ -53,7 +53,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench_load import H2, h2load_cmd
+from bench_load import H2, background_load, h2load_cmd
 from bench_targets import (CLK_TCK, MAX_STREAMS, STREAM_WINDOW, BenchError, Env, Proc, Running,
                            cpu_ticks, free_port, ringlb_config, rss_kb, sched_ns, start_backends,
                            stop_all, wait_port)
@@ -508,14 +508,16 @@ def floors(med_: dict) -> list[dict]:
             rc = _ratio(c, h)
             add(f"A: client-side TLS CPU per call <= {FLOOR_A_CPU_RATIO}x HAProxy", t, rc,
                 FLOOR_A_CPU_RATIO, rc is not None and rc <= FLOOR_A_CPU_RATIO,
-                f"{_f(c)} vs {_f(h)} us = {_f(rc)}x")
+                f"{_f(c)} vs {_f(h)} us = {_f(rc)}x" if rc is not None else
+                f"{_f(c)} vs {_f(h)} us")
         if "C" in med_ and t in med_["C"]:
             c, h = med_["C"][t]["hs_per_cpu_s"], med_["C"].get(REFERENCE, {}).get(
                 "hs_per_cpu_s")
             rc = _ratio(c, h)
             add("C: full handshakes per CPU-second >= HAProxy's", t, rc, FLOOR_C_HS_RATIO,
                 rc is not None and rc >= FLOOR_C_HS_RATIO,
-                f"{_f(c, 0)} vs {_f(h, 0)} /CPU-s = {_f(rc)}x")
+                f"{_f(c, 0)} vs {_f(h, 0)} per CPU-s = {_f(rc)}x" if rc is not None else
+                f"{_f(c, 0)} vs {_f(h, 0)} per CPU-s")
         if "RSS" in med_ and t in med_["RSS"]:
             v = med_["RSS"][t]["rss_idle_kb"]
             add(f"idle RSS with a TLS listener <= {FLOOR_RSS_KIB} KiB", t, v, FLOOR_RSS_KIB,
@@ -673,6 +675,11 @@ def tls_main(args, log) -> int:
             for run_id in runs:
                 for t in order:
                     tt = time.monotonic()
+                    bg = background_load(env)
+                    if max(bg.values()) > 10:
+                        log(f"rep {rep + 1} {run_id} {t}: other processes keep the CPUs busy ("
+                            + ", ".join(f"CPU {c} {v:.0f}%" for c, v in bg.items())
+                            + ") - figures will suffer")
                     skip = ringlb_ok.get(f"{t}/{'cluster' if run_id == 'B' else 'listener'}")
                     try:
                         if skip is not None:
@@ -700,6 +707,7 @@ def tls_main(args, log) -> int:
                         r = {"run": run_id, "target": t, "rep": rep, "error": what}
                         if skip is None:
                             log(f"rep {rep + 1} {run_id} {t}: ERROR {what[:600]}")
+                    r["background_busy_pct"] = {str(c): round(v, 1) for c, v in bg.items()}
                     results.append(r)
         if front is not None and not front.alive():
             notes.append(f"the TLS front of run B died: {front.tail()}")
@@ -713,6 +721,11 @@ def tls_main(args, log) -> int:
     med_ = aggregate(results, targets, runs)
     rat = ratios(med_)
     fl = floors(med_)
+    bgs = [v for r in results for v in r.get("background_busy_pct", {}).values()]
+    if bgs and max(bgs) > 5:
+        notes.append(f"other processes were busy on the benchmark CPUs (sampled for 0.5 s "
+                     f"before each row, nothing of ours running): median "
+                     f"{statistics.median(bgs):.0f}%, max {max(bgs):.0f}%")
     total = time.monotonic() - t0
     notes.append(f"run took {total:.0f} s")
     meta = {"timestamp": started.strftime("%Y-%m-%d %H:%M:%S UTC"), "command": command,
