@@ -648,6 +648,15 @@ def tls_main(args, log) -> int:
     notes: list[str] = list(env.notes)
     rc = 0
     try:
+        if getattr(args, "wait_quiet", 0) > 0:
+            deadline = time.monotonic() + args.wait_quiet
+            while True:
+                bg = background_load(env, 1.0)
+                if max(bg.values()) < 10 or time.monotonic() > deadline:
+                    break
+                log("waiting for quiet CPUs: "
+                    + ", ".join(f"CPU {c} {v:.0f}%" for c, v in bg.items()))
+            log("background load: " + ", ".join(f"CPU {c} {v:.0f}%" for c, v in bg.items()))
         certs = make_certs(workdir / "certs")
         log(f"work folder {workdir}; targets {', '.join(targets)}; runs {', '.join(runs)}; "
             f"{prof.reps} rep(s); binary {env.bin}")
@@ -721,6 +730,12 @@ def tls_main(args, log) -> int:
     med_ = aggregate(results, targets, runs)
     rat = ratios(med_)
     fl = floors(med_)
+    for run_id in ("A", "C"):
+        seen = {t: med_[run_id][t]["tls_client"] for t in targets
+                if run_id in med_ and med_[run_id][t]["tls_client"]}
+        if len({tuple(v) for v in seen.values()}) > 1:
+            notes.append(f"run {run_id}: the proxies negotiated different TLS parameters with "
+                         f"h2load: " + "; ".join(f"{t} {', '.join(v)}" for t, v in seen.items()))
     bgs = [v for r in results for v in r.get("background_busy_pct", {}).values()]
     if bgs and max(bgs) > 5:
         notes.append(f"other processes were busy on the benchmark CPUs (sampled for 0.5 s "
