@@ -21,8 +21,8 @@ and OpenSSL pick by default (TLS 1.3, X25519; the cipher each run saw is in the 
      exactly one call (-c N -n N -m 1: n/c = 1 call per connection), then closed. h2load keeps
      no TLS session between its connections (no ticket or session id is offered), so every
      handshake is a full one for both proxies; the proxies' own counters confirm it (ringlb
-     ringlb_downstream_tls_handshakes_total{result}, HAProxy `show info` CumSslConns and
-     SslFrontendSessionReuse_pct) and the report shows them. Figure: handshakes / proxy CPU
+     ringlb_downstream_tls_handshakes_total{result}, HAProxy `show stat` ssl_sess,
+     ssl_reused_sess, ssl_failed_handshake of the frontend) and the report shows them. Figure: handshakes / proxy CPU
      seconds (utime + stime over the run) = handshakes per second per core. Each counted
      handshake also carries its TCP accept, the HTTP/2 preface and one proxied call: the same
      work on both sides.
@@ -240,13 +240,12 @@ def start_proxy(env: Env, target: str, name: str, ports: list[int], certs: dict[
 # ---------------------------------------------------------------------------------------------
 # Proxy-side TLS counters
 # ---------------------------------------------------------------------------------------------
-def haproxy_info(run: Running) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _haproxy_cmd(run: Running, cmd: bytes) -> str:
     try:
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(3)
             s.connect(str(run.stats_sock))  # type: ignore[attr-defined]
-            s.sendall(b"show info\n")
+            s.sendall(cmd)
             data = b""
             while True:
                 x = s.recv(65536)
@@ -254,14 +253,27 @@ def haproxy_info(run: Running) -> dict[str, int]:
                     break
                 data += x
     except OSError:
-        return out
-    for line in data.decode(errors="replace").splitlines():
+        return ""
+    return data.decode(errors="replace")
+
+
+def haproxy_info(run: Running) -> dict[str, int]:
+    """The frontend's cumulative TLS counters (`show stat`: ssl_sess, ssl_reused_sess,
+    ssl_failed_handshake of the SSL stats module) and `show info`'s CumSslConns."""
+    out: dict[str, int] = {}
+    for line in _haproxy_cmd(run, b"show info\n").splitlines():
         k, _, v = line.partition(": ")
-        if k.startswith("Ssl") or k in ("CumSslConns", "CumConns"):
-            try:
-                out[k] = int(v)
-            except ValueError:
-                pass
+        if k == "CumSslConns":
+            out[k] = int(v)
+    lines = _haproxy_cmd(run, b"show stat\n").splitlines()
+    if lines:
+        hdr = lines[0].lstrip("# ").split(",")
+        for line in lines[1:]:
+            f = line.split(",")
+            if len(f) > 1 and f[0] == "fe" and f[1] == "FRONTEND":
+                for h, v in zip(hdr, f):
+                    if h.startswith("ssl_") and v.isdigit():
+                        out[h] = int(v)
     return out
 
 
@@ -357,6 +369,27 @@ def cpu_per_call(env: Env, prof: TlsProfile, target: str, run_id: str, rep: int,
     return r
 
 
+def ticket_probe(port: int) -> dict[str, Any]:
+    """One `openssl s_client` handshake (SNI, ALPN h2): what the proxy negotiates and how many
+    TLS 1.3 session tickets it sends after a full handshake (part of every run-C handshake's
+    cost; h2load receives them and never uses them)."""
+    cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", SNI,
+           "-alpn", "h2"]
+    try:
+        p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+        time.sleep(0.5)
+        out, _ = p.communicate("", timeout=5)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"error": str(e)}
+    m = re.search(r"^(New|Reused), (\S+), Cipher is (\S+)", out, re.M)
+    a = re.search(r"^ALPN protocol: (\S+)", out, re.M)
+    g = re.search(r"^Server Temp Key: ([^\n]+)", out, re.M)
+    return {"session_tickets": out.count("Post-Handshake New Session Ticket arrived"),
+            "negotiated": " ".join(x for x in (m and m.group(2), m and m.group(3),
+                                               g and g.group(1), a and a.group(1)) if x)}
+
+
 def handshakes(env: Env, prof: TlsProfile, target: str, rep: int, ports: list[int],
                certs: dict[str, Path]) -> dict[str, Any]:
     """Run C: prof.hs_count new connections, one call each, no resumption."""
@@ -369,6 +402,7 @@ def handshakes(env: Env, prof: TlsProfile, target: str, rep: int, ports: list[in
         w = run_h2load(tls_h2load_cmd(env, run.port, 200, 1, 32, True), 200)
         if not w.ok:
             raise BenchError(f"warm-up: {w.problem()}")
+        r["s_client"] = ticket_probe(run.port)
         n = prof.hs_count
         per_period = max(1, round(prof.hs_rate / 100))  # every 10 ms
         cmd = tls_h2load_cmd(env, run.port, n, n, 1, True,
@@ -411,8 +445,10 @@ def resumed(target: str, delta: dict, after: dict) -> str:
                 f"failed {delta.get('failed', 0):.0f}")
     if not delta:
         return "n/a (no stats socket answer)"
-    return (f"TLS conns {delta.get('CumSslConns', 0)}, session reuse "
-            f"{after.get('SslFrontendSessionReuse_pct', 'n/a')}%")
+    if "ssl_sess" not in delta:
+        return f"TLS conns {delta.get('CumSslConns', 0)} (no ssl_sess in show stat)"
+    return (f"full {delta['ssl_sess'] - delta.get('ssl_reused_sess', 0)}, resumed "
+            f"{delta.get('ssl_reused_sess', 0)}, failed {delta.get('ssl_failed_handshake', 0)}")
 
 
 def idle_rss(env: Env, prof: TlsProfile, target: str, rep: int, ports: list[int],
@@ -465,6 +501,8 @@ def aggregate(results: list[dict], targets: list[str], runs: list[str]) -> dict:
             m["tls_client"] = sorted({x["tls_client"] for x in good if x.get("tls_client")})
             if run_id == "C":
                 m["resumed"] = [x.get("resumed") for x in good]
+                m["session_tickets"] = sorted({x.get("s_client", {}).get("session_tickets")
+                                               for x in good} - {None})
             out[run_id][t] = m
     return out
 
@@ -564,21 +602,24 @@ def render(meta: dict, med_: dict, rat: dict, fl: list[dict], targets: list[str]
               f"h2load rate mode, {p['hs_count']:,} new TLS connections asked at "
               f"{p['hs_rate']:,}/s, each carrying one call then closed (-c N -n N -m 1); h2load "
               "offers no session ticket or id, so every handshake is full (the proxy's counters "
-              "below). hs per CPU-s = handshakes / proxy CPU seconds = per core.", "",
+              "below). hs per CPU-s = handshakes / proxy CPU seconds = per core. *tickets sent*: "
+              "TLS 1.3 session tickets the proxy sends after a full handshake (one `openssl "
+              "s_client` probe), work every run-C handshake pays.", "",
               "| proxy | handshakes/s | proxy CPU % | CPU us/handshake | hs per CPU-s | "
-              "(schedstat) | vs HAProxy | proxy's counters | client TLS |",
-              "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+              "(schedstat) | vs HAProxy | proxy's counters | tickets sent | client TLS |",
+              "|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
         for t in targets:
             m = med_["C"][t]
             if not m["reps_ok"]:
                 L.append(f"| {t} | could not run: "
-                         f"{(m['errors'] or ['?'])[0][:160].replace('|', '/')} | | | | | | | |")
+                         f"{(m['errors'] or ['?'])[0][:160].replace('|', '/')} | | | | | | | | |")
                 continue
             L.append(f"| {t} | {_f(m['handshakes_per_s'], 0)} | {_f(m['cpu_pct'], 0)} | "
                      f"{_f(m['cpu_us_per_handshake'], 0)} | {_f(m['hs_per_cpu_s'], 0)} | "
                      f"{_f(m['hs_per_cpu_s_schedstat'], 0)} | "
                      f"{_f(rat.get('C', {}).get(t)) if t != REFERENCE else '1.00'} | "
                      f"{'; '.join(str(x) for x in m['resumed'][:1])} | "
+                     f"{'/'.join(str(x) for x in m['session_tickets']) or 'n/a'} | "
                      f"{', '.join(m['tls_client'])} |")
         L.append("")
     if "RSS" in med_:
