@@ -302,6 +302,34 @@ def ringlb_tls_counters(run: Running) -> dict[str, float]:
     return out
 
 
+def tls_library(pids: list[int]) -> str:
+    """The libssl a running proxy has mapped, with its Debian package and version."""
+    path = ""
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+                f = line.split()
+                if len(f) >= 6 and re.search(r"/libssl[^/]*\.so", f[5]):
+                    path = f[5]
+                    break
+        except OSError:
+            continue
+        if path:
+            break
+    if not path:
+        return "no libssl mapped (static?)"
+    try:
+        r = subprocess.run(["dpkg-query", "-S", path], capture_output=True, text=True, timeout=10)
+        pkg = r.stdout.split(":", 1)[0].strip() if r.returncode == 0 else ""
+        if pkg:
+            v = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+            return f"{path} ({pkg} {v})"
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return path
+
+
 def handshake_counters(run: Running, target: str) -> dict:
     return ringlb_tls_counters(run) if target.startswith("ringlb-") else haproxy_info(run)
 
@@ -352,6 +380,7 @@ def cpu_per_call(env: Env, prof: TlsProfile, target: str, run_id: str, rep: int,
         pids = run.pids()
         r["pids"] = pids
         r["rss_start_kb"] = rss_kb(pids)
+        r["tls_library"] = tls_library(pids)
         w = run_h2load(tls_h2load_cmd(env, run.port, prof.warmup_calls, prof.conns,
                                       prof.streams, client_tls), prof.warmup_calls)
         if not w.ok:
@@ -585,6 +614,9 @@ def render(meta: dict, med_: dict, rat: dict, fl: list[dict], targets: list[str]
          f"{meta['proxy_cpu']}, h2load + backends (+ run B's TLS front) on CPU "
          f"{meta['client_cpu']}  ",
          f"Versions: {meta['versions']}  ",
+         "TLS libraries: " + "; ".join(f"{t} {', '.join(v) or 'n/a'}"
+                                       for t, v in meta.get("tls_libraries", {}).items())
+         + "  ",
          f"Medians of {p['reps']} repetition(s). Certificates: EC P-256 CA and server cert "
          f"({SNI}, 127.0.0.1), made by openssl at run time. One worker/thread per proxy.", ""]
     for run_id in ("A", "B"):
@@ -797,7 +829,13 @@ def tls_main(args, log) -> int:
                      f"{statistics.median(bgs):.0f}%, max {max(bgs):.0f}%")
     total = time.monotonic() - t0
     notes.append(f"run took {total:.0f} s")
+    libs = {t: sorted({x["tls_library"] for x in results
+                       if x["target"] == t and x.get("tls_library")}) for t in targets}
+    if len({tuple(v) for v in libs.values() if v}) > 1:
+        notes.append("the proxies use different TLS libraries (see TLS libraries above): "
+                     "handshake and record costs compare the libraries as well as the proxies")
     meta = {"timestamp": started.strftime("%Y-%m-%d %H:%M:%S UTC"), "command": command,
+            "tls_libraries": libs,
             "profile": prof.as_dict(), "nproc": os.cpu_count(), "kernel": os.uname().release,
             "proxy_cpu": env.proxy_cpu, "client_cpu": env.client_cpu,
             "versions": ", ".join(v for v in versions(env).values() if v != "n/a"),
