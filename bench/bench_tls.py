@@ -822,6 +822,11 @@ def tls_main(args, log) -> int:
         if len({tuple(v) for v in seen.values()}) > 1:
             notes.append(f"run {run_id}: the proxies negotiated different TLS parameters with "
                          f"h2load: " + "; ".join(f"{t} {', '.join(v)}" for t, v in seen.items()))
+    libs = {t: sorted({x["tls_library"] for x in results
+                       if x["target"] == t and x.get("tls_library")}) for t in targets}
+    if len({tuple(v) for v in libs.values() if v}) > 1:
+        notes.append("the proxies use different TLS libraries (see TLS libraries above): "
+                     "handshake and record costs compare the libraries as well as the proxies")
     bgs = [v for r in results for v in r.get("background_busy_pct", {}).values()]
     if bgs and max(bgs) > 5:
         notes.append(f"other processes were busy on the benchmark CPUs (sampled for 0.5 s "
@@ -829,11 +834,6 @@ def tls_main(args, log) -> int:
                      f"{statistics.median(bgs):.0f}%, max {max(bgs):.0f}%")
     total = time.monotonic() - t0
     notes.append(f"run took {total:.0f} s")
-    libs = {t: sorted({x["tls_library"] for x in results
-                       if x["target"] == t and x.get("tls_library")}) for t in targets}
-    if len({tuple(v) for v in libs.values() if v}) > 1:
-        notes.append("the proxies use different TLS libraries (see TLS libraries above): "
-                     "handshake and record costs compare the libraries as well as the proxies")
     meta = {"timestamp": started.strftime("%Y-%m-%d %H:%M:%S UTC"), "command": command,
             "tls_libraries": libs,
             "profile": prof.as_dict(), "nproc": os.cpu_count(), "kernel": os.uname().release,
