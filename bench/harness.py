@@ -19,6 +19,10 @@ means; `bash bench/run.sh` installs what is missing, builds and runs this.
       the attack run instead: tests/attack's attacks against ringlb and HAProxy side by side,
       a well-behaved client's failures and p99 and the proxy's peak RSS (bench_attack.py;
       needs python3-grpcio, python3-h2, python3-hpack, python3-pytest)
+  bench/harness.py --tls [--tls-runs A,B,C,RSS] [--quick] [--reps N]
+      the TLS run instead: TLS on the client side (A), to the backends (B), full handshakes
+      per CPU-second (C) and idle RSS with a TLS listener, ringlb and HAProxy side by side
+      (bench_tls.py; needs openssl and haproxy)
 """
 from __future__ import annotations
 
@@ -265,6 +269,11 @@ def attack_main(args) -> int:
     return bench_attack.attack_main(args, log)
 
 
+def tls_main(args) -> int:
+    import bench_tls
+    return bench_tls.tls_main(args, log)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small counts, 1 repetition")
@@ -306,7 +315,18 @@ def main() -> int:
                     "ringlb-io_uring,haproxy-h2)")
     ap.add_argument("--attacks", default="rapid_reset_1,rapid_reset_20,hpack_bomb,slow_readers",
                     help="attacks of bench_attack.py for --attack")
+    ap.add_argument("--tls", action="store_true", help="the TLS run only: ringlb and HAProxy with "
+                    "TLS on the client side, to the backends, full handshakes, idle RSS (see "
+                    "bench_tls.py); --targets among ringlb-io_uring, ringlb-epoll, haproxy-h2 "
+                    "(default ringlb-io_uring,haproxy-h2)")
+    ap.add_argument("--tls-runs", default="A,B,C,RSS", help="runs of bench_tls.py for --tls")
+    ap.add_argument("--tls-handshakes", type=int, default=0, metavar="N",
+                    help="connections in --tls run C (default 2000, --quick 500)")
+    ap.add_argument("--tls-hs-rate", type=int, default=2000, metavar="N",
+                    help="connections/s h2load is asked for in --tls run C")
     args = ap.parse_args()
+    if args.tls:
+        return tls_main(args)
     if args.attack:
         return attack_main(args)
     if args.render:
