@@ -233,7 +233,7 @@ int on_new_session(SSL* ssl, SSL_SESSION* s) {
 }
 
 void on_info(const SSL* ssl, int where, int value) {
-  if ((where & SSL_CB_READ_ALERT) == 0) return;
+  if ((where & SSL_CB_ALERT) == 0 || (where & SSL_CB_READ) == 0) return;  // not one we sent
   if (TlsTransport* t = transport_of(ssl)) {
     if (t->alert_received_ < 0) t->alert_received_ = value & 0xff;
   }
