@@ -145,6 +145,25 @@ void write_listener(JsonWriter& w, const ListenerConfig& l) {
     w.end_object();
   }
   w.end_array();
+  if (l.tls.enabled) {  // the files, never their contents
+    w.key("tls").begin_object();
+    text(w, "cert", l.tls.cert.path);
+    text(w, "key", l.tls.key.path);
+    if (!l.tls.client_ca.path.empty()) {
+      text(w, "client_ca", l.tls.client_ca.path);
+      text(w, "client_cert", l.tls.require_client_cert ? "required" : "optional");
+    }
+    text(w, "min_version", l.tls.tls13_only ? "1.3" : "1.2");
+    w.key("sni_certs").begin_array();
+    for (const auto& [cert, key] : l.tls.sni_certs) {
+      w.begin_object();
+      text(w, "cert", cert.path);
+      text(w, "key", key.path);
+      w.end_object();
+    }
+    w.end_array();
+    w.end_object();
+  }
   w.end_object();
 }
 
@@ -214,6 +233,17 @@ void write_cluster(JsonWriter& w, const ClusterConfig& c) {
   dur(w, "connect_timeout", c.connect_timeout);
   write_policies(w, c);
   dur(w, "slow_start", c.slow_start);
+  if (c.tls.enabled) {
+    w.key("tls").begin_object();
+    text(w, "sni", c.tls.sni);
+    text(w, "ca", c.tls.ca.path);
+    if (!c.tls.cert.path.empty()) {
+      text(w, "cert", c.tls.cert.path);
+      text(w, "key", c.tls.key.path);
+    }
+    flag(w, "verify", c.tls.verify);
+    w.end_object();
+  }
   w.end_object();
 }
 

@@ -697,3 +697,69 @@ TEST_CASE("operations tables: [admin], [log], [metrics]") {
               "t.toml:2:9: log.level: invalid value \"verbose\", expected one of \"debug\", "
               "\"info\", \"warn\", \"error\"");
 }
+
+TEST_CASE("tls tables: files read relative to the config, errors at the key naming the file") {
+  char dir[] = "/tmp/ringlb-tls-config-XXXXXX";
+  REQUIRE(mkdtemp(dir) != nullptr);
+  const std::string d = dir;
+  auto write = [&](const std::string& name, const std::string& text) {
+    FILE* f = fopen((d + "/" + name).c_str(), "w");
+    REQUIRE(f != nullptr);
+    fputs(text.c_str(), f);
+    fclose(f);
+  };
+  write("a.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n");
+  write("plain.txt", "not pem at all\n");
+  auto cfg = [&](const std::string& listener_tls, const std::string& cluster_tls) {
+    write("r.toml", "[[cluster]]\nname = \"a\"\nendpoints = [\"10.0.0.1:1\"]\n" + cluster_tls +
+                        "\n[[listener]]\naddress = \"127.0.0.1:8080\"\ncluster = \"a\"\n" +
+                        listener_tls + "\n");
+    return d + "/r.toml";
+  };
+  auto error_loading = [&](const std::string& path) -> std::string {
+    try {
+      (void)load_config(path);
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    return "(no error)";
+  };
+
+  Config c = load_config(cfg("tls = { cert = \"a.pem\", key = \"a.pem\" }",
+                             "tls = { ca = \"a.pem\", sni = \"x.internal\" }"));
+  REQUIRE(c.listeners[0].tls.enabled);
+  CHECK(c.listeners[0].tls.cert.path == d + "/a.pem");
+  CHECK(c.listeners[0].tls.cert.pem.starts_with("-----BEGIN CERTIFICATE-----"));
+  CHECK(c.listeners[0].tls.cert.where == d + "/r.toml:8:16: listener[0].tls.cert");
+  CHECK(c.listeners[0].tls.require_client_cert);
+  CHECK_FALSE(c.listeners[0].tls.tls13_only);
+  CHECK(c.clusters[0].tls.enabled);
+  CHECK(c.clusters[0].tls.sni == "x.internal");
+  CHECK(c.clusters[0].tls.verify);
+
+  std::string e = error_loading(cfg("tls = { cert = \"missing.pem\", key = \"a.pem\" }", ""));
+  CHECK_MESSAGE(e.find("r.toml:8:16: ") != std::string::npos, e);
+  CHECK_MESSAGE(
+      e.find("listener[0].tls.cert: cannot read \"" + d + "/missing.pem\"") != std::string::npos,
+      e);
+  e = error_loading(cfg("tls = { cert = \"a.pem\", key = \"plain.txt\" }", ""));
+  CHECK_MESSAGE(
+      e.find("listener[0].tls.key: \"" + d + "/plain.txt\" is not PEM") != std::string::npos, e);
+  e = error_loading(cfg("tls = { cert = \"a.pem\" }", ""));
+  CHECK_MESSAGE(e.find("listener[0].tls.key: missing required key") != std::string::npos, e);
+  e = error_loading(
+      cfg("tls = { cert = \"a.pem\", key = \"a.pem\", client_cert = \"optional\" }", ""));
+  CHECK_MESSAGE(e.find("listener[0].tls.client_cert: needs `client_ca`") != std::string::npos, e);
+  e = error_loading(cfg("tls = { cert = \"a.pem\", key = \"a.pem\", min_version = \"1.1\" }", ""));
+  CHECK_MESSAGE(
+      e.find("listener[0].tls.min_version: expected \"1.2\" or \"1.3\"") != std::string::npos, e);
+  e = error_loading(cfg("", "tls = { ca = \"a.pem\", cert = \"a.pem\" }"));
+  CHECK_MESSAGE(e.find("cluster[0].tls: a client certificate needs both `cert` and `key`") !=
+                    std::string::npos,
+                e);
+  e = error_loading(cfg("", "tls = { ca = \"a.pem\", verfy = false }"));
+  CHECK_MESSAGE(
+      e.find("cluster[0].tls.verfy: unknown key, did you mean `verify`?") != std::string::npos, e);
+  for (const char* f : {"a.pem", "plain.txt", "r.toml"}) std::remove((d + "/" + f).c_str());
+  rmdir(dir);
+}

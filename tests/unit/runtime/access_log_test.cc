@@ -577,3 +577,18 @@ TEST_CASE("access log: word-at-a-time escaping matches a byte-by-byte reference"
     }
   }
 }
+
+TEST_CASE("access log: a TLS listener's call names its version and the client's identity") {
+  Config c = test_config();
+  CallRecord r = ok_call();
+  r.tls = "TLSv1.3";
+  r.peer_identity = "spiffe://prod/orders-client";
+  std::string l = line_of(r, c);
+  CHECK(l.find("\"peer\":\"10.9.8.7:40000\",\"tls\":\"TLSv1.3\","
+               "\"peer_identity\":\"spiffe://prod/orders-client\",\"authority\":") !=
+        std::string::npos);
+  CHECK(valid_json(l));
+  r.peer_identity = {};  // no client certificate
+  l = line_of(r, c);
+  CHECK(l.find("\"tls\":\"TLSv1.3\",\"peer_identity\":null,") != std::string::npos);
+}
