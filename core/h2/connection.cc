@@ -105,16 +105,21 @@ bool H2Connection::transport_failed() {
   if (state_ != State::kOpen) return false;
   if (!close_when_sent_) {
     close_when_sent_ = true;
-    going_away_ = true;  // input is read and dropped from now on
-    if (input_paused_) {
-      input_paused_ = false;
-      host_.remove_backlog(this);
-    }
-    backlog_.clear();
-    if (!recv_op_.active && !recv_cancelled_) host_.reactor().recv(fd_, recv_op_);
-    mark_dirty();
+    drop_input();
   }
   return false;
+}
+
+void H2Connection::drop_input() {
+  going_away_ = true;
+  if (input_paused_) {
+    input_paused_ = false;
+    host_.remove_backlog(this);
+  }
+  backlog_.clear();
+  // Reading goes on (a paused receive is re-armed): input is dropped from now on.
+  if (!recv_op_.active && !recv_cancelled_) host_.reactor().recv(fd_, recv_op_);
+  mark_dirty();
 }
 
 size_t H2Connection::share_left() {
@@ -198,19 +203,11 @@ void H2Connection::go_away(uint32_t code, std::string_view debug, int32_t below_
     close("went away before the HTTP/2 session began");
     return;
   }
-  going_away_ = true;
   int32_t last = nghttp2_session_get_last_proc_stream_id(session_);
   if (below_stream > 0 && last >= below_stream) last = std::max(0, below_stream - 2);
   nghttp2_submit_goaway(session_, NGHTTP2_FLAG_NONE, last, code,
                         reinterpret_cast<const uint8_t*>(debug.data()), debug.size());
-  if (input_paused_) {
-    input_paused_ = false;
-    host_.remove_backlog(this);
-  }
-  backlog_.clear();
-  // Reading goes on (a paused receive is re-armed): input is dropped from now on.
-  if (!recv_op_.active && !recv_cancelled_) host_.reactor().recv(fd_, recv_op_);
-  mark_dirty();
+  drop_input();
 }
 
 void H2Connection::flush() {
@@ -226,7 +223,11 @@ void H2Connection::flush() {
   // Going away: the GOAWAY is among the next few frames (nghttp2 sends control frames before
   // DATA); nothing past them matters.
   int frames = session_ == nullptr || close_when_sent_ ? 0 : going_away_ ? 8 : INT32_MAX;
-  while (plain.size() < kHighWater && frames-- > 0) {
+  // What waits for the socket counts too: TLS seals the plaintext into its own wire queue,
+  // which a peer that does not read would otherwise let grow a high-water mark per flush.
+  const mem::ChunkQueue& sealed = transport_->wire_out();
+  const size_t unsent = &sealed == &plain ? 0 : sealed.size();
+  while (plain.size() + unsent < kHighWater && frames-- > 0) {
     const uint8_t* data = nullptr;
     ssize_t n = nghttp2_session_mem_send(session_, &data);
     if (n < 0) {

@@ -150,6 +150,8 @@ class H2Connection : public io::IoHandler, private TransportSink {
   /// The transport failed (fatal()): input is dropped, what it still has to send (an alert)
   /// goes out, then the connection closes. False: it closed already.
   bool transport_failed();
+  /// From now on input is read and dropped (going_away_); the backlog goes.
+  void drop_input();
 
   static constexpr int kMaxIov = 64;
   static constexpr size_t kHighWater = 256 * 1024;

@@ -392,9 +392,9 @@ struct TlsBio {
   static long ctrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
 };
 
-TlsTransport::TlsTransport(mem::ChunkPool* pool, const TlsContext& context)
-    : plain_(pool), wire_(pool), server_(context.server()) {
-  ssl_ = SSL_new(context.ctx());
+TlsTransport::TlsTransport(mem::ChunkPool* pool, std::shared_ptr<const TlsContext> context)
+    : context_(std::move(context)), plain_(pool), wire_(pool), server_(context_->server()) {
+  ssl_ = SSL_new(context_->ctx());
   if (ssl_ == nullptr) return;  // fails at the first handshake step
   BIO* bio = BIO_new(TlsBio::method());
   BIO_set_data(bio, this);

@@ -116,8 +116,8 @@ class TlsSession {
 
 class TlsTransport final : public Transport {
  public:
-  /// `context` outlives nothing here: the SSL holds its own reference to the SSL_CTX.
-  TlsTransport(mem::ChunkPool* pool, const TlsContext& context);
+  /// Holds `context` (its callbacks' state) while the connection lives, past a reload.
+  TlsTransport(mem::ChunkPool* pool, std::shared_ptr<const TlsContext> context);
   ~TlsTransport() override;
   TlsTransport(const TlsTransport&) = delete;
   TlsTransport& operator=(const TlsTransport&) = delete;
@@ -168,6 +168,7 @@ class TlsTransport final : public Transport {
   base::Result<void> failure_from(int ret);
   void take_peer_identity();
 
+  std::shared_ptr<const TlsContext> context_;
   SSL* ssl_ = nullptr;
   mem::ChunkQueue plain_;
   mem::ChunkQueue wire_;

@@ -65,7 +65,7 @@ bool DownstreamConn::init(const sockaddr_storage& peer, socklen_t peer_len) {
   // (start_session): a connection that never speaks costs only this object (and, on a TLS
   // listener, BoringSSL's SSL object) until handshake_timeout closes it.
   if (const std::shared_ptr<h2::TlsContext>& t = ctx_.router(listener_index_).tls) {
-    tls_ = std::make_unique<h2::TlsTransport>(&ctx_.chunks(), *t);
+    tls_ = std::make_unique<h2::TlsTransport>(&ctx_.chunks(), t);
     set_transport(tls_.get());
   }
   start_io();

@@ -161,10 +161,10 @@ TlsNames tls_names(const config::ClusterConfig& c, const sockaddr_storage& addr)
 }
 
 std::unique_ptr<h2::TlsTransport> client_transport(mem::ChunkPool* pool,
-                                                   const h2::TlsContext& context,
+                                                   std::shared_ptr<const h2::TlsContext> context,
                                                    const config::ClusterConfig& c,
                                                    const sockaddr_storage& addr) {
-  auto t = std::make_unique<h2::TlsTransport>(pool, context);
+  auto t = std::make_unique<h2::TlsTransport>(pool, std::move(context));
   TlsNames names = tls_names(c, addr);
   t->set_server_name(names.sni, names.verify);
   return t;

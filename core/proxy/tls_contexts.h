@@ -34,7 +34,7 @@ struct TlsNames {
 TlsNames tls_names(const config::ClusterConfig& c, const sockaddr_storage& addr);
 /// A new client transport for a connection of cluster `c` to `addr` over `context`.
 std::unique_ptr<h2::TlsTransport> client_transport(mem::ChunkPool* pool,
-                                                   const h2::TlsContext& context,
+                                                   std::shared_ptr<const h2::TlsContext> context,
                                                    const config::ClusterConfig& c,
                                                    const sockaddr_storage& addr);
 /// Checks the TLS files of a config not meant to run (`ringlb check`): builds and drops them.

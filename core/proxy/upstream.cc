@@ -101,7 +101,7 @@ base::Result<void> UpstreamConn::start() {
 }
 
 void UpstreamConn::start_tls() {
-  tls_ = client_transport(&ctx_.chunks(), *cluster_.tls, *cluster_.config, addr_);
+  tls_ = client_transport(&ctx_.chunks(), cluster_.tls, *cluster_.config, addr_);
   tls_->set_session(endpoint_.tls_session.get());
   tls_->set_on_session(
       [](void* self, SSL_SESSION* s) {

@@ -227,8 +227,8 @@ void HealthChecker::Conn::start() {
   nghttp2_settings_entry settings[] = {{NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
   nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, 1);
   if (target != nullptr && target->cluster.tls) {
-    tls_ = proxy::client_transport(&host_.chunks(), *target->cluster.tls, target->cluster.names,
-                                   addr_);
+    tls_ =
+        proxy::client_transport(&host_.chunks(), target->cluster.tls, target->cluster.names, addr_);
     set_transport(tls_.get());
   }
   host_.reactor().connect(fd_, reinterpret_cast<const sockaddr*>(&addr_), addr_len_, connect_op_);

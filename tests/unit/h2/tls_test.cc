@@ -23,9 +23,11 @@ using namespace ringlb::core;
 
 namespace {
 
-std::string pem_of(X509* x) {
+// What `write(bio)` writes to a memory BIO, as a string.
+template <typename Write>
+std::string pem_with(Write write) {
   BIO* b = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(b, x);
+  write(b);
   const uint8_t* p = nullptr;
   size_t n = 0;
   BIO_mem_contents(b, &p, &n);
@@ -34,15 +36,13 @@ std::string pem_of(X509* x) {
   return s;
 }
 
+std::string pem_of(X509* x) {
+  return pem_with([&](BIO* b) { PEM_write_bio_X509(b, x); });
+}
+
 std::string pem_of(EVP_PKEY* k) {
-  BIO* b = BIO_new(BIO_s_mem());
-  PEM_write_bio_PrivateKey(b, k, nullptr, nullptr, 0, nullptr, nullptr);
-  const uint8_t* p = nullptr;
-  size_t n = 0;
-  BIO_mem_contents(b, &p, &n);
-  std::string s(reinterpret_cast<const char*>(p), n);
-  BIO_free(b);
-  return s;
+  return pem_with(
+      [&](BIO* b) { PEM_write_bio_PrivateKey(b, k, nullptr, nullptr, 0, nullptr, nullptr); });
 }
 
 EVP_PKEY* new_key() {
@@ -175,8 +175,9 @@ struct Pair {
   mem::ChunkPool pool;
   std::unique_ptr<h2::TlsTransport> client, server;
   Sink client_sink, server_sink;
-  Pair(const h2::TlsContext& client_ctx, const h2::TlsContext& server_ctx,
-       std::string_view sni = "ringlb.test", std::string_view verify = "ringlb.test") {
+  Pair(const std::shared_ptr<h2::TlsContext>& client_ctx,
+       const std::shared_ptr<h2::TlsContext>& server_ctx, std::string_view sni = "ringlb.test",
+       std::string_view verify = "ringlb.test") {
     client = std::make_unique<h2::TlsTransport>(&pool, client_ctx);
     server = std::make_unique<h2::TlsTransport>(&pool, server_ctx);
     client->set_server_name(sni, verify);
@@ -191,7 +192,7 @@ TEST_CASE("tls: a handshake with ALPN h2, bytes both ways, then a resumed sessio
   auto cc = client_ctx(client_settings(pki().ca));
   SSL_SESSION* saved = nullptr;
   {
-    Pair p(*cc, *sc);
+    Pair p(cc, sc);
     p.client->set_on_session(
         [](void* arg, SSL_SESSION* s) {
           auto** slot = static_cast<SSL_SESSION**>(arg);
@@ -218,7 +219,7 @@ TEST_CASE("tls: a handshake with ALPN h2, bytes both ways, then a resumed sessio
     CHECK(p.server->peer_identity().empty());  // no client certificate
   }
   REQUIRE(saved != nullptr);
-  Pair again(*cc, *sc);
+  Pair again(cc, sc);
   again.client->set_session(saved);
   SSL_SESSION_free(saved);
   again.run();
@@ -232,7 +233,7 @@ TEST_CASE("tls: the client's verification names the failure: unknown CA, name, e
   SUBCASE("a server certificate from another CA") {
     auto other = client_ctx(client_settings(pki().other_ca));
     auto sc = server_ctx(server_settings(pki().server));
-    Pair p(*other, *sc);
+    Pair p(other, sc);
     p.run();
     CHECK(p.client->failure() == h2::TlsFailure::kUnknownCa);
     CHECK(p.client->failure_reason().find("unable to get local issuer certificate") !=
@@ -244,23 +245,23 @@ TEST_CASE("tls: the client's verification names the failure: unknown CA, name, e
   }
   SUBCASE("a certificate for another name") {
     auto sc = server_ctx(server_settings(pki().other_name));
-    Pair p(*cc, *sc);
+    Pair p(cc, sc);
     p.run();
     CHECK(p.client->failure() == h2::TlsFailure::kNameMismatch);
     CHECK(p.client->failure_reason() == "certificate verify failed: Hostname mismatch");
   }
   SUBCASE("an IP address verified against the IP SAN (no SNI)") {
     auto sc = server_ctx(server_settings(pki().server));
-    Pair p(*cc, *sc, "", "127.0.0.1");
+    Pair p(cc, sc, "", "127.0.0.1");
     p.run();
     CHECK(p.client->handshake_done());
-    Pair q(*cc, *sc, "", "127.0.0.2");
+    Pair q(cc, sc, "", "127.0.0.2");
     q.run();
     CHECK(q.client->failure() == h2::TlsFailure::kNameMismatch);
   }
   SUBCASE("an expired certificate") {
     auto sc = server_ctx(server_settings(pki().expired));
-    Pair p(*cc, *sc);
+    Pair p(cc, sc);
     p.run();
     CHECK(p.client->failure() == h2::TlsFailure::kExpired);
     CHECK(p.client->failure_reason() == "certificate verify failed: certificate has expired");
@@ -281,22 +282,22 @@ TEST_CASE("tls: client certificates: required, optional, from another CA; the id
   req.require_client_cert = false;
   auto optional = server_ctx(req);
 
-  Pair ok(*cc_cert, *required);
+  Pair ok(cc_cert, required);
   ok.run();
   REQUIRE(ok.server->handshake_done());
   CHECK(ok.server->peer_identity() == "spiffe://test/client");
 
-  Pair none(*cc_plain, *required);
+  Pair none(cc_plain, required);
   none.run();
   CHECK(none.server->failure() == h2::TlsFailure::kNoClientCert);
   CHECK(none.server->failure_reason() == "no client certificate");
 
-  Pair bad(*cc_wrong, *required);
+  Pair bad(cc_wrong, required);
   bad.run();
   CHECK(bad.server->failure() == h2::TlsFailure::kUnknownCa);
   CHECK(bad.server->failure_reason().starts_with("certificate verify failed: "));
 
-  Pair opt(*cc_plain, *optional);
+  Pair opt(cc_plain, optional);
   opt.run();
   CHECK(opt.server->handshake_done());
   CHECK(opt.server->peer_identity().empty());
@@ -308,14 +309,14 @@ TEST_CASE("tls: SNI picks among the listener's certificates; wildcard names matc
   auto sc = server_ctx(s);
   auto cc = client_ctx(client_settings(pki().ca));
   for (const char* name : {"other.test", "a.wild.test"}) {
-    Pair p(*cc, *sc, name, name);
+    Pair p(cc, sc, name, name);
     p.run();
     CHECK_MESSAGE(p.client->handshake_done(), name);
   }
-  Pair fallback(*cc, *sc, "ringlb.test", "ringlb.test");
+  Pair fallback(cc, sc, "ringlb.test", "ringlb.test");
   fallback.run();
   CHECK(fallback.client->handshake_done());
-  Pair deep(*cc, *sc, "a.b.wild.test", "a.b.wild.test");  // the default certificate: no match
+  Pair deep(cc, sc, "a.b.wild.test", "a.b.wild.test");  // the default certificate: no match
   deep.run();
   CHECK(deep.client->failure() == h2::TlsFailure::kNameMismatch);
 }
