@@ -764,6 +764,35 @@ def test_tls_backend_refused(ringlb, tls_backends, certs, case):
             b.stop()
 
 
+def test_tls_backend_handshake_timeout(ringlb):
+    """A backend whose kernel accepts the TCP connection but which never answers the
+    ClientHello (a hung task): the handshake gets connect_timeout after the TCP connect, then
+    the call ends UNAVAILABLE naming the timeout, logged and counted."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # never accepted: the ClientHello waits in the kernel, unanswered
+    addr = f"127.0.0.1:{silent.getsockname()[1]}"
+    try:
+        r = start(ringlb, [cluster("c", [addr], tls={"verify": False},
+                                   connect_timeout="300ms", retry={"attempts": 1})])
+        f = Findings(r)
+        ch = channel(r.port)
+        t0 = time.monotonic()
+        code, details = call_code(Stub(ch).unary, b"x", timeout=CALL_TIMEOUT)
+        took = time.monotonic() - t0
+        ch.close()
+        f.check(code == grpc.StatusCode.UNAVAILABLE, f"the call ended {code}: {details}")
+        f.check("TLS handshake failed: handshake timeout" in details,
+                f"grpc-message {details!r} does not name the handshake timeout")
+        # TCP connects at once; the handshake then has 300 ms (generous margin for sanitizers).
+        f.check(took < 5.0, f"the call took {took:.2f} s")
+        f.line(f"tls: cluster c endpoint {addr}: {HS_FAILED}handshake timeout")
+        f.moved(UP_FAILURES, 0.0, cluster="c", reason="timeout")
+        f.done()
+    finally:
+        silent.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # SNI
 # ---------------------------------------------------------------------------------------------
