@@ -74,6 +74,17 @@ install -D -m 0755 "$bin" "$root/usr/bin/ringlb"
 # As dh_strip does for an executable (lintian: unstripped-binary-or-object).
 strip --strip-unneeded --remove-section=.comment --remove-section=.note "$root/usr/bin/ringlb"
 install -D -m 0644 packaging/ringlb.service "$root/lib/systemd/system/ringlb.service"
+# Debian ships BoringSSL (android-libboringssl) outside the default library path, so that its
+# libssl.so.0 never stands in for OpenSSL's: the binary finds it by its RUNPATH, as Debian's own
+# android tools do, and says so to lintian.
+runpath=$(readelf -d "$root/usr/bin/ringlb" | sed -n 's/.*(RUNPATH).*\[\(.*\)\]/\1/p')
+if [ -n "$runpath" ]; then
+  install -d "$root/usr/share/lintian/overrides"
+  printf '%s\n' "# BoringSSL (android-libboringssl) lives off the default library path" \
+    "ringlb: custom-library-search-path RUNPATH $runpath [usr/bin/ringlb]" \
+    > "$root/usr/share/lintian/overrides/ringlb"
+  chmod 0644 "$root/usr/share/lintian/overrides/ringlb"
+fi
 install -D -m 0644 "$config" "$root/etc/ringlb/ringlb.toml"
 "$root/usr/bin/ringlb" check "$root/etc/ringlb/ringlb.toml" >/dev/null \
   || die "$config does not pass \`ringlb check\`"
