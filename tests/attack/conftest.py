@@ -4,7 +4,10 @@ test's figures at the end of the run (passed or failed)."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -23,6 +26,46 @@ def backends():
     pool = harness.BackendPool()
     yield pool
     pool.close()
+
+
+class NativeBackend:
+    """`ringlb backend` (the C++ echo backend of the benchmarks) in its own process: the
+    well-behaved client's latency then measures ringlb, not a grpcio backend that shares the
+    test process (and its GIL) with that client while it serves the attacker's streams."""
+
+    def __init__(self, tmp_path):
+        self.log = tmp_path / "native-backend.log"
+        self.proc = subprocess.Popen(
+            [str(harness.ringlb_bin()), "backend", "--listen", "127.0.0.1:0", "--name", "nb",
+             "--threads", "1"], stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        port = None
+        while port is None and time.monotonic() < deadline and self.proc.poll() is None:
+            m = re.search(r"listening on 127\.0\.0\.1:(\d+)", self.log.read_text())
+            port = int(m.group(1)) if m else None
+            if port is None:
+                time.sleep(0.02)
+        if port is None:
+            self.stop()
+            raise RuntimeError(f"ringlb backend did not start: {self.log.read_text()[-500:]}")
+        self.address = f"127.0.0.1:{port}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture
+def native_backend(tmp_path):
+    """A NativeBackend, stopped at teardown."""
+    b = NativeBackend(tmp_path)
+    yield b
+    b.stop()
 
 
 @pytest.fixture

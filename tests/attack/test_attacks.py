@@ -45,8 +45,10 @@ REFUSED = "ringlb_listener_connections_rejected_total"
 
 
 def start(backends, ringlb, io_backend, limits: dict | None = None, **proxy):
-    """One grpcio backend and ringlb (workers = 1, memory_limit 64 MiB, **proxy)."""
-    bs = backends(1)
+    """One backend and ringlb (workers = 1, memory_limit 64 MiB, **proxy). `backends` is the
+    grpcio pool (a test that counts the backend's calls) or a NativeBackend (its own process,
+    so the good client's latency measures ringlb alone)."""
+    bs = [backends] if hasattr(backends, "proc") else backends(1)
     proxy = {"memory_limit": f"{LIMIT_MIB}MiB", **proxy}
     if not limits:
         return bs, ringlb([cluster("main", bs)], **proxy)
@@ -186,11 +188,11 @@ FLOODS = {
 
 @pytest.mark.parametrize("io_backend", BOTH)
 @pytest.mark.parametrize("attack", list(FLOODS))
-def test_frame_flood(backends, ringlb, io_backend, tmp_path, report, attack):
+def test_frame_flood(native_backend, ringlb, io_backend, tmp_path, report, attack):
     """One connection sends one kind of frame as fast as ringlb reads it (bounded count).
     Contract: the matching [limits] entry -> GOAWAY ENHANCE_YOUR_CALM, abuse_total{reason}."""
     reasons, contract = FLOODS[attack]
-    _, rl = start(backends, ringlb, io_backend)
+    _, rl = start(native_backend, ringlb, io_backend)
     o = scene(rl, tmp_path, attack, 3.0, count=200_000, source=ATTACKER)
     f = expect_calm(o, reasons, f"{attack} flood ({contract})")
     first = o.attacker.get("first_conn") or {}
@@ -199,13 +201,13 @@ def test_frame_flood(backends, ringlb, io_backend, tmp_path, report, attack):
 
 
 @pytest.mark.parametrize("io_backend", BOTH)
-def test_continuation_flood(backends, ringlb, io_backend, tmp_path, report):
+def test_continuation_flood(native_backend, ringlb, io_backend, tmp_path, report):
     """HEADERS without END_HEADERS, then CONTINUATION frames of 16 KB of literal headers without
     end. Contract: the list passes max_header_list_size (64 KiB) after 5 frames, decoding stops,
     and the block must end within header_timeout (set to 2 s here): the connection is closed
     (GOAWAY, any code, or EOF) within 2 s + 1.5 s, counted as abuse{header_list} or
     timeouts{stage=headers}."""
-    _, rl = start(backends, ringlb, io_backend, header_timeout="2s")
+    _, rl = start(native_backend, ringlb, io_backend, header_timeout="2s")
     o = scene(rl, tmp_path, "continuation", 4.0, count=50_000, source=ATTACKER)
     a = o.attacker
     first = a.get("first_conn") or {}
@@ -269,7 +271,7 @@ IDLE_CONNS = 3000
 
 
 @pytest.mark.parametrize("io_backend", BOTH)
-def test_idle_connections(backends, ringlb, io_backend, tmp_path, report):
+def test_idle_connections(native_backend, ringlb, io_backend, tmp_path, report):
     """3,000 TCP connections that never send the preface. Contract: handshake_timeout (set to
     2 s) closes each within 2 s + 1.5 s of its connect, timeouts{stage=handshake} counts them;
     reported: ringlb's RSS per idle connection."""
@@ -279,7 +281,7 @@ def test_idle_connections(backends, ringlb, io_backend, tmp_path, report):
         pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}: cannot hold {IDLE_CONNS} "
                     f"connections (raise it with ulimit -Hn as root)")
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
-    _, rl = start(backends, ringlb, io_backend, handshake_timeout="2s",
+    _, rl = start(native_backend, ringlb, io_backend, handshake_timeout="2s",
                   max_connections=IDLE_CONNS + 1000)
     o = scene(rl, tmp_path, "idle", 6.0, count=IDLE_CONNS, source=ATTACKER)
     a = o.attacker
@@ -301,11 +303,11 @@ def test_idle_connections(backends, ringlb, io_backend, tmp_path, report):
 
 
 @pytest.mark.parametrize("io_backend", BOTH)
-def test_slowloris_headers(backends, ringlb, io_backend, tmp_path, report):
+def test_slowloris_headers(native_backend, ringlb, io_backend, tmp_path, report):
     """100 connections, each with the preface and SETTINGS whole, then a HEADERS frame 1 byte
     every 100 ms (the block would take ~15 s). Contract: header_timeout (set to 2 s) closes the
     connection within 2 s + 1.5 s of the first byte; timeouts{stage=headers} counts it."""
-    _, rl = start(backends, ringlb, io_backend, header_timeout="2s")
+    _, rl = start(native_backend, ringlb, io_backend, header_timeout="2s")
     o = scene(rl, tmp_path, "slowloris_headers", 5.0, conns=100, source=ATTACKER)
     a = o.attacker
     f = []
@@ -321,11 +323,11 @@ def test_slowloris_headers(backends, ringlb, io_backend, tmp_path, report):
 
 
 @pytest.mark.parametrize("io_backend", BOTH)
-def test_slowloris_body(backends, ringlb, io_backend, tmp_path, report):
+def test_slowloris_body(native_backend, ringlb, io_backend, tmp_path, report):
     """100 connections, each a complete request header block and then its body 1 byte per
     second. Contract: body_timeout (set to 500 ms: every gap is 1 s) ends the stream or the
     connection within 0.5 s + 1.5 s; timeouts{stage=body} counts it."""
-    _, rl = start(backends, ringlb, io_backend, body_timeout="500ms")
+    _, rl = start(native_backend, ringlb, io_backend, body_timeout="500ms")
     o = scene(rl, tmp_path, "slowloris_body", 5.0, conns=100, source=ATTACKER)
     a = o.attacker
     f = []
@@ -342,12 +344,12 @@ def test_slowloris_body(backends, ringlb, io_backend, tmp_path, report):
 # Oversized header lists
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("io_backend", BOTH)
-def test_oversized_headers(backends, ringlb, io_backend, tmp_path, report):
+def test_oversized_headers(native_backend, ringlb, io_backend, tmp_path, report):
     """Rounds on new connections (each from its own 127.0.0.x): an 80 KiB header list
     (max_header_list_size 64 KiB), a normal request, a second 80 KiB list. Contract: the first
     is answered RESOURCE_EXHAUSTED trailers-only and the connection lives on (the normal request
     gets OK); the second gets GOAWAY ENHANCE_YOUR_CALM; abuse{header_list} counts it."""
-    _, rl = start(backends, ringlb, io_backend)
+    _, rl = start(native_backend, ringlb, io_backend)
     o = scene(rl, tmp_path, "oversized_headers", 3.0, count=6)
     a = o.attacker
     f = []
