@@ -69,7 +69,6 @@ SNI = "bench.test"
 FLOOR_A_CPU_RATIO = 0.6
 FLOOR_C_HS_RATIO = 1.0
 FLOOR_RSS_KIB = 8192
-DEFAULT_RINGLB_BIN = "/work/bin/ringlb"
 # h2load offers only this TLS 1.3 suite: HAProxy picks by its own preference (AES-256 first),
 # ringlb by the client's, so left to their defaults they encrypt differently. AES-128-GCM is
 # h2load's (and most gRPC clients') first choice.
@@ -708,9 +707,6 @@ def tls_main(args, log) -> int:
     if missing:
         raise SystemExit(f"harness --tls: missing {', '.join(missing)} (apt-get install -y "
                          "nghttp2-client haproxy openssl util-linux)")
-    if (not os.environ.get("RINGLB_BIN") and args.bin == str(REPO / "build" / "ringlb")
-            and not Path(args.bin).exists() and Path(DEFAULT_RINGLB_BIN).exists()):
-        args.bin = DEFAULT_RINGLB_BIN   # TLS_CONTRACT.md's default binary
     b = Path(args.bin)
     if not (b.is_file() and os.access(b, os.X_OK)):
         raise SystemExit(f"harness --tls: ringlb binary not found at {b} (--bin or RINGLB_BIN)")
